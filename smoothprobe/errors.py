@@ -1,0 +1,21 @@
+"""Domain exceptions: every user mistake becomes one of these, with one line naming the fix."""
+
+
+class SmoothprobeError(Exception):
+    """A problem the user can fix (bad file, bad option, bad data). The CLI prints it as one line."""
+
+
+class CheckpointError(SmoothprobeError):
+    """A checkpoint cannot be read or does not match the model."""
+
+
+class DataError(SmoothprobeError):
+    """The evaluation data cannot be read or is too small."""
+
+
+class NonDeterministicLossError(SmoothprobeError):
+    """Two evaluations of the loss (or of one HVP) at the same point disagree."""
+
+
+class NonFiniteError(SmoothprobeError):
+    """NaN or Inf in parameters, loss or gradient."""

@@ -1,0 +1,82 @@
+"""The result of one estimator: a value, what kind of bound it is, its error bar and its cost.
+
+Quantity names used across the package (records, reports and the CLI agree on these):
+
+======================  =====================================================  =========
+quantity                meaning (MATH.md symbols)                              geometry
+======================  =====================================================  =========
+``loss``                L(θ) on the evaluation sample                          --
+``lambda_max``          largest eigenvalue of H                                l2
+``lambda_min``          smallest eigenvalue of H                               l2
+``l2_norm``             L₂ = ‖H‖₂ = max|λ|                                     l2
+``d_l2``                d·L₂ (the one-block H(Φ))                              l2
+``trace``               tr H                                                   l2
+``frobenius_sq``        ‖H‖_F²                                                 l2
+``l11_norm``            ‖H‖₁,₁ = Σ|H_ij| (upper bound on H∞)                   linf
+``linf_lower``          certified lower bound on H∞ = ‖H‖∞→1                   linf
+``max_row``             max_i ‖H_i,:‖₁ = ‖H‖∞→∞                               linf
+``rho``                 ‖H‖₁,₁ / (d·L₂)                                        linf
+``block_upper``         U(Φ) = Σ √(d_b d_b') ‖H_bb'‖₂                          block
+``block_lower``         certified lower bound on H(Φ)                          block
+``rho_block``           H(Φ) / (d·L₂)                                          block
+======================  =====================================================  =========
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class Bound(str, enum.Enum):
+    """What a reported value is, relative to the true quantity."""
+
+    EXACT = "exact"  # equal up to floating point
+    LOWER = "lower"  # certified: never above the truth
+    UPPER = "upper"  # certified: never below the truth
+    ESTIMATE = "estimate"  # statistical: see stderr / ci_low / ci_high
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimated quantity with its error bar and cost.
+
+    Attributes:
+        quantity: name from the table in this module's docstring.
+        value: the estimate.
+        bound: what kind of number ``value`` is.
+        stderr: standard error for statistical estimates.
+        ci_low, ci_high: confidence interval at level ``confidence``.
+        confidence: level of the interval, e.g. 0.95.
+        hvps: Hessian-vector products used (one per probe vector).
+        gradients: gradient evaluations used.
+        seconds: wall time.
+        seed: seed of the generator the estimator drew from.
+        method: estimator name, e.g. ``"lanczos"`` or ``"two-phase"``.
+        geometry: ``"l2"``, ``"linf"`` or ``"block"`` (empty when not applicable).
+        settings: JSON-serializable options the estimator ran with.
+        extra: JSON-serializable diagnostics (residuals, iterations, top-k values, ...).
+    """
+
+    quantity: str
+    value: float
+    bound: Bound = Bound.ESTIMATE
+    stderr: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    confidence: float | None = None
+    hvps: int = 0
+    gradients: int = 0
+    seconds: float = 0.0
+    seed: int | None = None
+    method: str = ""
+    geometry: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns a JSON-ready dict (the bound as its string value)."""
+        out = asdict(self)
+        out["bound"] = self.bound.value
+        return out
