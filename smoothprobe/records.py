@@ -1,0 +1,239 @@
+"""Records: an Estimate plus where it came from, stored as JSON lines and loaded as a DataFrame."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smoothprobe.estimate import Estimate
+
+RECORD_COLUMNS = (
+    "quantity",
+    "value",
+    "bound",
+    "stderr",
+    "ci_low",
+    "ci_high",
+    "confidence",
+    "hvps",
+    "gradients",
+    "seconds",
+    "seed",
+    "method",
+    "geometry",
+    "basis",
+    "partition",
+    "d",
+    "checkpoint",
+    "checkpoint_sha256",
+    "step",
+    "dtype",
+    "num_examples",
+    "batch_size",
+    "settings",
+    "extra",
+    "version",
+    "timestamp",
+)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every record of one measurement run shares.
+
+    Attributes:
+        checkpoint: path (or name of a built-in example) that was measured.
+        checkpoint_sha256: content hash of the checkpoint file (empty for in-memory models).
+        step: training step (``iter_num``) when the checkpoint states it.
+        d: number of parameters measured.
+        dtype: compute dtype.
+        basis: basis name, e.g. ``"identity"`` or ``"hadamard:seed=0"``.
+        partition: partition name for blockwise records (``"singleton"`` for ℓ∞, ``"one"`` for ℓ2).
+        num_examples: size of the evaluation sample (examples or tokens).
+        batch_size: examples per batch.
+        extra: more JSON-ready provenance (data path, spec, ...).
+    """
+
+    checkpoint: str
+    d: int
+    checkpoint_sha256: str = ""
+    step: int | None = None
+    dtype: str = ""
+    basis: str = "identity"
+    partition: str = ""
+    num_examples: int | None = None
+    batch_size: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def file_sha256(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+    """Returns the hex SHA-256 of a file, or of every file in a directory (sorted by name)."""
+    digest = hashlib.sha256()
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _clean(value: Any) -> Any:
+    """Makes a value JSON-safe: NaN/Inf floats become None, tuples lists, tensors floats."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def make_record(
+    estimate: Estimate, context: RunContext, *, partition: str | None = None
+) -> dict[str, Any]:
+    """Combines an estimate with its run context into one flat, JSON-ready record.
+
+    Args:
+        estimate: the estimate.
+        context: shared provenance of the run.
+        partition: overrides ``context.partition`` (e.g. per blockwise estimate).
+
+    Returns:
+        A dict with the keys of ``RECORD_COLUMNS``.
+    """
+    from smoothprobe import __version__
+
+    est = estimate.to_dict()
+    part = partition or estimate.settings.get("partition") or context.partition
+    if not part:
+        part = {"l2": "one", "linf": "singleton"}.get(estimate.geometry, "")
+    record = {
+        **{
+            k: est[k]
+            for k in (
+                "quantity",
+                "value",
+                "bound",
+                "stderr",
+                "ci_low",
+                "ci_high",
+                "confidence",
+                "hvps",
+                "gradients",
+                "seconds",
+                "seed",
+                "method",
+                "geometry",
+                "settings",
+                "extra",
+            )
+        },
+        "basis": context.basis,
+        "partition": part,
+        "d": context.d,
+        "checkpoint": context.checkpoint,
+        "checkpoint_sha256": context.checkpoint_sha256,
+        "step": context.step,
+        "dtype": context.dtype,
+        "num_examples": context.num_examples,
+        "batch_size": context.batch_size,
+        "version": __version__,
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if context.extra:
+        record["extra"] = {**context.extra, **record["extra"]}
+    return _clean(record)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes a file so that it is either complete or absent: temp file + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def records_to_jsonl(records: Iterable[dict[str, Any]]) -> str:
+    """Serializes records as JSON lines."""
+    return "".join(json.dumps(r, sort_keys=False) + "\n" for r in records)
+
+
+def write_records(
+    path: str | os.PathLike, records: Sequence[dict[str, Any]], *, append: bool = False
+) -> None:
+    """Writes records as JSON lines atomically (appending rewrites old + new in one rename).
+
+    Args:
+        path: output file.
+        records: records from ``make_record``.
+        append: keep the records already in the file.
+    """
+    old = Path(path).read_text(encoding="utf-8") if append and Path(path).exists() else ""
+    atomic_write_text(path, old + records_to_jsonl(records))
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Reads a JSON-lines records file.
+
+    Raises:
+        SmoothprobeError: when the file is missing or a line is not JSON.
+    """
+    from smoothprobe.errors import SmoothprobeError
+
+    path = Path(path)
+    if not path.exists():
+        raise SmoothprobeError(f"records file not found: {path} (give a .jsonl written by --out)")
+    out = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise SmoothprobeError(
+                    f"{path}:{i} is not a JSON record ({exc.msg}); "
+                    "pass files written by `smoothprobe measure --out`"
+                ) from None
+    return out
+
+
+def load_records(paths: str | os.PathLike | Sequence[str | os.PathLike]):
+    """Loads one or more JSON-lines records files into a pandas DataFrame.
+
+    Args:
+        paths: a path or a list of paths.
+
+    Returns:
+        DataFrame with the columns of ``RECORD_COLUMNS`` (missing ones filled with None) plus
+        ``source`` (the file each record came from).
+    """
+    import pandas as pd
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    rows = []
+    for p in paths:
+        for r in read_records(p):
+            rows.append({**r, "source": str(p)})
+    frame = pd.DataFrame(rows)
+    for col in RECORD_COLUMNS:
+        if col not in frame.columns:
+            frame[col] = None
+    return frame
