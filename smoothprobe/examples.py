@@ -7,7 +7,7 @@ machine) and returns a Problem on a fixed evaluation sample split into batches o
 name   model                                        data            d (test / bench)
 =====  ===========================================  ==============  ==================
 mlp    tanh MLP 64-32-10 / 64-160-96-10             sklearn digits  2,410 / 26,826
-cnn    conv-BatchNorm-ReLU ×2 / ×3, linear head     sklearn digits  1,946 / 26,090
+cnn    conv-BatchNorm-SiLU ×2 / ×3, linear head     sklearn digits  1,946 / 26,090
 gpt    nanoGPT-style, LayerNorm, tied embeddings    stdlib text     2,676 / 28,544
 =====  ===========================================  ==============  ==================
 

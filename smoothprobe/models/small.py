@@ -23,7 +23,10 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Conv → BatchNorm → ReLU stages, adaptive average pooling to 2×2, linear classifier.
+    """Conv → BatchNorm → SiLU stages, adaptive average pooling to 2×2, linear classifier.
+
+    SiLU rather than ReLU keeps the loss C² everywhere, so finite differences of the gradient
+    are a valid check of the Hessian (ReLU kinks make them disagree by a few percent).
 
     Args:
         channels: output channels of each conv stage (3×3, padding 1).
@@ -36,7 +39,7 @@ class SmallCNN(nn.Module):
         layers: list[nn.Module] = []
         prev = in_channels
         for c in channels:
-            layers += [nn.Conv2d(prev, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
+            layers += [nn.Conv2d(prev, c, 3, padding=1), nn.BatchNorm2d(c), nn.SiLU()]
             prev = c
         layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(prev * 4, num_classes)]
         self.net = nn.Sequential(*layers)

@@ -1,0 +1,211 @@
+"""One measurement run: a loaded checkpoint + settings → records (what ``smoothprobe measure`` does).
+
+The CLI, the demo and the trajectory command all call ``run_measurement``; notebooks can too, or
+call the estimators directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from smoothprobe.checkpoints import LoadedCheckpoint
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.estimate import Bound, Estimate
+from smoothprobe.progress import ProgressOperator
+from smoothprobe.records import RunContext, make_record
+
+NORMS = ("l2", "linf", "both", "none")
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """Everything that decides what a run measures (hashed to recognise identical runs).
+
+    Attributes:
+        norm: ``l2``, ``linf``, ``both`` or ``none`` (only blocks / graddiff / noise).
+        tol: Lanczos relative tolerance.
+        max_hvps: Lanczos HVP budget.
+        top_k: top eigenvalues to converge.
+        extras: ℓ2 extras: trace, frobenius, density.
+        method: (1,1)-norm method.
+        hvps: (1,1)-norm HVP budget.
+        confidence: interval level.
+        blocks: partition specs for blockwise H(Φ).
+        block_hvps: HVP budget per partition (None: the estimator's default).
+        basis: basis spec (``identity``, ``hadamard``, ...).
+        graddiff: radii for sampled gradient differences.
+        graddiff_samples: perturbations per radius.
+        graddiff_geometry: ``l2``, ``linf`` or a partition spec.
+        noise_batch_size: minibatch size of the gradient-noise estimate (0: off).
+        seed: seed of every random choice.
+        chunk_size: probes per batched backward (memory knob).
+        retain_graphs: keep all batches' gradient graphs (None: decide by measured memory).
+    """
+
+    norm: str = "both"
+    tol: float = 1e-6
+    max_hvps: int = 300
+    top_k: int = 1
+    extras: tuple[str, ...] = ()
+    method: str = "auto"
+    hvps: int = 256
+    confidence: float = 0.95
+    blocks: tuple[str, ...] = ()
+    block_hvps: int | None = None
+    basis: str = "identity"
+    graddiff: tuple[float, ...] = ()
+    graddiff_samples: int = 16
+    graddiff_geometry: str = "l2"
+    noise_batch_size: int = 0
+    seed: int = 0
+    chunk_size: int | None = None
+    retain_graphs: bool | None = None
+
+    def key(self) -> str:
+        """A short hash of the settings (identical runs share it)."""
+        text = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def validate(self) -> None:
+        """Raises SmoothprobeError naming the first bad value."""
+        checks = [
+            (self.norm in NORMS, f"--norm {self.norm!r}: use one of {', '.join(NORMS)}"),
+            (0 < self.tol < 1, f"--tol {self.tol}: use a value in (0, 1), e.g. 1e-6"),
+            (self.max_hvps >= 2, f"--max-hvps {self.max_hvps}: use at least 2"),
+            (self.top_k >= 1, f"--top-k {self.top_k}: use at least 1"),
+            (self.hvps >= 2, f"--hvps {self.hvps}: use at least 2"),
+            (0 < self.confidence < 1, f"--confidence {self.confidence}: use a level in (0, 1)"),
+            (all(r > 0 for r in self.graddiff), "--graddiff radii must be positive"),
+            (self.graddiff_samples >= 1, "--graddiff-samples must be ≥ 1"),
+            (self.noise_batch_size >= 0, "--noise batch size must be ≥ 0"),
+            (self.chunk_size is None or self.chunk_size >= 1, "--chunk-size must be ≥ 1"),
+            (self.seed >= 0, f"--seed {self.seed}: use a non-negative integer"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SmoothprobeError(message)
+
+
+@dataclass
+class MeasureResult:
+    """Records of a run plus the objects a caller may want to inspect."""
+
+    records: list[dict[str, Any]]
+    estimates: list[Estimate] = field(default_factory=list)
+
+
+def _log(message: str, *, enabled: bool) -> None:
+    if enabled:
+        print(f"[smoothprobe] {message}", file=sys.stderr, flush=True)
+
+
+def run_measurement(
+    loaded: LoadedCheckpoint,
+    settings: MeasureSettings,
+    *,
+    progress: bool = True,
+    check_determinism: bool = True,
+) -> MeasureResult:
+    """Measures one checkpoint.
+
+    Args:
+        loaded: the checkpoint's Problem and provenance.
+        settings: what to measure.
+        progress: progress bars and step messages on stderr.
+        check_determinism: evaluate loss and one HVP twice first.
+
+    Returns:
+        The records (loss first, then each geometry's estimates).
+
+    Raises:
+        SmoothprobeError: bad settings, non-deterministic or non-finite loss.
+    """
+    from smoothprobe.bases import build_basis
+    from smoothprobe.rotated_operator import RotatedOperator
+
+    settings.validate()
+    problem = loaded.problem
+    t0 = time.perf_counter()
+    loss = problem.loss()
+    if check_determinism:
+        problem.check_determinism(seed=settings.seed)
+    basis = build_basis(settings.basis, problem.layout, seed=settings.seed)
+    context = RunContext(
+        checkpoint=loaded.path, d=problem.d, checkpoint_sha256=loaded.sha256, step=loaded.step,
+        dtype=str(problem.dtype).removeprefix("torch."), basis=basis.name,
+        num_examples=int(problem.num_examples), batch_size=len(problem.batches[0].targets),
+        extra={"settings_key": settings.key(), "kind": loaded.kind,
+               **({"data": loaded.data_path} if loaded.data_path else {})},
+    )
+    estimates = [Estimate("loss", loss, Bound.EXACT, seconds=time.perf_counter() - t0,
+                          gradients=len(problem.batches))]
+    base = problem.hvp_operator(chunk_size=settings.chunk_size,
+                                retain_graphs=settings.retain_graphs)
+    operator = base if settings.basis == "identity" else RotatedOperator(base, basis)
+    gen = torch.Generator().manual_seed(settings.seed)
+    l2_estimate = None
+
+    def tracked(desc: str, total: int | None) -> ProgressOperator:
+        return ProgressOperator(operator, desc=desc, total=total, enabled=progress)
+
+    if settings.norm in ("l2", "both"):
+        from smoothprobe.suites.l2 import measure_l2
+
+        _log(f"ℓ2: Lanczos to tol {settings.tol:g} (≤ {settings.max_hvps} HVPs), d = {problem.d:,}",
+             enabled=progress)
+        op = tracked("lanczos", settings.max_hvps)
+        found = measure_l2(op, tol=settings.tol, max_hvps=settings.max_hvps,
+                           top_k=settings.top_k, extras=settings.extras, generator=gen,
+                           confidence=settings.confidence)
+        op.close()
+        estimates += found
+        l2_estimate = next(e for e in found if e.quantity == "l2_norm")
+    if settings.norm in ("linf", "both"):
+        from smoothprobe.suites.linf import measure_linf
+
+        _log(f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent",
+             enabled=progress)
+        op = tracked("l11", None)
+        estimates += measure_linf(op, method=settings.method, hvps=settings.hvps,
+                                  confidence=settings.confidence, generator=gen,
+                                  l2_norm=l2_estimate)
+        op.close()
+    blockwise: list[tuple[str, Estimate]] = []
+    if settings.blocks:
+        from smoothprobe.partitions import build_partition
+        from smoothprobe.suites.blockwise import measure_blockwise
+
+        for spec in settings.blocks:
+            partition = build_partition(spec, operator.layout, n_head=loaded.n_head)
+            _log(f"blockwise H(Φ) for {partition.name}: {partition.num_blocks} blocks",
+                 enabled=progress)
+            op = tracked(f"H({partition.name})", settings.block_hvps)
+            for est in measure_blockwise(op, partition, max_hvps=settings.block_hvps,
+                                         generator=gen, l2_norm=l2_estimate):
+                blockwise.append((partition.name, est))
+            op.close()
+    if settings.graddiff:
+        from smoothprobe.estimators.graddiff import measure_graddiff
+
+        _log(f"gradient differences at radii {list(settings.graddiff)}", enabled=progress)
+        estimates += measure_graddiff(problem, radii=settings.graddiff,
+                                      samples=settings.graddiff_samples,
+                                      geometry=settings.graddiff_geometry, generator=gen,
+                                      basis=None if settings.basis == "identity" else basis)
+    if settings.noise_batch_size:
+        from smoothprobe.estimators.noise import measure_noise
+
+        _log(f"gradient noise at batch size {settings.noise_batch_size}", enabled=progress)
+        estimates += measure_noise(problem, batch_size=settings.noise_batch_size, generator=gen)
+    records = [make_record(e, context) for e in estimates]
+    records += [make_record(e, context, partition=name) for name, e in blockwise]
+    _log(f"done in {time.perf_counter() - t0:.1f} s, {base.cost.hvps} HVPs, "
+         f"{base.cost.gradients} gradients", enabled=progress)
+    return MeasureResult(records, estimates + [e for _, e in blockwise])
