@@ -19,6 +19,18 @@ quantity                meaning (MATH.md symbols)                              g
 ``block_upper``         U(Φ) = Σ √(d_b d_b') ‖H_bb'‖₂                          block
 ``block_lower``         certified lower bound on H(Φ)                          block
 ``rho_block``           H(Φ) / (d·L₂)                                          block
+``graddiff_max``        max_j ‖∇L(θ+δ_j)−∇L(θ)‖_*/‖δ_j‖ (lower bound, ball)    any
+``graddiff_mean``       mean of those ratios over the direction draws          any
+``hvp_ratio_max``       max_j ‖Hv_j‖_*/‖v_j‖, same directions (lower bound)    any
+``hvp_ratio_mean``      mean of ‖Hv_j‖_*/‖v_j‖                                 any
+``noise_l1``            ‖σ‖₁, σ² = per-coordinate minibatch-gradient variance  linf
+``noise_l2_sqrtd``      √d·‖σ‖₂                                                l2
+``noise_block``         Σ_b √d_b ‖σ_b‖₂                                        block
+``snr_l1``              ‖∇L‖₁ / ‖σ‖₁                                           linf
+``snr_l2``              ‖∇L‖₂ / ‖σ‖₂                                           l2
+``snr_block``           Σ_b √d_b‖∇L_b‖₂ / Σ_b √d_b‖σ_b‖₂                       block
+``grad_norm``           ‖∇L(θ)‖_* (trajectory)                                 any
+``step_ratio``          ‖∇L(θ_{t+1})−∇L(θ_t)‖_*/‖θ_{t+1}−θ_t‖ (lower bound)    any
 ======================  =====================================================  =========
 """
 
