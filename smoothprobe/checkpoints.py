@@ -131,7 +131,8 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
         raise CheckpointError(f"checkpoint {path} is corrupt ({first[:160]})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first[:160]})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({first[:160]})") from None
 
 
 def _is_zip(path: Path) -> bool:
@@ -205,7 +206,8 @@ def load_nanogpt(
         config = GPTConfig.from_model_args(model_args)
         model = GPT(config)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: model_args {model_args} do not describe a GPT ({exc})") from None
+        raise CheckpointError(
+            f"{path}: model_args {model_args} do not describe a GPT ({exc})") from None
     state = ckpt["model"]
     _check_finite_state(state, path=str(path))
     ckpt_dtype = _state_dtype(state)
@@ -220,7 +222,8 @@ def load_nanogpt(
     x, y = load_data(data_path, block_size=block, num_sequences=data.batch_size * data.num_batches,
                      seed=data.seed, vocab_size=config.vocab_size)
     batches = make_batches((x, y), batch_size=data.batch_size, num_batches=data.num_batches)
-    problem = Problem(model, lm_loss, batches, dtype=resolve_dtype(dtype, checkpoint_dtype=ckpt_dtype),
+    problem = Problem(model, lm_loss, batches,
+                      dtype=resolve_dtype(dtype, checkpoint_dtype=ckpt_dtype),
                       device=device, include_frozen=include_frozen)
     step = ckpt.get("iter_num")
     return LoadedCheckpoint(problem, str(path), "nanogpt", file_sha256(path),
@@ -279,8 +282,9 @@ def load_checkpoint(
         return load_nanogpt(obj, path, data=data, dtype=dtype, device=device,
                             include_frozen=include_frozen)
     if spec is None:
-        raise CheckpointError(f"{path} is a plain state dict: pass --spec FILE.py or module:function "
-                              "that builds the model, the loss and the data (see README)")
+        raise CheckpointError(f"{path} is a plain state dict: pass --spec FILE.py or "
+                              "module:function that builds the model, the loss and the data "
+                              "(see README)")
     from smoothprobe.spec import load_spec
 
     built = load_spec(spec, data=data)

@@ -1,4 +1,4 @@
-"""One measurement run: a loaded checkpoint + settings → records (what ``smoothprobe measure`` does).
+"""One measurement run: a loaded checkpoint + settings → records (``smoothprobe measure``).
 
 The CLI, the demo and the trajectory command all call ``run_measurement``; notebooks can too, or
 call the estimators directly.
@@ -148,7 +148,8 @@ def run_measurement(
                           gradients=len(problem.batches))]
     base = problem.hvp_operator(chunk_size=settings.chunk_size,
                                 retain_graphs=settings.retain_graphs)
-    operator = base if settings.basis == "identity" else RotatedOperator(base, basis)
+    identity = settings.basis == "identity"
+    operator = base if identity else RotatedOperator(base, basis)
     gen = torch.Generator().manual_seed(settings.seed)
     l2_estimate = None
 
@@ -192,18 +193,24 @@ def run_measurement(
                 blockwise.append((partition.name, est))
             op.close()
     if settings.graddiff:
-        from smoothprobe.estimators.graddiff import measure_graddiff
+        from smoothprobe.estimators.graddiff import gradient_differences
+        from smoothprobe.partitions import build_partition
 
+        geometry = settings.graddiff_geometry
+        if geometry not in ("l2", "linf"):
+            geometry = build_partition(geometry, problem.layout, n_head=loaded.n_head)
         _log(f"gradient differences at radii {list(settings.graddiff)}", enabled=progress)
-        estimates += measure_graddiff(problem, radii=settings.graddiff,
-                                      samples=settings.graddiff_samples,
-                                      geometry=settings.graddiff_geometry, generator=gen,
-                                      basis=None if settings.basis == "identity" else basis)
+        diff = gradient_differences(problem, radii=settings.graddiff, geometry=geometry,
+                                    samples=settings.graddiff_samples, generator=gen,
+                                    operator=base, basis=None if identity else basis)
+        estimates += diff.to_estimates(confidence=settings.confidence)
     if settings.noise_batch_size:
-        from smoothprobe.estimators.noise import measure_noise
+        from smoothprobe.estimators.noise import gradient_noise
 
         _log(f"gradient noise at batch size {settings.noise_batch_size}", enabled=progress)
-        estimates += measure_noise(problem, batch_size=settings.noise_batch_size, generator=gen)
+        noise = gradient_noise(problem, batch_size=settings.noise_batch_size, generator=gen,
+                               basis=None if identity else basis)
+        estimates += noise.to_estimates()
     records = [make_record(e, context) for e in estimates]
     records += [make_record(e, context, partition=name) for name, e in blockwise]
     _log(f"done in {time.perf_counter() - t0:.1f} s, {base.cost.hvps} HVPs, "

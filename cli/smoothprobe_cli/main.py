@@ -98,7 +98,7 @@ def pass_loaded(fn):
 
 
 def _register() -> None:
-    from smoothprobe_cli import info, measure  # noqa: F401  (commands attach themselves)
+    from smoothprobe_cli import info, measure, trajectory  # noqa: F401  (commands attach themselves)
 
 
 _register()

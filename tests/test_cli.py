@@ -1,0 +1,95 @@
+"""The command line: outputs, records, one-line errors, exit codes, no half-written files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from smoothprobe_cli.main import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_every_command_is_documented():
+    result = run("--help")
+    assert result.exit_code == 0
+    for name, command in cli.commands.items():
+        assert command.help and len(command.help) > 40, name
+        assert "Example" in command.help, name
+        assert run(name, "--help").exit_code == 0
+    assert run("--version").output.startswith("smoothprobe, version")
+
+
+def test_info_on_nanogpt_checkpoint(nanogpt_run):
+    ckpt, data = nanogpt_run
+    result = run("info", ckpt, "--data", data, "--batch-size", 2, "--num-batches", 2)
+    assert result.exit_code == 0, result.output
+    assert "transformer.wte.weight = lm_head.weight (counted once)" in result.output
+    assert "step 100" in result.output
+    summary = json.loads(run("info", ckpt, "--data", data, "--format", "json").output)
+    assert summary["d"] == sum(t["numel"] for t in summary["tensors"])
+
+
+def test_measure_l2_writes_records_and_formats(nanogpt_run, tmp_path):
+    ckpt, data = nanogpt_run
+    out = tmp_path / "m.jsonl"
+    args = ["measure", ckpt, "--data", data, "--batch-size", 2, "--num-batches", 2, "--norm",
+            "l2", "--dtype", "float64", "--quiet"]
+    result = run(*args, "--out", out, "--format", "json")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    stored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["quantity"] for r in printed] == [r["quantity"] for r in stored]
+    by = {r["quantity"]: r for r in stored}
+    assert {"loss", "lambda_max", "lambda_min", "l2_norm", "d_l2"} <= set(by)
+    for r in stored:
+        for key in ("value", "bound", "hvps", "seconds", "seed", "d", "geometry", "basis",
+                    "partition", "checkpoint"):
+            assert key in r, key
+        assert r["checkpoint"] == str(ckpt) and r["step"] == 100 and r["dtype"] == "float64"
+    assert by["d_l2"]["value"] == pytest.approx(by["l2_norm"]["value"] * by["d_l2"]["d"])
+    table = run(*args).output
+    assert "lambda_max" in table and "d = " in table
+    csv = run(*args, "--format", "csv").output.splitlines()
+    assert csv[0].startswith("quantity,value,bound") and len(csv) == len(stored) + 1
+    run(*args, "--out", out, "--append")
+    assert len(out.read_text().splitlines()) == 2 * len(stored)
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda t, c, d: ["measure", t / "missing.pt"], "checkpoint not found"),
+        (lambda t, c, d: ["measure", c, "--data", t / "missing.bin"], "data file not found"),
+        (lambda t, c, d: ["measure", c, "--data", d, "--basis", "nonsense"], "basis"),
+        (lambda t, c, d: ["measure", c, "--data", d, "--blocks", "("], "("),
+        (lambda t, c, d: ["measure", t / "short.pt"], "truncated or corrupt"),
+        (lambda t, c, d: ["measure", c, "--data", t / "short.bin"], "shorter than one sequence"),
+    ],
+)
+def test_bad_input_is_one_line_exit_1_and_no_output_file(nanogpt_run, tmp_path, make_args,
+                                                         message):
+    ckpt, data = nanogpt_run
+    (tmp_path / "short.pt").write_bytes(ckpt.read_bytes()[:200])
+    np.arange(3, dtype=np.uint16).tofile(tmp_path / "short.bin")
+    out = tmp_path / "never.jsonl"
+    result = CliRunner().invoke(cli, [str(a) for a in make_args(tmp_path, ckpt, data)] +
+                                ["--out", str(out), "--quiet"])
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], lines
+    assert "Traceback" not in result.output
+    assert not out.exists()
+    assert not list(tmp_path.glob(".never.jsonl.*"))
+
+
+def test_usage_errors_exit_2(nanogpt_run):
+    ckpt, data = nanogpt_run
+    assert run("measure", ckpt, "--norm", "l3").exit_code == 2
+    assert run("measure", ckpt, "--hvps", 0).exit_code == 2
+    assert run("measure", ckpt, "--tol", 2).exit_code == 2
