@@ -2,7 +2,7 @@
 
 
 class SmoothprobeError(Exception):
-    """A problem the user can fix (bad file, bad option, bad data). The CLI prints it as one line."""
+    """A problem the user can fix (bad file, option or data); the CLI prints it as one line."""
 
 
 class CheckpointError(SmoothprobeError):

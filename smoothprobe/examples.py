@@ -119,7 +119,7 @@ def train_adam(
         loss.backward()
         opt.step()
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, loss.item())
     return model.eval()
 
 

@@ -43,7 +43,10 @@ class ParameterLayout:
 
     @classmethod
     def from_shapes(
-        cls, shapes: Sequence[tuple[str, Sequence[int]]], *, aliases: Mapping[str, Sequence[str]] | None = None
+        cls,
+        shapes: Sequence[tuple[str, Sequence[int]]],
+        *,
+        aliases: Mapping[str, Sequence[str]] | None = None,
     ) -> ParameterLayout:
         """Builds a layout from (name, shape) pairs in order.
 
@@ -106,7 +109,12 @@ class ParameterLayout:
     def summary(self) -> list[dict]:
         """Returns one JSON-ready row per tensor: name, shape, numel, start, aliases."""
         return [
-            {"name": s.name, "shape": list(s.shape), "numel": s.numel, "start": s.start,
-             "aliases": list(s.aliases)}
+            {
+                "name": s.name,
+                "shape": list(s.shape),
+                "numel": s.numel,
+                "start": s.start,
+                "aliases": list(s.aliases),
+            }
             for s in self.slots
         ]

@@ -63,7 +63,9 @@ class DenseOperator:
 
     def __init__(self, matrix: torch.Tensor, *, layout: ParameterLayout | None = None):
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(f"DenseOperator needs a square matrix, got shape {tuple(matrix.shape)}")
+            raise ValueError(
+                f"DenseOperator needs a square matrix, got shape {tuple(matrix.shape)}"
+            )
         self.matrix = matrix
         self.d = matrix.shape[0]
         self.dtype = matrix.dtype
@@ -85,7 +87,9 @@ class DenseOperator:
         return self.matrix
 
 
-def dense_matrix(operator: Operator, *, chunk: int = 64, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def dense_matrix(
+    operator: Operator, *, chunk: int = 64, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """Materializes an operator as a dense matrix by applying it to identity columns.
 
     Args:

@@ -176,7 +176,8 @@ def run_measurement(
         op = tracked("l11", None)
         estimates += measure_linf(op, method=settings.method, hvps=settings.hvps,
                                   confidence=settings.confidence, generator=gen,
-                                  l2_norm=l2_estimate)
+                                  l2_norm=None if l2_estimate is None
+                                  else abs(float(l2_estimate.value)))
         op.close()
     blockwise: list[tuple[str, Estimate]] = []
     if settings.blocks:
