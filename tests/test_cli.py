@@ -93,3 +93,42 @@ def test_usage_errors_exit_2(nanogpt_run):
     assert run("measure", ckpt, "--norm", "l3").exit_code == 2
     assert run("measure", ckpt, "--hvps", 0).exit_code == 2
     assert run("measure", ckpt, "--tol", 2).exit_code == 2
+
+
+def test_measure_graddiff_and_noise_flags(nanogpt_run):
+    ckpt, data = nanogpt_run
+    result = run("measure", ckpt, "--data", data, "--batch-size", 2, "--num-batches", 2,
+                 "--norm", "none", "--graddiff", 1e-3, "--graddiff", 1e-2,
+                 "--graddiff-samples", 3, "--noise", 2, "--dtype", "float64", "--quiet",
+                 "--format", "json")
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.output)
+    radii = {r["settings"]["radius"] for r in records if r["quantity"] == "graddiff_max"}
+    assert radii == {1e-3, 1e-2}
+    noise = [r for r in records if r["quantity"].startswith("noise_")]
+    assert noise and all(r["settings"]["batch_size"] == 2 for r in noise)
+
+
+def test_trajectory_command_resumes(tmp_path):
+    from conftest import make_nanogpt_run
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    ckpt, data = make_nanogpt_run(run_dir, iter_num=0)
+    for step in (10, 20):  # more checkpoints of the same architecture
+        obj = __import__("torch").load(ckpt, weights_only=True)
+        obj["iter_num"] = step
+        for v in obj["model"].values():
+            v.add_(0.01 * step)
+        __import__("torch").save(obj, run_dir / f"ckpt_{step}.pt")
+    out = tmp_path / "traj.jsonl"
+    args = ["trajectory", str(run_dir / "*.pt"), "--data", data, "--batch-size", 2,
+            "--num-batches", 1, "--norm", "l2", "--max-hvps", 20, "--tol", 1e-3, "--out", out,
+            "--quiet"]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    lines = out.read_text().splitlines()
+    steps = {json.loads(line)["step"] for line in lines}
+    assert steps == {0, 10, 20}
+    second = run(*args)  # same settings: nothing re-measured
+    assert second.exit_code == 0 and out.read_text().splitlines() == lines
