@@ -1,0 +1,127 @@
+"""The blockwise suite: H(Φ) bracketed by a certified lower bound and U(Φ), and ρ(Φ).
+
+Example:
+    >>> import torch
+    >>> from smoothprobe import DenseOperator, ParameterLayout
+    >>> from smoothprobe.partitions import per_tensor
+    >>> layout = ParameterLayout.from_shapes([("a", (2,)), ("b", (3,))])
+    >>> op = DenseOperator(torch.eye(5, dtype=torch.float64), layout=layout)
+    >>> [e.quantity for e in measure_blockwise(op, per_tensor(layout), l2_norm=1.0)]
+    ['block_upper', 'block_lower', 'rho_block']
+"""
+
+from __future__ import annotations
+
+import torch
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.estimate import Bound, Estimate
+from smoothprobe.estimators.blockwise import (
+    BlockLowerResult,
+    BlockUpperResult,
+    block_lower_bound,
+    block_upper_bound,
+)
+from smoothprobe.estimators.sampling import resolve_generator
+from smoothprobe.linear_operator import Operator
+from smoothprobe.partitions import Partition
+
+
+def _l2(l2_norm: float | Estimate) -> tuple[float, Bound]:
+    if isinstance(l2_norm, Estimate):
+        return abs(float(l2_norm.value)), l2_norm.bound
+    return abs(float(l2_norm)), Bound.EXACT
+
+
+def rho_estimate(
+    upper: BlockUpperResult,
+    lower: BlockLowerResult,
+    l2_norm: float | Estimate,
+    *,
+    d: int,
+    settings: dict,
+) -> Estimate:
+    """ρ(Φ) = H(Φ)/(d·L₂): value U(Φ)/(d·L₂) (the seed paper's surrogate), bracket in ``extra``.
+
+    The value is an upper bound on ρ(Φ) (``Bound.UPPER``) when U(Φ) is certified and L₂ is exact
+    or a certified lower bound (a float is taken as exact); otherwise an estimate.
+    ``extra["lower"]`` = lower/(d·L₂) is a certified lower bound when L₂ is exact or an upper bound.
+
+    Raises:
+        SmoothprobeError: L₂ is not positive.
+    """
+    l2, l2_bound = _l2(l2_norm)
+    if not l2 > 0:
+        raise SmoothprobeError(f"l2_norm={l2} must be positive to form rho_block")
+    scale = 1.0 / (d * l2)
+    certified_upper = upper.certified and l2_bound in (Bound.EXACT, Bound.LOWER)
+    return Estimate(
+        quantity="rho_block", value=upper.value * scale,
+        bound=Bound.UPPER if certified_upper else Bound.ESTIMATE,
+        hvps=0, seconds=0.0, seed=upper.seed, method="U/(d*L2)", geometry="block",
+        settings=dict(settings),
+        extra={"lower": lower.value * scale, "upper": upper.value * scale, "l2_norm": l2,
+               "l2_bound": l2_bound.value,
+               "lower_certified": l2_bound in (Bound.EXACT, Bound.UPPER)},
+    )
+
+
+def measure_blockwise(
+    operator: Operator,
+    partition: Partition,
+    *,
+    max_hvps: int | None = None,
+    upper_method: str = "auto",
+    sketch: int = 4,
+    power_iterations: int = 2,
+    frobenius_probes: int = 32,
+    restarts: int = 8,
+    iterations: int = 100,
+    generator: torch.Generator | int | None = None,
+    l2_norm: float | Estimate | None = None,
+) -> list[Estimate]:
+    """Measures H(Φ) for one partition: ``block_upper``, ``block_lower`` and ``rho_block``.
+
+    Args:
+        operator: H (a ``RotatedOperator`` records its basis in the settings).
+        partition: Φ, built from the operator's layout.
+        max_hvps: total HVP budget; the ascent takes up to restarts × iterations, the upper bound
+            the rest (its ``auto`` method picks exact, sketch or row-frobenius to fit). None: the
+            ascent as asked and U(Φ) within ``DEFAULT_MAX_HVPS``.
+        upper_method: ``auto``, ``exact``, ``sketch`` or ``row-frobenius``.
+        sketch: probes per wide block column (sketch).
+        power_iterations: power steps per wide block column (sketch).
+        frobenius_probes: probes of the row-frobenius bound.
+        restarts: ascent restarts (batched).
+        iterations: maximum ascent steps.
+        generator: torch.Generator or seed (None: seed 0).
+        l2_norm: L₂ = ‖H‖₂ (float taken as exact, or an Estimate); adds ``rho_block``.
+
+    Returns:
+        [block_upper, block_lower] (+ rho_block), geometry ``"block"``, settings with the
+        partition (and basis) name.
+
+    Raises:
+        SmoothprobeError: budget smaller than the ascent, d mismatch, bad options.
+    """
+    gen, _ = resolve_generator(generator)
+    upper_budget = None
+    if max_hvps is not None:
+        upper_budget = max_hvps - restarts * iterations
+        if upper_budget < 1:
+            raise SmoothprobeError(f"max_hvps={max_hvps} leaves nothing for U(Φ) after "
+                                   f"{restarts}×{iterations} ascent HVPs; raise it or lower "
+                                   "restarts/iterations")
+    settings = {"partition": partition.name, "blocks": partition.num_blocks}
+    basis = getattr(operator, "basis", None)
+    if basis is not None:
+        settings["basis"] = basis.name
+    upper = block_upper_bound(operator, partition, method=upper_method, max_hvps=upper_budget,
+                              sketch=sketch, iterations=power_iterations,
+                              frobenius_probes=frobenius_probes, generator=gen)
+    lower = block_lower_bound(operator, partition, restarts=restarts, iterations=iterations,
+                              generator=gen)
+    out = [upper.to_estimate(settings=settings), lower.to_estimate(settings=settings)]
+    if l2_norm is not None:
+        out.append(rho_estimate(upper, lower, l2_norm, d=operator.d, settings=settings))
+    return out
