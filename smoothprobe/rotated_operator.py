@@ -54,3 +54,12 @@ class RotatedOperator:
         x = self.basis.to_params(vectors.to(self.dtype))
         hx = self.operator.matvec(x.to(self.operator.dtype))
         return self.basis.from_params(hx.to(self.dtype)).to(self.dtype)
+
+    def gradient(self) -> torch.Tensor:
+        """Rᵀ∇L(θ): the gradient in rotated coordinates (needs an inner ``gradient()``).
+
+        Raises:
+            AttributeError: the inner operator has no gradient (e.g. a dense matrix).
+        """
+        g = self.operator.gradient()
+        return self.basis.from_params(g.to(self.dtype).reshape(1, -1)).reshape(-1)
