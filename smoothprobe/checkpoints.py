@@ -103,8 +103,9 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a directory: pass the checkpoint file inside it (e.g. "
-                              f"{path / 'ckpt.pt'})")
+        raise CheckpointError(f"{path} is a directory without config.json: pass the checkpoint "
+                              f"file inside it (e.g. {path / 'ckpt.pt'}); a Hugging Face model "
+                              "directory needs config.json beside its weights")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the save was interrupted")
     if path.suffix == ".safetensors":
@@ -258,7 +259,8 @@ def load_checkpoint(
     """Loads any supported checkpoint into a Problem.
 
     Args:
-        path: checkpoint file, or ``example:NAME``.
+        path: checkpoint file, Hugging Face model directory (``config.json`` + weights, see
+            ``smoothprobe.hf``), or ``example:NAME``.
         data: evaluation-data options.
         spec: ``path/to/spec.py`` or ``module:function`` building model, loss and data (required
             for plain state dicts and safetensors files).
@@ -277,6 +279,11 @@ def load_checkpoint(
     if str(path).startswith("example:"):
         return load_example(str(path), dtype=dtype)
     path = Path(path)
+    from smoothprobe.hf import is_hf_dir, load_hf_dir  # transformers itself is imported lazily
+
+    if is_hf_dir(path):
+        return load_hf_dir(path, data=data, dtype=dtype, device=device,
+                           include_frozen=include_frozen, spec=spec)
     obj = read_checkpoint_file(path, trust_pickle=trust_pickle)
     if is_nanogpt(obj) and spec is None:
         return load_nanogpt(obj, path, data=data, dtype=dtype, device=device,
