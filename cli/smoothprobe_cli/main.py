@@ -98,7 +98,13 @@ def pass_loaded(fn):
 
 
 def _register() -> None:
-    from smoothprobe_cli import info, measure, trajectory  # noqa: F401  (commands attach themselves)
+    from smoothprobe_cli import (  # noqa: F401  (commands attach themselves)
+        demo,
+        info,
+        measure,
+        report,
+        trajectory,
+    )
 
 
 _register()
