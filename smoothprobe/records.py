@@ -164,6 +164,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -194,7 +197,7 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Reads a JSON-lines records file.
 
     Raises:
-        SmoothprobeError: when the file is missing or a line is not JSON.
+        SmoothprobeError: when the file is missing, a line is not JSON, or not a record.
     """
     from smoothprobe.errors import SmoothprobeError
 
@@ -205,12 +208,18 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
-                out.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise SmoothprobeError(
                     f"{path}:{i} is not a JSON record ({exc.msg}); "
                     "pass files written by `smoothprobe measure --out`"
                 ) from None
+            if not isinstance(record, dict) or not {"quantity", "value"} <= set(record):
+                raise SmoothprobeError(
+                    f"{path}:{i} is JSON but not a smoothprobe record (no quantity/value); "
+                    "pass files written by `smoothprobe measure --out`"
+                )
+            out.append(record)
     return out
 
 

@@ -193,3 +193,22 @@ def test_state_dict_and_safetensors_with_spec(tmp_path):
         load_checkpoint(tmp_path / "sd.pt")
     with pytest.raises(SmoothprobeError, match="no function"):
         load_checkpoint(tmp_path / "sd.pt", spec=f"{spec}:nothing")
+
+
+def test_records_files_are_validated_and_readable(tmp_path):
+    from smoothprobe.records import read_records, write_records
+
+    path = tmp_path / "r.jsonl"
+    write_records(path, [{"quantity": "loss", "value": 1.0}])
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    assert read_records(path) == [{"quantity": "loss", "value": 1.0}]
+    for bad in ('{"a": 1}', "[1, 2]", "not json"):
+        path.write_text(bad + "\n")
+        with pytest.raises(SmoothprobeError, match="record"):
+            read_records(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
