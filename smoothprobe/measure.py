@@ -10,7 +10,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -145,7 +145,7 @@ def run_measurement(
                **({"data": loaded.data_path} if loaded.data_path else {})},
     )
     estimates = [Estimate("loss", loss, Bound.EXACT, seconds=time.perf_counter() - t0,
-                          gradients=len(problem.batches))]
+                          seed=settings.seed, gradients=len(problem.batches))]
     base = problem.hvp_operator(chunk_size=settings.chunk_size,
                                 retain_graphs=settings.retain_graphs)
     identity = settings.basis == "identity"
@@ -169,16 +169,19 @@ def run_measurement(
         estimates += found
         l2_estimate = next(e for e in found if e.quantity == "l2_norm")
     if settings.norm in ("linf", "both"):
-        from smoothprobe.suites.linf import measure_linf
+        from smoothprobe.report.tables import row_norm_payload
+        from smoothprobe.suites.linf import run_linf
 
         _log(f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent",
              enabled=progress)
         op = tracked("l11", None)
-        estimates += measure_linf(op, method=settings.method, hvps=settings.hvps,
-                                  confidence=settings.confidence, generator=gen,
-                                  l2_norm=None if l2_estimate is None
-                                  else abs(float(l2_estimate.value)))
+        linf = run_linf(op, method=settings.method, hvps=settings.hvps,
+                        confidence=settings.confidence, generator=gen,
+                        l2_norm=None if l2_estimate is None else abs(float(l2_estimate.value)))
         op.close()
+        rows = row_norm_payload(linf.rows.estimates, operator.layout)
+        estimates += [replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
+                      for e in linf.estimates]
     blockwise: list[tuple[str, Estimate]] = []
     if settings.blocks:
         from smoothprobe.partitions import build_partition
