@@ -103,7 +103,7 @@ def test_report_json_that_is_not_a_record(tmp_path, line):
     result = invoke("report", bad, "--out", tmp_path / "r")
     assert_one_line_error(
         result,
-        f"{bad}: record 1 is not a smoothprobe record (needs quantity and value); pass files "
+        f"{bad}:1 is JSON but not a smoothprobe record (no quantity/value); pass files "
         "written by `smoothprobe measure --out`",
     )
 

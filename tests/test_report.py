@@ -311,3 +311,72 @@ def test_steps_figure_has_a_step_ratio_panel(frame):
     assert len(fig.axes) == 3
     assert fig.axes[2].get_title().startswith("step-wise ratio")
     assert len(tables.step_ratio_data(frame)) == 2 * len(example_truths())
+
+
+def _agg_renderer(fig: Figure):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _long_checkpoint_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    long = "/very/long/directory/" * 6 + "ckpt_000600.pt"
+    out = frame.copy()
+    out["checkpoint"] = long
+    return out
+
+
+@pytest.mark.parametrize("plot", PLOTS)
+def test_figure_titles_name_the_checkpoint_file_and_fit_the_figure(plot, frame):
+    fig = plot(_long_checkpoint_frame(frame))
+    title = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    assert "/very/long" not in title
+    renderer = _agg_renderer(fig)
+    box = fig.bbox
+    texts = [fig._suptitle] if fig._suptitle is not None else []
+    texts += [t for ax in fig.axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label)]
+    for text in texts:
+        if not text.get_text() or not text.get_visible():
+            continue
+        ext = text.get_window_extent(renderer)
+        assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1, text.get_text()
+
+
+def test_legends_sit_outside_the_axes(frame):
+    for plot in (plots.plot_constants, plots.plot_rho_by_partition, plots.plot_graddiff_sweep):
+        fig = plot(frame)
+        assert all(ax.get_legend() is None for ax in fig.axes), plot.__name__
+        assert fig.legends, plot.__name__
+        renderer = _agg_renderer(fig)
+        legend_box = fig.legends[0].get_window_extent(renderer)
+        for ax in fig.axes:
+            assert not legend_box.overlaps(ax.get_window_extent(renderer)), plot.__name__
+
+
+def test_heatmap_labels_blocks_by_name(frame):
+    def named(extra: dict) -> dict:
+        n = len(extra.get("contributions") or [])
+        return {**extra, "block_names": [f"transformer.h.{i}.attn.weight" for i in range(n)]}
+
+    renamed = frame.copy()
+    renamed["extra"] = [
+        named(e) if q == "block_upper" else e
+        for q, e in zip(renamed["quantity"], renamed["extra"], strict=True)
+    ]
+    fig = plots.plot_block_heatmap(renamed)
+    ticks = [int(t) for t in fig.axes[0].get_xticks()]
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks and labels == [f"h.{i}.attn.weight" for i in ticks]
+    assert ticks[0] == 0
+
+
+def test_short_block_names_and_tick_stride():
+    names = ["transformer.wte.weight", "transformer.h.0.ln_1.bias", "lm_head.weight"]
+    assert plots.short_block_names(names) == ["wte.weight", "h.0.ln_1.bias", "lm_head.weight"]
+    # stripping must keep names distinct
+    assert plots.short_block_names(["model.a", "a"]) == ["model.a", "a"]
+    assert plots.tick_stride(28) == 1
+    assert plots.tick_stride(100, max_labels=30) == 4
+    assert plots.short_checkpoint_label("runs/x/ckpt.pt", 600.0) == "ckpt.pt @ step 600"

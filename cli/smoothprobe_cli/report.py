@@ -8,27 +8,16 @@ import click
 
 from smoothprobe_cli.main import cli
 
-REQUIRED_KEYS = ("quantity", "value")
-
 
 def load_record_files(paths):
-    """Loads records files as a DataFrame, rejecting JSON lines that are not records.
+    """Loads records files as one DataFrame (``read_records`` rejects lines that are not records).
 
     Raises:
-        SmoothprobeError: a missing file, a line that is not JSON, or a record without
-            ``quantity``/``value``.
+        SmoothprobeError: a missing file, a line that is not JSON, or a JSON line that is not a
+            record.
     """
-    from smoothprobe.errors import SmoothprobeError
-    from smoothprobe.records import load_records, read_records
+    from smoothprobe.records import load_records
 
-    for path in paths:
-        for i, record in enumerate(read_records(path), 1):
-            if not isinstance(record, dict) or any(k not in record for k in REQUIRED_KEYS):
-                raise SmoothprobeError(
-                    f"{path}: record {i} is not a smoothprobe record (needs "
-                    f"{' and '.join(REQUIRED_KEYS)}); pass files written by "
-                    "`smoothprobe measure --out`"
-                )
     return load_records(list(paths))
 
 

@@ -13,7 +13,9 @@ the seed paper); log axes are used when values span more than ~1.5 decades.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -29,11 +31,15 @@ from smoothprobe.report import tables
 
 BASIS_COLORS = ("#1f5fa8", "#c8412b", "#2e8b57", "#7b4fa0", "#c7881a")
 BASIS_STYLES = ("-", "--", ":", "-.")
+BASIS_MARKERS = ("o", "D", "s", "v")  # steps figure: a basis measured once is a lone marker
 CONSTANT_UNIT = "loss / parameter²"
 _LOG_SPAN = 30.0
 _FIG_DPI = 110
 _EMPTY = "empty: "
 _DENSITY_FLOOR = 1e-8  # log density axes stop 8 decades below the peak
+_TITLE_SIZE = 12
+_MAX_TICK_LABELS = 30  # heatmaps label every n-th block beyond this many
+_NAME_PREFIXES = ("_orig_mod.", "module.", "transformer.", "model.")
 
 
 def basis_color(bases: Sequence[str], basis: str) -> str:
@@ -99,19 +105,65 @@ def _draw_bracket(ax, x: float, iv: Interval, color: str, *, width: float = 0.18
     return drawn
 
 
-def _bracket_legend(ax, *, point: str = "point value (upper-bound surrogate)") -> None:
-    handles = [
+def _bracket_handles(*, point: str = "point value (upper-bound surrogate)") -> list[Line2D]:
+    return [
         Line2D([], [], color="0.3", lw=2.2, label="bracket: lower … upper bound"),
         Line2D([], [], color="0.3", marker="o", ls="none", mec="white", label=point),
         Line2D([], [], color="0.3", marker="^", ls="none", label="lower bound only"),
     ]
-    ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.85)
+
+
+def _legend_below(fig: Figure, handles: Sequence, *, ncols: int | None = None) -> None:
+    """One figure legend below the axes (outside the data, so it never covers a point)."""
+    handles = list({h.get_label(): h for h in handles}.values())  # one entry per label
+    if not handles:
+        return
+    ncols = ncols or min(4, len(handles))
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=8)
+
+
+def _suptitle(fig: Figure, text: str, *, fontsize: float = _TITLE_SIZE) -> None:
+    """A figure title wrapped to the figure's width (never clipped at the sides)."""
+    width_pt = fig.get_figwidth() * 72
+    chars = max(20, int(width_pt / (0.6 * fontsize)))
+    parts = text.split(" — ") if len(text) > chars else [text]  # break before the checkpoint
+    lines = [textwrap.fill(part, width=chars, break_long_words=True) for part in parts]
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
+
+
+def short_checkpoint_label(checkpoint: str, step) -> str:
+    """``file name @ step N``: the checkpoint's file name without its directories."""
+    name = PurePosixPath(str(checkpoint).replace("\\", "/")).name or str(checkpoint)
+    return tables.checkpoint_label(name, step)
+
+
+def short_block_names(names: Sequence[str]) -> list[str]:
+    """Tick labels for block names: framework prefixes (``transformer.`` …) stripped.
+
+    Args:
+        names: block names, e.g. ``transformer.h.0.attn.c_attn.weight``.
+
+    Returns:
+        The names without prefixes that every name shares (``_orig_mod.``, ``module.``,
+        ``transformer.``, ``model.``), each stripped only where that keeps names distinct.
+    """
+    out = [str(n) for n in names]
+    for prefix in _NAME_PREFIXES:
+        stripped = [n[len(prefix) :] if n.startswith(prefix) else n for n in out]
+        if all(stripped) and len(set(stripped)) == len(set(out)):
+            out = stripped
+    return out
+
+
+def tick_stride(n: int, *, max_labels: int = _MAX_TICK_LABELS) -> int:
+    """Label every n-th of ``n`` ticks so that at most ``max_labels`` are labelled."""
+    return max(1, math.ceil(n / max_labels))
 
 
 def _title_for(records: pd.DataFrame) -> str:
     if records.empty:
         return ""
-    return tables.checkpoint_label(records["checkpoint"].iloc[0], records["step"].iloc[0])
+    return short_checkpoint_label(records["checkpoint"].iloc[0], records["step"].iloc[0])
 
 
 # ------------------------------------------------------------------------------------- figures
@@ -149,15 +201,6 @@ def plot_constants(
         dl2 = sub[sub["geometry"] == "l2"]
         if not dl2.empty:
             ax.axhline(dl2.iloc[0]["value"], color="0.5", ls="--", lw=1, zorder=0)
-            ax.text(
-                len(labels) - 0.5,
-                dl2.iloc[0]["value"],
-                " d·L₂ (SGD)",
-                va="bottom",
-                ha="right",
-                fontsize=8,
-                color="0.35",
-            )
         optimizers = [consts[consts["constant"] == label]["optimizer"].iloc[0] for label in labels]
         ax.set_xticks(
             range(len(labels)),
@@ -171,8 +214,9 @@ def plot_constants(
         ax.grid(axis="y", alpha=0.3)
     _maybe_log(axes[0], drawn)
     axes[0].set_ylabel(f"constant H(Φ)  ({CONSTANT_UNIT})")
-    _bracket_legend(axes[-1])
-    fig.suptitle(f"Smoothness constants by geometry — {_title_for(records)}", fontsize=12)
+    dl2_line = Line2D([], [], color="0.5", ls="--", lw=1, label="d·L₂ (SGD's constant)")
+    _legend_below(fig, [*_bracket_handles(), dl2_line])
+    _suptitle(fig, f"Smoothness constants by geometry — {_title_for(records)}")
     return fig
 
 
@@ -218,7 +262,6 @@ def plot_rho_by_partition(
                     ax, i + off, interval_from_row(row.iloc[0], "rho_"), color, width=0.12
                 )
     ax.axhline(1.0, color="0.4", ls="--", lw=1)
-    ax.text(-0.45, 1.0, "SGD: ρ = 1", va="bottom", fontsize=8, color="0.3")
     ticks = []
     for partition, geometry in keys:
         name = partition + (
@@ -247,8 +290,9 @@ def plot_rho_by_partition(
             label="point: surrogate / (d·L₂)",
         )
     )
-    ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.85)
-    fig.suptitle(f"ρ per partition — {_title_for(records)}", fontsize=12)
+    handles.append(Line2D([], [], color="0.4", ls="--", lw=1, label="SGD: ρ = 1"))
+    _legend_below(fig, handles)
+    _suptitle(fig, f"ρ per partition — {_title_for(records)}")
     return fig
 
 
@@ -300,16 +344,21 @@ def plot_row_norms(
         else:
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylim(bottom=0)
-        ax.set_title(f"{tensor}  ({int(sub['rows'].max())} rows)", fontsize=9)
+        ax.set_title(
+            f"{short_block_names([tensor])[0]}  ({int(sub['rows'].max())} rows)", fontsize=9
+        )
         ax.grid(alpha=0.3)
     for ax in axes[len(shown) :]:
         ax.set_axis_off()
-    axes[0].legend(fontsize=7, title="basis", title_fontsize=7)
+    _legend_below(
+        fig,
+        [Line2D([], [], color=basis_color(bases, b), lw=1.4, label=f"basis: {b}") for b in bases],
+    )
     fig.supxlabel(f"row ℓ1 norm ‖H_i,:‖₁  ({CONSTANT_UNIT})", fontsize=10)
     fig.supylabel("rows per bin", fontsize=10)
     more = len(sizes) - len(shown)
     extra = f" ({more} smaller tensors not shown)" if more > 0 else ""
-    fig.suptitle(f"Row ℓ1 norms per tensor — {_title_for(records)}{extra}", fontsize=12)
+    _suptitle(fig, f"Row ℓ1 norms per tensor — {_title_for(records)}{extra}")
     return fig
 
 
@@ -366,10 +415,9 @@ def plot_spectral_density(
     ax.set_xlabel(f"eigenvalue λ of H  ({CONSTANT_UNIT})")
     ax.set_ylabel("spectral density  (per unit λ)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.suptitle(
-        f"Hessian spectral density (stochastic Lanczos quadrature) — {_title_for(records)}",
-        fontsize=12,
+    _legend_below(fig, ax.get_lines()[: len(bases)])
+    _suptitle(
+        fig, f"Hessian spectral density (stochastic Lanczos quadrature) — {_title_for(records)}"
     )
     return fig
 
@@ -407,23 +455,27 @@ def plot_block_heatmap(
     n = int(data["i"].max()) + 1
     positive = data["value"][data["value"] > 0]
     norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if len(positive) else None
-    side = min(6.0, max(3.2, 0.35 * n + 1.8))
-    fig = _figure(side * len(bases) + 1.2, side + 0.9)
+    side = min(6.0, max(3.2, 0.2 * n + 2.2))
+    fig = _figure(side * len(bases) + 2.6, side + 2.0)
     axes = fig.subplots(1, len(bases), squeeze=False)[0]
     image = None
-    for ax, basis in zip(axes, bases, strict=True):
+    stride = tick_stride(n)
+    ticks = list(range(0, n, stride))
+    fontsize = 8 if n <= 12 else 6.5 if n <= 32 else 5.5
+    for k, (ax, basis) in enumerate(zip(axes, bases, strict=True)):
         sub = data[data["basis"] == basis]
         m = np.full((n, n), np.nan)
         m[sub["i"].to_numpy(), sub["j"].to_numpy()] = sub["value"].to_numpy()
         m = np.where(m > 0, m, np.nan)
         image = ax.imshow(m, norm=norm, cmap="viridis", interpolation="nearest")
-        names = sub.sort_values("i").drop_duplicates("i")["row_block"].tolist()
-        if n <= 24:
-            ax.set_xticks(range(n), names, rotation=90, fontsize=7)
-            ax.set_yticks(range(n), names, fontsize=7)
-        else:
-            ax.set_xlabel(f"block b′ ({n} blocks)")
-            ax.set_ylabel(f"block b ({n} blocks)")
+        names = short_block_names(sub.sort_values("i").drop_duplicates("i")["row_block"])
+        shown = [names[i] for i in ticks]
+        every = f", every {stride}th labelled" if stride > 1 else ""
+        ax.set_xticks(ticks, shown, rotation=90, fontsize=fontsize)
+        ax.set_yticks(ticks, shown if k == 0 else [""] * len(ticks), fontsize=fontsize)
+        ax.set_xlabel(f"block b′ ({n} blocks{every})", fontsize=9)
+        if k == 0:
+            ax.set_ylabel(f"block b ({n} blocks{every})", fontsize=9)
         total = np.nansum(m)
         ax.set_title(
             f"basis: {basis}\nU(Φ) = Σ = {tables.fmt_num(total)}",
@@ -437,9 +489,7 @@ def plot_block_heatmap(
             shrink=0.8,
             label=r"$\sqrt{d_b d_{b'}}\,\|H_{bb'}\|_2$" + f"  ({CONSTANT_UNIT})",
         )
-    fig.suptitle(
-        f"Blockwise contributions to U(Φ), Φ = {partition} — {_title_for(records)}", fontsize=12
-    )
+    _suptitle(fig, f"Blockwise contributions to U(Φ), Φ = {partition} — {_title_for(records)}")
     return fig
 
 
@@ -492,7 +542,8 @@ def plot_constants_over_steps(frame: pd.DataFrame) -> Figure:
                 lo = np.array([iv.low if iv.low > 0 else np.nan for iv in ivs])
                 hi = np.array([iv.high if np.isfinite(iv.high) else np.nan for iv in ivs])
                 style = BASIS_STYLES[b_i % len(BASIS_STYLES)]
-                ax.plot(x, v, color=cmap[label], ls=style, marker="o", ms=3.5, lw=1.5)
+                marker = BASIS_MARKERS[b_i % len(BASIS_MARKERS)]
+                ax.plot(x, v, color=cmap[label], ls=style, marker=marker, ms=4, lw=1.5)
                 ok = np.isfinite(lo) & np.isfinite(hi)
                 if ok.any() and b_i == 0:  # bands for the original basis only (legibility)
                     ax.fill_between(x[ok], lo[ok], hi[ok], color=cmap[label], alpha=0.12, lw=0)
@@ -507,19 +558,30 @@ def plot_constants_over_steps(frame: pd.DataFrame) -> Figure:
         axes["r"].axhline(1.0, color="0.4", ls="--", lw=1)
         axes["r"].set_ylabel("ρ(Φ) = H(Φ) / (d·L₂)")
         axes["r"].set_title("ρ (dashed line: SGD, ρ = 1)", fontsize=10)
-    if "s" in axes:
-        _plot_step_ratios(axes["s"], ratios, bases)
+    ratio_lines = _plot_step_ratios(axes["s"], ratios, bases) if "s" in axes else []
     handles = [Line2D([], [], color=cmap[label], lw=2, label=label) for label in labels]
     handles += [
-        Line2D([], [], color="0.3", ls=BASIS_STYLES[i % len(BASIS_STYLES)], label=f"basis: {b}")
+        Line2D(
+            [],
+            [],
+            color="0.3",
+            ls=BASIS_STYLES[i % len(BASIS_STYLES)],
+            marker=BASIS_MARKERS[i % len(BASIS_MARKERS)],
+            ms=4,
+            label=f"basis: {b}",
+        )
         for i, b in enumerate(bases)
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)), fontsize=8)
-    fig.suptitle("Smoothness over training", fontsize=12)
+    for line in ratio_lines:
+        line.set_label(f"step ratio: {line.get_label()}")
+    handles += ratio_lines
+    _legend_below(fig, handles, ncols=min(6, len(handles)))
+    _suptitle(fig, "Smoothness over training")
     return fig
 
 
-def _plot_step_ratios(ax, ratios: pd.DataFrame, bases: Sequence[str]) -> None:
+def _plot_step_ratios(ax, ratios: pd.DataFrame, bases: Sequence[str]) -> list[Line2D]:
+    """Draws the step-ratio panel; returns its lines (for the figure legend)."""
     keys = list(dict.fromkeys(zip(ratios["geometry"], ratios["partition"], strict=True)))
     fixed = {"l2": "#555555", "linf": "#1f5fa8"}  # the colors of d·L₂ and H∞ in the left panel
     palette = ("#2e8b57", "#c7881a", "#7b4fa0", "#c8412b")
@@ -550,7 +612,7 @@ def _plot_step_ratios(ax, ratios: pd.DataFrame, bases: Sequence[str]) -> None:
     ax.set_ylabel("‖∇L(θₜ₊₁) − ∇L(θₜ)‖∗ / ‖θₜ₊₁ − θₜ‖")
     ax.set_title("step-wise ratio along the run (lower bounds)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    return [h for h in ax.get_lines() if not h.get_label().startswith("_")]
 
 
 def _constant_colors(labels: Sequence[str]) -> dict[str, str]:
@@ -626,7 +688,7 @@ def plot_graddiff_sweep(
                     color=basis_color(bases, basis),
                     ls=BASIS_STYLES[s_i % 4],
                     ms=4,
-                    label=f"{stat}" + (f" ({basis})" if len(bases) > 1 else ""),
+                    label=f"{stat} over samples" + (f" ({basis})" if len(bases) > 1 else ""),
                 )
         ax.set_xscale("log")
         _maybe_log(ax, drawn)
@@ -636,9 +698,13 @@ def plot_graddiff_sweep(
         mode = modes[0] if len(modes) == 1 else "/".join(modes)
         ax.set_xlabel(f"radius r = ‖δ‖ in that geometry's norm ({mode})")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, title="statistic over samples", title_fontsize=8)
+    handles = [h for ax in axes for h in ax.get_lines() if not h.get_label().startswith("_")]
+    handles.append(
+        Line2D([], [], color="0.35", ls="--", lw=1, label="HVP constant (band: its bracket)")
+    )
+    _legend_below(fig, handles, ncols=min(3, len(handles)))
     axes[0].set_ylabel("‖∇L(θ+δ) − ∇L(θ)‖∗ / ‖δ‖  (dual norm ∗)\n" + f"({CONSTANT_UNIT})")
-    fig.suptitle(f"Gradient-difference radius sweep — {_title_for(records)}", fontsize=12)
+    _suptitle(fig, f"Gradient-difference radius sweep — {_title_for(records)}")
     return fig
 
 

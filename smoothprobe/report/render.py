@@ -364,7 +364,15 @@ def _nan_step(step: int | None) -> float:
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_PNG_DPI, metadata={"Software": None})
+    # bbox_inches="tight": a safety net so that no title, label or legend is ever clipped
+    fig.savefig(
+        buf,
+        format="png",
+        dpi=_PNG_DPI,
+        metadata={"Software": None},
+        bbox_inches="tight",
+        pad_inches=0.1,
+    )
     return buf.getvalue()
 
 

@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from smoothprobe.errors import SmoothprobeError
@@ -64,6 +66,17 @@ def rho_estimate(
                "l2_bound": l2_bound.value,
                "lower_certified": l2_bound in (Bound.EXACT, Bound.UPPER)},
     )
+
+
+def with_block_names(estimate: Estimate, partition: Partition) -> Estimate:
+    """Adds ``extra["block_names"]`` (the partition's names) when the contribution matrix is there.
+
+    The names label the rows/columns of ``extra["contributions"]`` (the report's heatmap).
+    """
+    if "contributions" not in estimate.extra:
+        return estimate
+    names = [str(partition.block_names[b]) for b in range(partition.num_blocks)]
+    return dataclasses.replace(estimate, extra={**estimate.extra, "block_names": names})
 
 
 def measure_blockwise(
@@ -121,7 +134,8 @@ def measure_blockwise(
                               frobenius_probes=frobenius_probes, generator=gen)
     lower = block_lower_bound(operator, partition, restarts=restarts, iterations=iterations,
                               generator=gen)
-    out = [upper.to_estimate(settings=settings), lower.to_estimate(settings=settings)]
+    out = [with_block_names(upper.to_estimate(settings=settings), partition),
+           lower.to_estimate(settings=settings)]
     if l2_norm is not None:
         out.append(rho_estimate(upper, lower, l2_norm, d=operator.d, settings=settings))
     return out
