@@ -128,15 +128,22 @@ def run_measurement(
         SmoothprobeError: bad settings, non-deterministic or non-finite loss.
     """
     from smoothprobe.bases import build_basis
+    from smoothprobe.partitions import build_partition
     from smoothprobe.rotated_operator import RotatedOperator
 
     settings.validate()
     problem = loaded.problem
     t0 = time.perf_counter()
+    basis = build_basis(settings.basis, problem.layout, seed=settings.seed)
+    partitions = [build_partition(spec, problem.layout, n_head=loaded.n_head)
+                  for spec in settings.blocks]  # built first: a bad spec fails before any work
+    graddiff_geometry = settings.graddiff_geometry
+    if settings.graddiff and graddiff_geometry not in ("l2", "linf"):
+        graddiff_geometry = build_partition(graddiff_geometry, problem.layout,
+                                            n_head=loaded.n_head)
     loss = problem.loss()
     if check_determinism:
         problem.check_determinism(seed=settings.seed)
-    basis = build_basis(settings.basis, problem.layout, seed=settings.seed)
     context = RunContext(
         checkpoint=loaded.path, d=problem.d, checkpoint_sha256=loaded.sha256, step=loaded.step,
         dtype=str(problem.dtype).removeprefix("torch."), basis=basis.name,
@@ -183,12 +190,10 @@ def run_measurement(
         estimates += [replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
                       for e in linf.estimates]
     blockwise: list[tuple[str, Estimate]] = []
-    if settings.blocks:
-        from smoothprobe.partitions import build_partition
+    if partitions:
         from smoothprobe.suites.blockwise import measure_blockwise
 
-        for spec in settings.blocks:
-            partition = build_partition(spec, operator.layout, n_head=loaded.n_head)
+        for partition in partitions:
             _log(f"blockwise H(Φ) for {partition.name}: {partition.num_blocks} blocks",
                  enabled=progress)
             op = tracked(f"H({partition.name})", settings.block_hvps)
@@ -198,13 +203,9 @@ def run_measurement(
             op.close()
     if settings.graddiff:
         from smoothprobe.estimators.graddiff import gradient_differences
-        from smoothprobe.partitions import build_partition
 
-        geometry = settings.graddiff_geometry
-        if geometry not in ("l2", "linf"):
-            geometry = build_partition(geometry, problem.layout, n_head=loaded.n_head)
         _log(f"gradient differences at radii {list(settings.graddiff)}", enabled=progress)
-        diff = gradient_differences(problem, radii=settings.graddiff, geometry=geometry,
+        diff = gradient_differences(problem, radii=settings.graddiff, geometry=graddiff_geometry,
                                     samples=settings.graddiff_samples, generator=gen,
                                     operator=base, basis=None if identity else basis)
         estimates += diff.to_estimates(confidence=settings.confidence)
