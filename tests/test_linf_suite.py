@@ -1,0 +1,81 @@
+"""The ℓ∞ suite ``measure_linf``: quantities, bounds, ρ, budgets and determinism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from smoothprobe import Bound, DenseOperator, ParameterLayout
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.suites.linf import measure_linf, rho_estimate, run_linf
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def hessian(d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    s = torch.exp(torch.randn(d, generator=g, dtype=torch.float64))
+    a = torch.randn(d, d, generator=g, dtype=torch.float64)
+    return (a + a.T) / 2 * torch.outer(s, s) / d**0.5
+
+
+def test_quantities_bounds_and_hvp_accounting():
+    h = hessian(150, 0)
+    layout = ParameterLayout.from_shapes([("a", (100,)), ("b", (5, 10))])
+    op = DenseOperator(h, layout=layout)
+    l2 = float(torch.linalg.eigvalsh(h).abs().max())
+    before = torch.get_rng_state()
+    result = run_linf(op, hvps=64, generator=3, l2_norm=l2)
+    assert torch.equal(torch.get_rng_state(), before)
+    est = {e.quantity: e for e in result.estimates}
+    assert [e.quantity for e in result.estimates] == ["l11_norm", "linf_lower", "max_row", "rho"]
+    assert sum(e.hvps for e in result.estimates) == op.cost.hvps
+    assert est["l11_norm"].hvps <= 64
+    truth = float(h.abs().sum())
+    l11 = est["l11_norm"]
+    assert l11.method == "two-phase" and l11.ci_low <= truth <= l11.ci_high
+    assert l11.extra["l11_per_d"] == pytest.approx(l11.value / 150)
+    lower = est["linf_lower"]
+    assert lower.bound is Bound.LOWER and l2 * (1 - 1e-9) <= lower.value <= truth
+    assert lower.value >= est["max_row"].extra["certified_lower"] * (1 - 1e-12)
+    assert est["max_row"].value == pytest.approx(float(h.abs().sum(1).max()), rel=1e-12)
+    assert [r["name"] for r in est["max_row"].extra["per_tensor"]] == ["a", "b"]
+    rho = est["rho"]
+    assert rho.value == pytest.approx(l11.value / (150 * l2))
+    assert rho.ci_low == pytest.approx(l11.ci_low / (150 * l2))
+    assert rho.ci_high == pytest.approx(l11.ci_high / (150 * l2))
+    assert rho.extra["d_l2"] == pytest.approx(150 * l2)
+    again = measure_linf(DenseOperator(h, layout=layout), hvps=64, generator=3, l2_norm=l2)
+    assert [e.value for e in again] == [e.value for e in result.estimates]
+
+
+@pytest.mark.parametrize("method", ["cauchy-iqr", "uniform", "stratified", "exact"])
+def test_every_method_runs_in_the_suite(method):
+    h = hessian(60, 1)
+    hvps = 60 if method == "exact" else 30
+    out = {e.quantity: e for e in measure_linf(h, method=method, hvps=hvps, generator=0)}
+    truth = float(h.abs().sum())
+    assert out["linf_lower"].value <= truth
+    assert out["max_row"].extra["certified_lower"] <= float(h.abs().sum(1).max()) * (1 + 1e-12)
+    if method == "exact":
+        assert out["l11_norm"].bound is Bound.EXACT
+        assert out["l11_norm"].value == pytest.approx(truth)
+    assert "rho" not in out
+
+
+def test_rho_validation_and_errors():
+    h = hessian(20, 2)
+    with pytest.raises(SmoothprobeError):
+        measure_linf(h, hvps=16, l2_norm=0.0)
+    with pytest.raises(SmoothprobeError):
+        measure_linf(h, hvps=16, method="bogus")
+    with pytest.raises(SmoothprobeError):
+        measure_linf(torch.ones(3, 4))
+    est = measure_linf(h, hvps=16)[0]
+    assert rho_estimate(est, d=20, l2_norm=2.0).value == pytest.approx(est.value / 40)
