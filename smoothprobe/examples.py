@@ -149,7 +149,8 @@ def _trained(name: str, size: str, seed: int) -> tuple[dict[str, torch.Tensor], 
         )
     else:
         x, y = digits(image=isinstance(model, SmallCNN))
-        train_x, train_y, eval_x, eval_y = x[:1000], y[:1000], x[1000:1000 + spec.eval_size], y[1000:1000 + spec.eval_size]
+        held = slice(1000, 1000 + spec.eval_size)
+        train_x, train_y, eval_x, eval_y = x[:1000], y[:1000], x[held], y[held]
 
         def next_batch(step: int):
             idx = torch.randint(1000, (128,), generator=torch_gen)

@@ -1,4 +1,4 @@
-"""A GPT compatible with nanoGPT's parameter names and ``model_args``, with exact second derivatives.
+"""A GPT compatible with nanoGPT's parameter names and ``model_args``, exact second derivatives.
 
 Differences from nanoGPT that do not change any value: attention is written out as
 softmax(QKᵀ/√h)V with a causal mask (fused SDPA kernels have no double backward), and the
