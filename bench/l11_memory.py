@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--size", default="bench", choices=["test", "bench"])
     parser.add_argument("--chunk-size", type=int, default=4)
     parser.add_argument("--probes", type=int, nargs="+", default=[16, 256, 1024])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
+                        metavar="CONFIG", help="subset of: " + ", ".join(CONFIGS))
     parser.add_argument("--csv", type=Path, default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -108,7 +110,7 @@ def main() -> None:
         return
     rows = []
     ks = args.probes
-    for name in CONFIGS:
+    for name in args.configs:
         runs = [run_child(args.size, k, args.chunk_size, name) for k in ks]
         d = runs[0]["d"]
         vector = d * 8
