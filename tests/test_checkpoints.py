@@ -212,3 +212,22 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+class Harmless:
+    """A pickled object that weights-only loading refuses; loads fine with --trust-pickle."""
+
+    def __init__(self):
+        self.note = "ok"
+
+
+def test_trust_pickle_is_an_explicit_opt_in(nanogpt_run, tmp_path):
+    ckpt, data = nanogpt_run
+    obj = torch.load(ckpt, weights_only=True)
+    obj["config"] = {"extra": Harmless()}
+    torch.save(obj, tmp_path / "objects.pt")
+    with pytest.raises(CheckpointError, match="--trust-pickle"):
+        load_checkpoint(tmp_path / "objects.pt", data=_with_data(data))
+    with pytest.warns(UserWarning, match="runs any code"):
+        loaded = load_checkpoint(tmp_path / "objects.pt", data=_with_data(data), trust_pickle=True)
+    assert loaded.kind == "nanogpt"
