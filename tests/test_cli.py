@@ -132,3 +132,39 @@ def test_trajectory_command_resumes(tmp_path):
     assert steps == {0, 10, 20}
     second = run(*args)  # same settings: nothing re-measured
     assert second.exit_code == 0 and out.read_text().splitlines() == lines
+
+
+def test_measure_all_geometries_in_a_rotated_basis(nanogpt_run):
+    ckpt, data = nanogpt_run
+    result = run("measure", ckpt, "--data", data, "--batch-size", 2, "--num-batches", 2,
+                 "--dtype", "float64", "--norm", "both", "--with", "trace,frobenius",
+                 "--top-k", 2, "--method", "two-phase", "--hvps", 64, "--confidence", 0.9,
+                 "--blocks", "tensor", "--block-hvps", 2000, "--basis", "hadamard",
+                 "--seed", 3, "--quiet", "--format", "json")
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.output)
+    by = {r["quantity"]: r for r in records}
+    assert {"trace", "frobenius_sq", "l11_norm", "linf_lower", "rho", "block_upper",
+            "block_lower"} <= set(by)
+    assert all(r["basis"] == "hadamard:seed=3" for r in records)
+    assert by["block_upper"]["partition"] == "tensor"
+    assert by["l11_norm"]["confidence"] == 0.9 and by["l11_norm"]["hvps"] <= 64
+    assert len(by["lambda_max"]["extra"]["top_values"]) == 2
+    # H∞ ≤ H(Φ) for every Φ (the ℓ∞ ball lies inside the Φ ball); U(Φ) is certified here
+    if by["block_upper"]["bound"] == "upper":
+        assert by["linf_lower"]["value"] <= by["block_upper"]["value"] * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--method", "vibes", "method"),
+    ("--with", "entropy", "entropy"),
+    ("--graddiff-geometry", "(", "("),
+])
+def test_bad_measure_values_are_one_line_errors(nanogpt_run, option, value, message):
+    ckpt, data = nanogpt_run
+    extra = ["--graddiff", "0.01"] if option == "--graddiff-geometry" else []
+    result = CliRunner().invoke(cli, ["measure", str(ckpt), "--data", str(data), "--quiet",
+                                      option, value, *extra])
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], lines
