@@ -38,7 +38,8 @@ MEASURE_OPTIONS = [
                   help="Partitions for blockwise H(Φ): tensor, layer, row, head, one, singleton, "
                        "or a regex (repeatable)."),
     click.option("--block-hvps", type=click.IntRange(min=2), default=None,
-                  help="HVP budget per partition (default: the estimator's)."),
+                  help="HVP budget per partition (default: 800 for the ascent + up to 20,000 "
+                       "for U(Φ), exact when d fits, sketched otherwise)."),
     click.option("--basis", default="identity", show_default=True,
                   help="Basis: identity, hadamard, block-haar:K, matrix, permutation, sign."),
     click.option("--graddiff", multiple=True, type=click.FloatRange(0, min_open=True),
