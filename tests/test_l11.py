@@ -24,15 +24,6 @@ from smoothprobe.estimators.l11 import METHODS, estimate_l11, run_l11
 CONCRETE = [m for m in METHODS if m not in ("auto",)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small dense products: one thread avoids oversubscription on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def l11(h: torch.Tensor) -> float:
     return float(h.abs().sum())
 
@@ -356,7 +347,7 @@ def test_default_method_on_real_models(name):
     assert sd < float(cauchy.pow(2).mean().sqrt()) / 2
     # The real HVP operator (double backward) gives the same run as its dense Hessian.
     op = problem.hvp_operator()
-    run = run_l11(op, hvps=256, generator=0)
-    ref = estimate_l11(DenseOperator(h, layout=problem.layout), hvps=256, generator=0)
+    run = run_l11(op, hvps=64, generator=0)
+    ref = estimate_l11(DenseOperator(h, layout=problem.layout), hvps=64, generator=0)
     assert run.estimate.value == pytest.approx(ref.value, rel=1e-6)
-    assert op.cost.hvps == run.estimate.hvps <= 256
+    assert op.cost.hvps == run.estimate.hvps <= 64

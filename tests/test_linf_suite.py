@@ -10,14 +10,6 @@ from smoothprobe.errors import SmoothprobeError
 from smoothprobe.suites.linf import measure_linf, rho_estimate, run_linf
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def hessian(d: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     s = torch.exp(torch.randn(d, generator=g, dtype=torch.float64))

@@ -14,15 +14,6 @@ from smoothprobe import Bound, DenseOperator, ParameterLayout
 from smoothprobe.estimators.l11 import run_l11
 from smoothprobe.estimators.row_norms import RowNorms, max_row_estimate, refine_max_row
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 LAYOUT = ParameterLayout.from_shapes([("w", (10, 6)), ("b", (10,)), ("head", (3, 10))])
 D = LAYOUT.d  # 100
 

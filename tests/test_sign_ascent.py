@@ -15,14 +15,6 @@ from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimators.sign_ascent import linf_lower, sign_ascent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def brute_force_inf_to_1(h: torch.Tensor) -> float:
     """max over u ∈ {±1}^d of ‖Hu‖₁ = max_{u,v} uᵀHv, by enumerating all 2^d sign vectors."""
     d = h.shape[0]
