@@ -28,8 +28,14 @@ from smoothprobe.partitions import build_partition
 from smoothprobe.rotated_operator import RotatedOperator
 from smoothprobe.suites.blockwise import measure_blockwise
 
-OPTIMIZER = {"singleton": "Adam", "row": "Adam-mini (neuron)", "head": "Adam-mini (head)",
-             "tensor": "per tensor", "layer": "Adalayer", "one": "AdaSGD"}
+OPTIMIZER = {
+    "singleton": "Adam",
+    "row": "Adam-mini (neuron)",
+    "head": "Adam-mini (head)",
+    "tensor": "per tensor",
+    "layer": "Adalayer",
+    "one": "AdaSGD",
+}
 
 
 def dense_hessian(example: str, size: str, seed: int, cache: Path | None):
@@ -44,8 +50,9 @@ def dense_hessian(example: str, size: str, seed: int, cache: Path | None):
     return problem, h
 
 
-def rows_for(h: torch.Tensor, layout, *, basis_spec: str, seed: int, specs, n_head, restarts,
-             iterations, l2) -> list[dict]:
+def rows_for(
+    h: torch.Tensor, layout, *, basis_spec: str, seed: int, specs, n_head, restarts, iterations, l2
+) -> list[dict]:
     d = h.shape[0]
     base = DenseOperator(h, layout=layout)
     basis = build_basis(basis_spec, layout, seed=seed)
@@ -54,13 +61,22 @@ def rows_for(h: torch.Tensor, layout, *, basis_spec: str, seed: int, specs, n_he
     rows = []
     for spec in specs:
         part = build_partition(spec, layout, n_head=n_head)
-        upper, lower, _ = measure_blockwise(op, part, restarts=restarts, iterations=iterations,
-                                            upper_method="exact", l2_norm=l2)
-        rows.append({"basis": basis.name, "partition": spec, "optimizer": OPTIMIZER[spec],
-                     "blocks": part.num_blocks, "lower": lower.value, "upper": upper.value,
-                     "rho_low": lower.value / (d * l2),
-                     "rho_up": min(upper.value, d * l2) / (d * l2),  # H(Φ) ≤ d·L₂ always
-                     "l11": float(hr.abs().sum())})
+        upper, lower, _ = measure_blockwise(
+            op, part, restarts=restarts, iterations=iterations, upper_method="exact", l2_norm=l2
+        )
+        rows.append(
+            {
+                "basis": basis.name,
+                "partition": spec,
+                "optimizer": OPTIMIZER[spec],
+                "blocks": part.num_blocks,
+                "lower": lower.value,
+                "upper": upper.value,
+                "rho_low": lower.value / (d * l2),
+                "rho_up": min(upper.value, d * l2) / (d * l2),  # H(Φ) ≤ d·L₂ always
+                "l11": float(hr.abs().sum()),
+            }
+        )
     return rows
 
 
@@ -69,13 +85,17 @@ def _num(x: float) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| basis | Φ | optimizer | blocks | H(Φ) ≥ (certified) | U(Φ) ≥ H(Φ) (certified) "
-            "| ρ(Φ) ∈ |\n|---|---|---|---:|---:|---:|---|")
+    head = (
+        "| basis | Φ | optimizer | blocks | H(Φ) ≥ (certified) | U(Φ) ≥ H(Φ) (certified) "
+        "| ρ(Φ) ∈ |\n|---|---|---|---:|---:|---:|---|"
+    )
     lines = [head]
     for r in rows:
-        lines.append(f"| {r['basis']} | {r['partition']} | {r['optimizer']} | {r['blocks']:,} | "
-                     f"{_num(r['lower'])} | {_num(r['upper'])} | "
-                     f"[{r['rho_low']:.3f}, {r['rho_up']:.3f}] |")
+        lines.append(
+            f"| {r['basis']} | {r['partition']} | {r['optimizer']} | {r['blocks']:,} | "
+            f"{_num(r['lower'])} | {_num(r['upper'])} | "
+            f"[{r['rho_low']:.3f}, {r['rho_up']:.3f}] |"
+        )
     return "\n".join(lines)
 
 
@@ -99,19 +119,34 @@ def main() -> None:
     specs = ["singleton", "row"] + (["head"] if n_head else []) + ["tensor", "layer", "one"]
     rows = []
     for b in args.bases:
-        rows += rows_for(h, problem.layout, basis_spec=b, seed=args.seed, specs=specs,
-                         n_head=n_head, restarts=args.restarts, iterations=args.iterations,
-                         l2=l2)
-    print(f"**{args.example} ({args.size}), d = {d:,}**: L₂ = ‖H‖₂ = {l2:.6g}, "
-          f"d·L₂ = {d * l2:,.6g}; ‖H‖₁,₁ = {float(h.abs().sum()):,.6g} (identity)"
-          + "".join(f", {r['l11']:,.6g} ({r['basis']})" for r in rows
-                    if r["partition"] == "singleton" and r["basis"] != "identity")
-          + ".\n")
+        rows += rows_for(
+            h,
+            problem.layout,
+            basis_spec=b,
+            seed=args.seed,
+            specs=specs,
+            n_head=n_head,
+            restarts=args.restarts,
+            iterations=args.iterations,
+            l2=l2,
+        )
+    print(
+        f"**{args.example} ({args.size}), d = {d:,}**: L₂ = ‖H‖₂ = {l2:.6g}, "
+        f"d·L₂ = {d * l2:,.6g}; ‖H‖₁,₁ = {float(h.abs().sum()):,.6g} (identity)"
+        + "".join(
+            f", {r['l11']:,.6g} ({r['basis']})"
+            for r in rows
+            if r["partition"] == "singleton" and r["basis"] != "identity"
+        )
+        + ".\n"
+    )
     print(markdown(rows))
-    print(f"\nρ(Φ) = H(Φ)/(d·L₂), bracketed by [certified lower, min(U(Φ), d·L₂)]/(d·L₂) "
-          f"(H(Φ) ≤ d·L₂ for every Φ); L₂ by eigvalsh of the exact dense Hessian (float64). "
-          f"Dense Hessian {built:.0f} s, total {time.perf_counter() - start:.0f} s "
-          f"(seed {args.seed}).")
+    print(
+        f"\nρ(Φ) = H(Φ)/(d·L₂), bracketed by [certified lower, min(U(Φ), d·L₂)]/(d·L₂) "
+        f"(H(Φ) ≤ d·L₂ for every Φ); L₂ by eigvalsh of the exact dense Hessian (float64). "
+        f"Dense Hessian {built:.0f} s, total {time.perf_counter() - start:.0f} s "
+        f"(seed {args.seed})."
+    )
 
 
 if __name__ == "__main__":

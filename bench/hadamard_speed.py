@@ -31,8 +31,9 @@ def best_of(fn, repeats: int = 3) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+",
-                    default=[100_000, 1_000_000, 1 << 20, 10_000_000])
+    ap.add_argument(
+        "--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 1 << 20, 10_000_000]
+    )
     ap.add_argument("--probes", type=int, default=1)
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.probes} probe(s)")
@@ -46,8 +47,9 @@ def main() -> None:
         inv = best_of(lambda b=basis, v=y: b.from_params(v))
         err = float((basis.from_params(y) - x).abs().max())
         per = 1e9 * fwd / (args.probes * d * math.log2(d))
-        print(f"| {d:,} | {len(basis.map.windows)} | {fwd:.3f} | {inv:.3f} | {per:.2f} | "
-              f"{err:.1e} |")
+        print(
+            f"| {d:,} | {len(basis.map.windows)} | {fwd:.3f} | {inv:.3f} | {per:.2f} | {err:.1e} |"
+        )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.dtype}, medians of "
-          f"{args.reps} alternating repeats")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {args.dtype}, medians of "
+        f"{args.reps} alternating repeats"
+    )
     print(f"{'model':<6} {'d':>7} {'k':>4} {'HVP/probe ÷ gradient':>22}")
     for name in ("mlp", "cnn", "gpt"):
         problem = build_example(name, size=args.size, dtype=dtype)
@@ -64,9 +66,11 @@ def main() -> None:
             a = timed(lambda: [kept.matvec(v) for _ in range(10)])  # noqa: B023
             b = timed(lambda: [rebuilt.matvec(v) for _ in range(10)])  # noqa: B023
             ratios.append(b / a)
-        print(f"{name:<6} {problem.d:>7,}    rebuilt ÷ retained graphs (10 single HVPs): "
-              f"{statistics.median(ratios):.2f}; graph memory {kept.graph_bytes / 2**20:.1f} MiB "
-              f"per batch × {len(problem.batches)} batches")
+        print(
+            f"{name:<6} {problem.d:>7,}    rebuilt ÷ retained graphs (10 single HVPs): "
+            f"{statistics.median(ratios):.2f}; graph memory {kept.graph_bytes / 2**20:.1f} MiB "
+            f"per batch × {len(problem.batches)} batches"
+        )
 
 
 if __name__ == "__main__":

@@ -114,14 +114,24 @@ def run_workload(name: str, args) -> list[dict]:
                 before = op.cost.hvps
                 t0 = time.perf_counter()
                 est = estimate_l11(op, method=method, hvps=budget, generator=seed)
-                rows.append({
-                    "workload": name, "d": op.d, "method": label, "budget": budget,
-                    "seed": seed, "value": est.value, "truth": truth,
-                    "rel_err": est.value / truth - 1, "stderr": est.stderr,
-                    "ci_low": est.ci_low, "ci_high": est.ci_high,
-                    "covered": est.ci_low is not None and est.ci_low <= truth <= est.ci_high,
-                    "hvps": op.cost.hvps - before, "seconds": time.perf_counter() - t0,
-                })
+                rows.append(
+                    {
+                        "workload": name,
+                        "d": op.d,
+                        "method": label,
+                        "budget": budget,
+                        "seed": seed,
+                        "value": est.value,
+                        "truth": truth,
+                        "rel_err": est.value / truth - 1,
+                        "stderr": est.stderr,
+                        "ci_low": est.ci_low,
+                        "ci_high": est.ci_high,
+                        "covered": est.ci_low is not None and est.ci_low <= truth <= est.ci_high,
+                        "hvps": op.cost.hvps - before,
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
         op.cache.clear()
         print(f"  {name}: seed {seed + 1}/{args.seeds} done", flush=True)
     return rows
@@ -143,8 +153,10 @@ def print_table(summary: pd.DataFrame) -> None:
     for name, part in summary.groupby("workload"):
         table = part.pivot(index="method", columns="budget", values="rms_rel_err") * 100
         cover = part.pivot(index="method", columns="budget", values="coverage") * 100
-        print(f"\n{name} (d = {int(part['d'].iloc[0])}): RMS relative error, % "
-              f"({int(part['seeds'].max())} seeds)")
+        print(
+            f"\n{name} (d = {int(part['d'].iloc[0])}): RMS relative error, % "
+            f"({int(part['seeds'].max())} seeds)"
+        )
         print(table.round(2).to_string(na_rep="-"))
         print("coverage of the nominal 95% interval, %")
         print(cover.round(0).to_string(na_rep="-"))
@@ -163,8 +175,15 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
         for method, curve in part.groupby("method"):
             curve = curve.sort_values("budget")
             if method == "seed-paper":
-                ax.scatter(curve["budget"], curve["rms_rel_err"] * 100, marker="*", s=150,
-                           color="k", zorder=5, label="seed paper (50 probes, IQR)")
+                ax.scatter(
+                    curve["budget"],
+                    curve["rms_rel_err"] * 100,
+                    marker="*",
+                    s=150,
+                    color="k",
+                    zorder=5,
+                    label="seed paper (50 probes, IQR)",
+                )
             else:
                 style = "-o" if method == "two-phase" else "--."
                 ax.plot(curve["budget"], curve["rms_rel_err"] * 100, style, label=method)

@@ -49,8 +49,13 @@ CONFIGS = {
 WARMUP_CALLS = 4
 # glibc: one arena, large blocks mmapped and returned at once, so RSS tracks live memory and the
 # high-water mark is the true peak rather than allocator caching.
-MALLOC_ENV = {**os.environ, "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "65536",
-              "MALLOC_TRIM_THRESHOLD_": "0", "OMP_NUM_THREADS": "1"}
+MALLOC_ENV = {
+    **os.environ,
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_THRESHOLD_": "65536",
+    "MALLOC_TRIM_THRESHOLD_": "0",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def _status_kib(field: str) -> int:
@@ -83,9 +88,15 @@ def child(size: str, k: int, chunk: int, options: dict) -> dict:
         est = estimate_l11(op, hvps=k, generator=0, chunk_size=chunk, **options)
         hvps, method = est.hvps, est.method
     peak = _status_kib("VmHWM")
-    return {"d": op.d, "k": k, "hvps": hvps, "method": method,
-            "baseline_bytes": base * 1024, "peak_bytes": peak * 1024,
-            "extra_bytes": max(0, peak - base) * 1024}
+    return {
+        "d": op.d,
+        "k": k,
+        "hvps": hvps,
+        "method": method,
+        "baseline_bytes": base * 1024,
+        "peak_bytes": peak * 1024,
+        "extra_bytes": max(0, peak - base) * 1024,
+    }
 
 
 def run_child(size: str, k: int, chunk: int, name: str) -> dict:
@@ -99,8 +110,14 @@ def main() -> None:
     parser.add_argument("--size", default="bench", choices=["test", "bench"])
     parser.add_argument("--chunk-size", type=int, default=4)
     parser.add_argument("--probes", type=int, nargs="+", default=[16, 256, 1024])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
-                        metavar="CONFIG", help="subset of: " + ", ".join(CONFIGS))
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=list(CONFIGS),
+        choices=list(CONFIGS),
+        metavar="CONFIG",
+        help="subset of: " + ", ".join(CONFIGS),
+    )
     parser.add_argument("--csv", type=Path, default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -118,15 +135,20 @@ def main() -> None:
         for k, r in zip(ks, runs, strict=True):
             row[f"extra_MiB_k{k}"] = r["extra_bytes"] / 2**20
         for k, r in zip(ks[1:], runs[1:], strict=True):
-            row[f"growth_vectors_k{ks[0]}_to_k{k}"] = (r["extra_bytes"] - runs[0]["extra_bytes"]
-                                                       ) / vector
+            row[f"growth_vectors_k{ks[0]}_to_k{k}"] = (
+                r["extra_bytes"] - runs[0]["extra_bytes"]
+            ) / vector
         rows.append(row)
-        extras = "  ".join(f"k={k}: {r['extra_bytes'] / 2**20:7.2f}" for k, r in
-                           zip(ks, runs, strict=True))
-        growth = "  ".join(f"{ks[0]}→{k}: {row[f'growth_vectors_k{ks[0]}_to_k{k}']:+6.1f}"
-                           for k in ks[1:])
-        print(f"{name:26s} d={d}  extra peak MiB  {extras}   growth in parameter vectors "
-              f"{growth}", flush=True)
+        extras = "  ".join(
+            f"k={k}: {r['extra_bytes'] / 2**20:7.2f}" for k, r in zip(ks, runs, strict=True)
+        )
+        growth = "  ".join(
+            f"{ks[0]}→{k}: {row[f'growth_vectors_k{ks[0]}_to_k{k}']:+6.1f}" for k in ks[1:]
+        )
+        print(
+            f"{name:26s} d={d}  extra peak MiB  {extras}   growth in parameter vectors {growth}",
+            flush=True,
+        )
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with args.csv.open("w", newline="") as f:

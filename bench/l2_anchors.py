@@ -144,8 +144,7 @@ def load_workload(name: str, size: str) -> Workload:
     y = torch.cat([b.targets for b in problem.batches])
     loss_fn = lm_loss if name == "gpt" else F.cross_entropy
     loss_module = LMLoss() if name == "gpt" else nn.CrossEntropyLoss()
-    single = problem_from_module(model, loss_fn, (x, y), batch_size=x.shape[0],
-                                 dtype=torch.float64)
+    single = problem_from_module(model, loss_fn, (x, y), batch_size=x.shape[0], dtype=torch.float64)
     gap = abs(single.loss() - problem.loss())
     if gap > 1e-10 * abs(problem.loss()):
         raise RuntimeError(f"{name}: one-batch loss differs from the example's by {gap:.2e}")
@@ -159,8 +158,10 @@ def set_reference(w: Workload, size: str) -> None:
         w.reference = float(torch.linalg.eigvalsh((h + h.T) / 2)[-1])
         w.reference_kind = "dense eigvalsh"
         return
-    runs = [lanczos(w.problem.hvp_operator(), tol=1e-12, which="largest", max_hvps=600,
-                    generator=seed) for seed in (101, 202)]
+    runs = [
+        lanczos(w.problem.hvp_operator(), tol=1e-12, which="largest", max_hvps=600, generator=seed)
+        for seed in (101, 202)
+    ]
     a, b = (r.lambda_max for r in runs)
     if not all(r.converged for r in runs) or abs(a - b) > 1e-10 * abs(a):
         raise RuntimeError(f"{w.name}: reference Lanczos runs disagree: {a!r} vs {b!r}")
@@ -186,8 +187,9 @@ def run_smoothprobe(w: Workload, seed: int, target: float, criterion: str, start
     gen = torch.Generator().manual_seed(seed)
     op = w.problem.hvp_operator()
     s0 = mixed_start(op.gradient(), generator=gen) if start == "gradient" else None
-    r = lanczos(op, tol=target, which="largest", criterion=criterion, max_hvps=2000,
-                generator=gen, start=s0)
+    r = lanczos(
+        op, tol=target, which="largest", criterion=criterion, max_hvps=2000, generator=gen, start=s0
+    )
     return Run(r.lambda_max, op.cost.hvps, time.perf_counter() - t0)
 
 
@@ -251,8 +253,9 @@ def run_pyhessian(w: Workload, seed: int, target: float, tol: float) -> Run:
 def curvlinops_operator(w: Workload):
     from curvlinops import HessianLinearOperator
 
-    return HessianLinearOperator(w.model, w.loss_module, list(w.model.parameters()),
-                                 [(w.x, w.y)], check_deterministic=False)
+    return HessianLinearOperator(
+        w.model, w.loss_module, list(w.model.parameters()), [(w.x, w.y)], check_deterministic=False
+    )
 
 
 def run_curvlinops(w: Workload, seed: int, target: float, tol: float) -> Run:
@@ -347,14 +350,18 @@ def configure(w: Workload, target: float, seed: int) -> dict[str, tuple[str, Cal
 
     def eigenthings() -> tuple[str, Callable]:
         m = smallest(lambda n: run_eigenthings(w, seed, target, n).converged_flag)
-        return (f"lanczos k=1 LA tol=target max_iter={m} (smallest flagged converged)",
-                lambda s: run_eigenthings(w, s, target, m))
+        return (
+            f"lanczos k=1 LA tol=target max_iter={m} (smallest flagged converged)",
+            lambda s: run_eigenthings(w, s, target, m),
+        )
 
     def pyhessian() -> tuple[str, Callable]:
         for tol in (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10):
             if rel_error(run_pyhessian(w, seed, target, tol).value, w) <= target:
-                return (f"eigenvalues maxIter=10000 tol={tol:g} (tuned to reach target)",
-                        lambda s, t=tol: run_pyhessian(w, s, target, t))
+                return (
+                    f"eigenvalues maxIter=10000 tol={tol:g} (tuned to reach target)",
+                    lambda s, t=tol: run_pyhessian(w, s, target, t),
+                )
         raise RuntimeError("no tol down to 1e-10 reached the target")
 
     def curvlinops() -> tuple[str, Callable]:
@@ -366,14 +373,18 @@ def configure(w: Workload, target: float, seed: int) -> dict[str, tuple[str, Cal
         return (f"eigsh k=1 LA ncv=20 tol={tol:g}", lambda s: run_curvlinops(w, s, target, tol))
 
     setups: dict[str, Callable[[], tuple[str, Callable]]] = {
-        "smoothprobe": lambda: ("lanczos criterion=gap tol=target, start=gradient+random",
-                                lambda s: run_smoothprobe(w, s, target, "gap", "gradient")),
-        "smoothprobe-res": lambda: ("lanczos criterion=residual tol=target, "
-                                    "start=gradient+random",
-                                    lambda s: run_smoothprobe(w, s, target, "residual",
-                                                              "gradient")),
-        "smoothprobe-rand": lambda: ("lanczos criterion=gap tol=target, start=random",
-                                     lambda s: run_smoothprobe(w, s, target, "gap", "random")),
+        "smoothprobe": lambda: (
+            "lanczos criterion=gap tol=target, start=gradient+random",
+            lambda s: run_smoothprobe(w, s, target, "gap", "gradient"),
+        ),
+        "smoothprobe-res": lambda: (
+            "lanczos criterion=residual tol=target, start=gradient+random",
+            lambda s: run_smoothprobe(w, s, target, "residual", "gradient"),
+        ),
+        "smoothprobe-rand": lambda: (
+            "lanczos criterion=gap tol=target, start=random",
+            lambda s: run_smoothprobe(w, s, target, "gap", "random"),
+        ),
         "eigenthings": eigenthings,
         "pyhessian": pyhessian,
         "curvlinops": curvlinops,
@@ -393,8 +404,10 @@ def configure(w: Workload, target: float, seed: int) -> dict[str, tuple[str, Cal
 
 def bench_workload(w: Workload, *, target: float, reps: int) -> list[MethodResult]:
     errs = hvp_errors(w)
-    print("  HVP relative error vs smoothprobe's double backward: "
-          + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+    print(
+        "  HVP relative error vs smoothprobe's double backward: "
+        + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
+    )
     results: dict[str, MethodResult] = {}
     runners: dict[str, Callable] = {}
     for name, setup in configure(w, target, seed=0).items():
@@ -405,7 +418,7 @@ def bench_workload(w: Workload, *, target: float, reps: int) -> list[MethodResul
             runners[name] = setup[1]
     names = list(runners)
     for rep in range(reps if names else 0):
-        order = names[rep % len(names):] + names[: rep % len(names)]  # rotate: A/B alternation
+        order = names[rep % len(names) :] + names[: rep % len(names)]  # rotate: A/B alternation
         for name in order:
             try:
                 run = runners[name](rep)
@@ -422,8 +435,9 @@ def print_table(w: Workload, results: list[MethodResult], target: float) -> None
     if not ours.runs:
         print(f"\n### {w.name}: smoothprobe failed: {ours.failure}")
         return
-    print(f"\n### {w.name} (d = {w.d:,}, λ_max = {w.reference:.10g}, reference: "
-          f"{w.reference_kind})\n")
+    print(
+        f"\n### {w.name} (d = {w.d:,}, λ_max = {w.reference:.10g}, reference: {w.reference_kind})\n"
+    )
     print("| method | HVPs | seconds | max rel. error | HVP ratio | time ratio | configuration |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for r in results:
@@ -433,9 +447,11 @@ def print_table(w: Workload, results: list[MethodResult], target: float) -> None
         hv, sec = r.median("hvps"), r.median("seconds")
         worst = max(run.error for run in r.runs)
         flag = "" if worst <= target else " (MISSED TARGET)"
-        print(f"| {r.method} | {hv:g} | {sec:.3f} | {worst:.1e}{flag} | "
-              f"{hv / ours.median('hvps'):.2f} | {sec / ours.median('seconds'):.2f} | "
-              f"{r.config} |")
+        print(
+            f"| {r.method} | {hv:g} | {sec:.3f} | {worst:.1e}{flag} | "
+            f"{hv / ours.median('hvps'):.2f} | {sec / ours.median('seconds'):.2f} | "
+            f"{r.config} |"
+        )
 
 
 def main() -> None:
@@ -446,24 +462,43 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=1e-4)
     parser.add_argument("--json", default="", help="write all runs to this file")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, size {args.size}, "
-          f"target {args.target:g}, reps {args.reps}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, size {args.size}, "
+        f"target {args.target:g}, reps {args.reps}"
+    )
     report = []
     for name in args.models.split(","):
         t0 = time.perf_counter()
         w = load_workload(name, args.size)
         set_reference(w, args.size)
-        print(f"\n{name}: d={w.d}, reference λ_max={w.reference!r} ({w.reference_kind}), "
-              f"setup {time.perf_counter() - t0:.1f}s")
+        print(
+            f"\n{name}: d={w.d}, reference λ_max={w.reference!r} ({w.reference_kind}), "
+            f"setup {time.perf_counter() - t0:.1f}s"
+        )
         results = bench_workload(w, target=args.target, reps=args.reps)
         print_table(w, results, args.target)
-        report.append({"workload": name, "d": w.d, "reference": w.reference,
-                       "reference_kind": w.reference_kind,
-                       "results": [asdict(r) for r in results]})
+        report.append(
+            {
+                "workload": name,
+                "d": w.d,
+                "reference": w.reference,
+                "reference_kind": w.reference_kind,
+                "results": [asdict(r) for r in results],
+            }
+        )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"size": args.size, "target": args.target, "reps": args.reps,
-                       "torch": torch.__version__, "workloads": report}, fh, indent=1)
+            json.dump(
+                {
+                    "size": args.size,
+                    "target": args.target,
+                    "reps": args.reps,
+                    "torch": torch.__version__,
+                    "workloads": report,
+                },
+                fh,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -114,8 +114,9 @@ class _BasisBase:
 
     def _apply(self, x: torch.Tensor, fn) -> torch.Tensor:
         if x.shape[-1] != self.d or x.ndim not in (1, 2):
-            raise ValueError(f"{self.name} acts on (k, {self.d}) or ({self.d},), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"{self.name} acts on (k, {self.d}) or ({self.d},), got {tuple(x.shape)}"
+            )
         single = x.ndim == 1
         v = x.reshape(1, -1) if single else x
         out = fn(v.to(compute_dtype(x.dtype)))
@@ -323,12 +324,15 @@ class BlockHaarBasis(_BasisBase):
 
     def __init__(self, d: int, *, chunk: int, seed: int):
         if chunk < 1:
-            raise SmoothprobeError(f"block-haar:{chunk}: the chunk size must be ≥ 1, "
-                                   "e.g. block-haar:64")
+            raise SmoothprobeError(
+                f"block-haar:{chunk}: the chunk size must be ≥ 1, e.g. block-haar:64"
+            )
         k = min(chunk, d)
         if d * k > MAX_BLOCK_HAAR_ENTRIES:
-            raise SmoothprobeError(f"block-haar:{chunk} at d={d:,} needs {d * k * 8 / 2**30:.1f}"
-                                   " GiB of rotations; use a smaller chunk or --basis hadamard")
+            raise SmoothprobeError(
+                f"block-haar:{chunk} at d={d:,} needs {d * k * 8 / 2**30:.1f}"
+                " GiB of rotations; use a smaller chunk or --basis hadamard"
+            )
         gen = torch.Generator().manual_seed(seed)
         self.d, self.chunk, self.seed = d, k, seed
         self.name = f"block-haar:{k}:seed={seed}"
@@ -377,8 +381,9 @@ class MatrixBasis(_BasisBase):
         SmoothprobeError: unknown ``vectors``.
     """
 
-    def __init__(self, layout: ParameterLayout, *, seed: int, vectors: str = "haar",
-                 max_dense: int = 1024):
+    def __init__(
+        self, layout: ParameterLayout, *, seed: int, vectors: str = "haar", max_dense: int = 1024
+    ):
         if vectors not in ("haar", "identity"):
             raise SmoothprobeError(f"vectors={vectors!r}: use 'haar' or 'identity'")
         gen = torch.Generator().manual_seed(seed)
@@ -465,8 +470,10 @@ def _parse_component(text: str, layout: ParameterLayout, seed: int) -> Basis:
         seed = _int_option(options.pop("seed"), "seed", text)
     vectors = options.pop("vectors", "haar")
     if options:
-        raise SmoothprobeError(f"basis {text!r}: unknown option(s) {sorted(options)}; "
-                               "only seed=N (and vectors=identity for matrix)")
+        raise SmoothprobeError(
+            f"basis {text!r}: unknown option(s) {sorted(options)}; "
+            "only seed=N (and vectors=identity for matrix)"
+        )
     d = layout.d
     if kind == "block-haar":
         if len(args) != 1:
@@ -476,12 +483,16 @@ def _parse_component(text: str, layout: ParameterLayout, seed: int) -> Basis:
         raise SmoothprobeError(f"basis {text!r}: {kind} takes no argument")
     if kind == "matrix":
         return MatrixBasis(layout, seed=seed, vectors=vectors)
-    simple = {"identity": lambda: IdentityBasis(d), "hadamard": lambda: HadamardBasis(d, seed=seed),
-              "permutation": lambda: PermutationBasis(d, seed=seed),
-              "sign": lambda: SignBasis(d, seed=seed)}
+    simple = {
+        "identity": lambda: IdentityBasis(d),
+        "hadamard": lambda: HadamardBasis(d, seed=seed),
+        "permutation": lambda: PermutationBasis(d, seed=seed),
+        "sign": lambda: SignBasis(d, seed=seed),
+    }
     if kind not in simple:
-        raise SmoothprobeError(f"unknown basis {kind!r}; use " + "|".join(BASIS_KINDS)
-                               + " (join with '+' to compose)")
+        raise SmoothprobeError(
+            f"unknown basis {kind!r}; use " + "|".join(BASIS_KINDS) + " (join with '+' to compose)"
+        )
     return simple[kind]()
 
 
@@ -491,8 +502,9 @@ def _int_option(value: str, what: str, text: str) -> int:
     except ValueError:
         out = -1
     if out < 0:
-        raise SmoothprobeError(f"basis {text!r}: {what} must be a non-negative integer, "
-                               f"got {value!r}")
+        raise SmoothprobeError(
+            f"basis {text!r}: {what} must be a non-negative integer, got {value!r}"
+        )
     return out
 
 
@@ -515,6 +527,7 @@ def build_basis(spec: str, layout: ParameterLayout, *, seed: int = 0) -> Basis:
     if not isinstance(seed, int) or seed < 0:
         raise SmoothprobeError(f"seed={seed!r}: use a non-negative integer")
     texts = (spec or "").split("+")
-    bases = [_parse_component(t, layout, _derived_seed(seed, i, len(texts)))
-             for i, t in enumerate(texts)]
+    bases = [
+        _parse_component(t, layout, _derived_seed(seed, i, len(texts))) for i, t in enumerate(texts)
+    ]
     return bases[0] if len(bases) == 1 else ComposedBasis(bases)

@@ -103,9 +103,11 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a directory without config.json: pass the checkpoint "
-                              f"file inside it (e.g. {path / 'ckpt.pt'}); a Hugging Face model "
-                              "directory needs config.json beside its weights")
+        raise CheckpointError(
+            f"{path} is a directory without config.json: pass the checkpoint "
+            f"file inside it (e.g. {path / 'ckpt.pt'}); a Hugging Face model "
+            "directory needs config.json beside its weights"
+        )
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the save was interrupted")
     if path.suffix == ".safetensors":
@@ -118,8 +120,11 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
             raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({exc})") from None
     try:
         if trust_pickle:
-            warnings.warn(f"unpickling {path} with weights_only=False: this runs any code the "
-                          "file contains", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"unpickling {path} with weights_only=False: this runs any code the file contains",
+                UserWarning,
+                stacklevel=2,
+            )
             return torch.load(path, map_location="cpu", weights_only=False)  # explicit opt-in
         return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as exc:
@@ -128,12 +133,14 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
             raise CheckpointError(
                 f"refused to unpickle {path}: it contains Python objects beyond tensors and plain "
                 "containers, and loading them would run code from the file; if you trust it, "
-                "pass --trust-pickle") from None
+                "pass --trust-pickle"
+            ) from None
         raise CheckpointError(f"checkpoint {path} is corrupt ({first[:160]})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({first[:160]})") from None
+            f"checkpoint {path} is truncated or corrupt ({first[:160]})"
+        ) from None
 
 
 def _is_zip(path: Path) -> bool:
@@ -149,8 +156,9 @@ def load_state_into(model: nn.Module, state: dict[str, Any], *, path: str) -> No
     state = {k: v for k, v in strip_prefixes(state).items() if not k.endswith(IGNORED_SUFFIXES)}
     non_tensor = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if non_tensor:
-        raise CheckpointError(f"{path}: entries {non_tensor[:3]} are not tensors; is this a "
-                              "state dict?")
+        raise CheckpointError(
+            f"{path}: entries {non_tensor[:3]} are not tensors; is this a state dict?"
+        )
     expected = set(model.state_dict())
     missing = sorted(expected - set(state))
     unexpected = sorted(set(state) - expected)
@@ -158,7 +166,8 @@ def load_state_into(model: nn.Module, state: dict[str, Any], *, path: str) -> No
         raise CheckpointError(
             f"{path}: state dict keys do not match the model: missing {missing[:4]}"
             f"{' …' if len(missing) > 4 else ''} ({len(missing)}), unexpected {unexpected[:4]}"
-            f"{' …' if len(unexpected) > 4 else ''} ({len(unexpected)}); check the spec's model")
+            f"{' …' if len(unexpected) > 4 else ''} ({len(unexpected)}); check the spec's model"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -167,13 +176,18 @@ def load_state_into(model: nn.Module, state: dict[str, Any], *, path: str) -> No
 
 
 def _check_finite_state(state: dict[str, Any], *, path: str) -> None:
-    bad = [k for k, v in state.items()
-           if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [
+        k
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
     if bad:
         from smoothprobe.errors import NonFiniteError
 
-        raise NonFiniteError(f"{path}: NaN or Inf in {', '.join(bad[:4])}: training diverged or "
-                             "the file is corrupt; measure an earlier checkpoint")
+        raise NonFiniteError(
+            f"{path}: NaN or Inf in {', '.join(bad[:4])}: training diverged or "
+            "the file is corrupt; measure an earlier checkpoint"
+        )
 
 
 def _state_dtype(state: dict[str, Any]) -> torch.dtype:
@@ -192,13 +206,21 @@ def _nanogpt_default_data(ckpt: dict[str, Any], path: Path) -> str | None:
     dataset = (ckpt.get("config") or {}).get("dataset")
     candidates = [path.parent / "val.bin", path.parent / "train.bin"]
     if isinstance(dataset, str):
-        candidates = [Path("data") / dataset / "val.bin", Path("data") / dataset / "train.bin",
-                      *candidates]
+        candidates = [
+            Path("data") / dataset / "val.bin",
+            Path("data") / dataset / "train.bin",
+            *candidates,
+        ]
     return next((str(c) for c in candidates if c.exists()), None)
 
 
 def load_nanogpt(
-    ckpt: dict[str, Any], path: Path, *, data: DataOptions, dtype: str | None, device: str | None,
+    ckpt: dict[str, Any],
+    path: Path,
+    *,
+    data: DataOptions,
+    dtype: str | None,
+    device: str | None,
     include_frozen: bool = False,
 ) -> LoadedCheckpoint:
     """Builds the built-in GPT from ``model_args`` and a Problem on token data."""
@@ -208,27 +230,47 @@ def load_nanogpt(
         model = GPT(config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(
-            f"{path}: model_args {model_args} do not describe a GPT ({exc})") from None
+            f"{path}: model_args {model_args} do not describe a GPT ({exc})"
+        ) from None
     state = ckpt["model"]
     _check_finite_state(state, path=str(path))
     ckpt_dtype = _state_dtype(state)
     load_state_into(model, state, path=str(path))
     data_path = data.path or _nanogpt_default_data(ckpt, path)
     if data_path is None:
-        raise DataError(f"no evaluation data for {path}: pass --data train.bin (nanoGPT tokens), a "
-                        "text file, or a .pt/.npz with x and y")
+        raise DataError(
+            f"no evaluation data for {path}: pass --data train.bin (nanoGPT tokens), a "
+            "text file, or a .pt/.npz with x and y"
+        )
     block = data.block_size or config.block_size
     if block > config.block_size:
         raise DataError(f"--block-size {block} exceeds the model's block_size {config.block_size}")
-    x, y = load_data(data_path, block_size=block, num_sequences=data.batch_size * data.num_batches,
-                     seed=data.seed, vocab_size=config.vocab_size)
+    x, y = load_data(
+        data_path,
+        block_size=block,
+        num_sequences=data.batch_size * data.num_batches,
+        seed=data.seed,
+        vocab_size=config.vocab_size,
+    )
     batches = make_batches((x, y), batch_size=data.batch_size, num_batches=data.num_batches)
-    problem = Problem(model, lm_loss, batches,
-                      dtype=resolve_dtype(dtype, checkpoint_dtype=ckpt_dtype),
-                      device=device, include_frozen=include_frozen)
+    problem = Problem(
+        model,
+        lm_loss,
+        batches,
+        dtype=resolve_dtype(dtype, checkpoint_dtype=ckpt_dtype),
+        device=device,
+        include_frozen=include_frozen,
+    )
     step = ckpt.get("iter_num")
-    return LoadedCheckpoint(problem, str(path), "nanogpt", file_sha256(path),
-                            int(step) if isinstance(step, int) else None, model_args, data_path)
+    return LoadedCheckpoint(
+        problem,
+        str(path),
+        "nanogpt",
+        file_sha256(path),
+        int(step) if isinstance(step, int) else None,
+        model_args,
+        data_path,
+    )
 
 
 def load_example(name: str, *, dtype: str | None) -> LoadedCheckpoint:
@@ -238,8 +280,10 @@ def load_example(name: str, *, dtype: str | None) -> LoadedCheckpoint:
     parts = name.split(":")[1:]
     ex, size = parts[0] if parts else "gpt", parts[1] if len(parts) > 1 else "test"
     if (ex, size) not in SPECS:
-        raise CheckpointError(f"unknown built-in example {name!r}: use example:mlp, example:cnn "
-                              "or example:gpt (optionally :bench)")
+        raise CheckpointError(
+            f"unknown built-in example {name!r}: use example:mlp, example:cnn "
+            "or example:gpt (optionally :bench)"
+        )
     resolved = resolve_dtype(dtype, checkpoint_dtype=torch.float32)
     problem = build_example(ex, size=size, dtype=resolved)
     args = vars(gpt_config(size)).copy() if ex == "gpt" else {}
@@ -282,16 +326,20 @@ def load_checkpoint(
     from smoothprobe.hf import is_hf_dir, load_hf_dir  # transformers itself is imported lazily
 
     if is_hf_dir(path):
-        return load_hf_dir(path, data=data, dtype=dtype, device=device,
-                           include_frozen=include_frozen, spec=spec)
+        return load_hf_dir(
+            path, data=data, dtype=dtype, device=device, include_frozen=include_frozen, spec=spec
+        )
     obj = read_checkpoint_file(path, trust_pickle=trust_pickle)
     if is_nanogpt(obj) and spec is None:
-        return load_nanogpt(obj, path, data=data, dtype=dtype, device=device,
-                            include_frozen=include_frozen)
+        return load_nanogpt(
+            obj, path, data=data, dtype=dtype, device=device, include_frozen=include_frozen
+        )
     if spec is None:
-        raise CheckpointError(f"{path} is a plain state dict: pass --spec FILE.py or "
-                              "module:function that builds the model, the loss and the data "
-                              "(see README)")
+        raise CheckpointError(
+            f"{path} is a plain state dict: pass --spec FILE.py or "
+            "module:function that builds the model, the loss and the data "
+            "(see README)"
+        )
     from smoothprobe.spec import load_spec
 
     built = load_spec(spec, data=data)
@@ -300,15 +348,33 @@ def load_checkpoint(
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
     _check_finite_state(state, path=str(path))
     load_state_into(built.model, state, path=str(path))
-    problem = Problem(built.model, built.loss_fn, built.batches,
-                      dtype=resolve_dtype(dtype, checkpoint_dtype=_state_dtype(state)),
-                      device=device, include_frozen=include_frozen, forward=built.forward)
+    problem = Problem(
+        built.model,
+        built.loss_fn,
+        built.batches,
+        dtype=resolve_dtype(dtype, checkpoint_dtype=_state_dtype(state)),
+        device=device,
+        include_frozen=include_frozen,
+        forward=built.forward,
+    )
     kind = "safetensors" if path.suffix == ".safetensors" else "state_dict"
     step = obj.get("iter_num") if isinstance(obj, dict) else None
-    return LoadedCheckpoint(problem, str(path), kind, file_sha256(path),
-                            step if isinstance(step, int) else None, built.model_args,
-                            data.path)
+    return LoadedCheckpoint(
+        problem,
+        str(path),
+        kind,
+        file_sha256(path),
+        step if isinstance(step, int) else None,
+        built.model_args,
+        data.path,
+    )
 
 
-__all__ = ["DataOptions", "LoadedCheckpoint", "SmoothprobeError", "load_checkpoint",
-           "read_checkpoint_file", "strip_prefixes"]
+__all__ = [
+    "DataOptions",
+    "LoadedCheckpoint",
+    "SmoothprobeError",
+    "load_checkpoint",
+    "read_checkpoint_file",
+    "strip_prefixes",
+]

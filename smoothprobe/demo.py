@@ -116,21 +116,47 @@ class DemoBudget:
 BUDGETS: dict[str, DemoBudget] = {
     "full": DemoBudget(
         name="full",
-        model=dict(n_layer=2, n_head=4, n_embd=32, block_size=32, bias=True, vocab_size=64,
-                   dropout=0.0),
-        steps=600, checkpoints=5, lr=3e-3, warmup=30, train_batch=16, max_chars=200_000,
-        eval_batch_size=8, eval_batches=2, dtype="float32", tol=1e-5, final_hvps=256,
-        step_hvps=128, blocks=("tensor", "layer"), block_hvps=1360,
-        graddiff=(1e-4, 1e-3, 1e-2, 3e-2), noise_batch_size=4,
+        model=dict(
+            n_layer=2, n_head=4, n_embd=32, block_size=32, bias=True, vocab_size=64, dropout=0.0
+        ),
+        steps=600,
+        checkpoints=5,
+        lr=3e-3,
+        warmup=30,
+        train_batch=16,
+        max_chars=200_000,
+        eval_batch_size=8,
+        eval_batches=2,
+        dtype="float32",
+        tol=1e-5,
+        final_hvps=256,
+        step_hvps=128,
+        blocks=("tensor", "layer"),
+        block_hvps=1360,
+        graddiff=(1e-4, 1e-3, 1e-2, 3e-2),
+        noise_batch_size=4,
     ),
     "small": DemoBudget(
         name="small",
-        model=dict(n_layer=1, n_head=2, n_embd=8, block_size=16, bias=True, vocab_size=32,
-                   dropout=0.0),
-        steps=40, checkpoints=2, lr=1e-2, warmup=4, train_batch=8, max_chars=30_000,
-        eval_batch_size=4, eval_batches=2, dtype="float64", tol=1e-6, final_hvps=64,
-        step_hvps=32, blocks=("tensor", "layer"), block_hvps=1200,
-        graddiff=(1e-3, 1e-2), noise_batch_size=2,
+        model=dict(
+            n_layer=1, n_head=2, n_embd=8, block_size=16, bias=True, vocab_size=32, dropout=0.0
+        ),
+        steps=40,
+        checkpoints=2,
+        lr=1e-2,
+        warmup=4,
+        train_batch=8,
+        max_chars=30_000,
+        eval_batch_size=4,
+        eval_batches=2,
+        dtype="float64",
+        tol=1e-6,
+        final_hvps=64,
+        step_hvps=32,
+        blocks=("tensor", "layer"),
+        block_hvps=1200,
+        graddiff=(1e-3, 1e-2),
+        noise_batch_size=2,
     ),
 }
 
@@ -257,7 +283,11 @@ def learning_rate(step: int, *, lr: float, warmup: int) -> float:
 
 
 def nanogpt_checkpoint(
-    model: GPT, optimizer: torch.optim.Optimizer, *, step: int, val_loss: float,
+    model: GPT,
+    optimizer: torch.optim.Optimizer,
+    *,
+    step: int,
+    val_loss: float,
     config: dict[str, Any],
 ) -> dict[str, Any]:
     """The dict nanoGPT's ``train.py`` saves as ``ckpt.pt``."""
@@ -324,22 +354,38 @@ def train(
     val_tokens = np.fromfile(val_path, dtype=np.uint16)
     val_x, val_y = sample_sequences(val_tokens, block_size=block, num_sequences=64, seed=seed)
     run_config = {
-        "dataset": DATASET, "python": python_version_tag(), "max_chars": budget.max_chars,
-        "max_iters": steps, "learning_rate": budget.lr, "warmup_iters": budget.warmup,
-        "batch_size": budget.train_batch, "block_size": block, "seed": seed,
-        "optimizer": "adam", "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.0,
+        "dataset": DATASET,
+        "python": python_version_tag(),
+        "max_chars": budget.max_chars,
+        "max_iters": steps,
+        "learning_rate": budget.lr,
+        "warmup_iters": budget.warmup,
+        "batch_size": budget.train_batch,
+        "block_size": block,
+        "seed": seed,
+        "optimizer": "adam",
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "weight_decay": 0.0,
         "budget": budget.name,
     }
     save_at = set(checkpoint_steps(steps, budget.checkpoints))
     paths: list[Path] = []
     model.train()
-    bar = tqdm(range(1, steps + 1), desc="training", unit="step", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        range(1, steps + 1),
+        desc="training",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step - 1, lr=budget.lr, warmup=budget.warmup)
-        x, y = sample_sequences(tokens, block_size=block, num_sequences=budget.train_batch,
-                                seed=seed * 1_000_003 + step)
+        x, y = sample_sequences(
+            tokens, block_size=block, num_sequences=budget.train_batch, seed=seed * 1_000_003 + step
+        )
         loss = lm_loss(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -349,12 +395,17 @@ def train(
         if step in save_at:
             val = evaluate(model, val_x, val_y)
             path = work_dir / f"ckpt_{step:06d}.pt"
-            save_atomic(nanogpt_checkpoint(model, optimizer, step=step, val_loss=val,
-                                           config=run_config), path)
+            save_atomic(
+                nanogpt_checkpoint(model, optimizer, step=step, val_loss=val, config=run_config),
+                path,
+            )
             paths.append(path)
             if progress:
-                bar.write(f"[smoothprobe demo] step {step}: train loss {loss.item():.3f}, "
-                          f"val loss {val:.3f} → {path}", file=sys.stderr)
+                bar.write(
+                    f"[smoothprobe demo] step {step}: train loss {loss.item():.3f}, "
+                    f"val loss {val:.3f} → {path}",
+                    file=sys.stderr,
+                )
     bar.close()
     return paths
 
@@ -368,12 +419,22 @@ def measurement_plan(budget: DemoBudget, *, final: bool, seed: int) -> list[Meas
     """
     if not final:
         return [MeasureSettings(norm="both", tol=budget.tol, hvps=budget.step_hvps, seed=seed)]
-    common = dict(norm="both", tol=budget.tol, hvps=budget.final_hvps, seed=seed,
-                  blocks=budget.blocks, block_hvps=budget.block_hvps)
-    original = MeasureSettings(**common, basis=budget.bases[0], extras=budget.extras,
-                               graddiff=budget.graddiff,
-                               graddiff_geometry=budget.graddiff_geometry,
-                               noise_batch_size=budget.noise_batch_size)
+    common = dict(
+        norm="both",
+        tol=budget.tol,
+        hvps=budget.final_hvps,
+        seed=seed,
+        blocks=budget.blocks,
+        block_hvps=budget.block_hvps,
+    )
+    original = MeasureSettings(
+        **common,
+        basis=budget.bases[0],
+        extras=budget.extras,
+        graddiff=budget.graddiff,
+        graddiff_geometry=budget.graddiff_geometry,
+        noise_batch_size=budget.noise_batch_size,
+    )
     return [original] + [MeasureSettings(**common, basis=b) for b in budget.bases[1:]]
 
 
@@ -400,16 +461,23 @@ def measure(
     progress: bool,
 ) -> list[dict[str, Any]]:
     """Measures every checkpoint on one fixed held-out sample; returns all records."""
-    data = DataOptions(path=str(val_path), batch_size=budget.eval_batch_size,
-                       num_batches=budget.eval_batches, seed=seed)
+    data = DataOptions(
+        path=str(val_path),
+        batch_size=budget.eval_batch_size,
+        num_batches=budget.eval_batches,
+        seed=seed,
+    )
     records: list[dict[str, Any]] = []
     for i, path in enumerate(checkpoints):
         final = i == len(checkpoints) - 1
         loaded = load_checkpoint(str(path), data=data, dtype=budget.dtype)
         for settings in measurement_plan(budget, final=final, seed=seed):
             what = ", ".join(describe_settings(settings))
-            log(f"checkpoint {i + 1}/{len(checkpoints)} (step {loaded.step}): {what}, basis "
-                f"{settings.basis}", enabled=progress)
+            log(
+                f"checkpoint {i + 1}/{len(checkpoints)} (step {loaded.step}): {what}, basis "
+                f"{settings.basis}",
+                enabled=progress,
+            )
             records += run_measurement(loaded, settings, progress=progress).records
     return records
 
@@ -467,40 +535,50 @@ def run_demo(
     spec = resolve_budget(budget)
     steps = spec.steps if steps is None else steps
     if steps < spec.checkpoints:
-        raise SmoothprobeError(f"--steps {steps}: use at least {spec.checkpoints} (one per "
-                               "checkpoint)")
+        raise SmoothprobeError(
+            f"--steps {steps}: use at least {spec.checkpoints} (one per checkpoint)"
+        )
     if seed < 0:
         raise SmoothprobeError(f"--seed {seed}: use a non-negative integer")
     out = Path(out)
     check_report_dir(out)
     work = Path(work_dir) if work_dir is not None else default_work_dir(out)
     if work.resolve() == out.resolve() or out.resolve() in work.resolve().parents:
-        raise SmoothprobeError(f"--work-dir {work} is inside the report directory {out}, which "
-                               "is replaced as a whole; choose another")
+        raise SmoothprobeError(
+            f"--work-dir {work} is inside the report directory {out}, which "
+            "is replaced as a whole; choose another"
+        )
     work.mkdir(parents=True, exist_ok=True)
     (work / ".gitignore").write_text("# smoothprobe demo: data and checkpoints, not for git\n*\n")
     times: dict[str, StageTime] = {}
     total_wall, total_cpu = time.perf_counter(), time.process_time()
     with torch_threads(threads):
         with timed(times, "data"):
-            tokens, val_path = prepare_data(work, vocab_size=spec.model["vocab_size"],
-                                            max_chars=spec.max_chars)
-        log(f"data: {len(tokens):,} training characters of Python {python_version_tag()}'s "
-            f"standard library → {work}", enabled=progress)
+            tokens, val_path = prepare_data(
+                work, vocab_size=spec.model["vocab_size"], max_chars=spec.max_chars
+            )
+        log(
+            f"data: {len(tokens):,} training characters of Python {python_version_tag()}'s "
+            f"standard library → {work}",
+            enabled=progress,
+        )
         with timed(times, "training"):
-            paths = train(work, tokens, val_path, budget=spec, steps=steps, seed=seed,
-                          progress=progress)
+            paths = train(
+                work, tokens, val_path, budget=spec, steps=steps, seed=seed, progress=progress
+            )
         with timed(times, "measuring"):
             records = measure(paths, val_path, budget=spec, seed=seed, progress=progress)
         with timed(times, "report"):
             model = spec.model
-            name = (f"tiny character-level GPT ({model['n_layer']} layers, "
-                    f"{model['n_embd']} wide, {model['n_head']} heads) on Python's standard "
-                    f"library, {steps} Adam steps")
-            records_path = write_outputs(records, out, work,
-                                         title=title or f"smoothprobe demo: {name}")
-    times["total"] = StageTime(time.perf_counter() - total_wall,
-                               time.process_time() - total_cpu)
+            name = (
+                f"tiny character-level GPT ({model['n_layer']} layers, "
+                f"{model['n_embd']} wide, {model['n_head']} heads) on Python's standard "
+                f"library, {steps} Adam steps"
+            )
+            records_path = write_outputs(
+                records, out, work, title=title or f"smoothprobe demo: {name}"
+            )
+    times["total"] = StageTime(time.perf_counter() - total_wall, time.process_time() - total_cpu)
     log(f"report: {out / 'index.html'} ({describe_times(times)})", enabled=progress)
     headline = headline_numbers(load_records(records_path))
     return DemoResult(out, records_path, work, paths, headline, times)
@@ -517,4 +595,3 @@ def resolve_budget(budget: str | DemoBudget) -> DemoBudget:
     if budget not in BUDGETS:
         raise SmoothprobeError(f"--budget {budget!r}: use one of {', '.join(BUDGETS)}")
     return BUDGETS[budget]
-

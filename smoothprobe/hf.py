@@ -121,8 +121,12 @@ def load_hf_model(path: str | os.PathLike, *, dtype: torch.dtype | None = None) 
         with quiet_transformers(transformers), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = transformers.AutoModelForCausalLM.from_pretrained(
-                str(path), local_files_only=True, trust_remote_code=False,
-                attn_implementation="eager", **kwargs)
+                str(path),
+                local_files_only=True,
+                trust_remote_code=False,
+                attn_implementation="eager",
+                **kwargs,
+            )
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
         if "custom code" in str(exc) or "trust_remote_code" in str(exc):
             raise CheckpointError(
@@ -130,7 +134,8 @@ def load_hf_model(path: str | os.PathLike, *, dtype: torch.dtype | None = None) 
                 "does not run: build the model yourself and use smoothprobe.problem_from_module"
             ) from None
         raise CheckpointError(
-            f"cannot load Hugging Face model {path}: {_first_line(exc)}") from None
+            f"cannot load Hugging Face model {path}: {_first_line(exc)}"
+        ) from None
     return model.eval()
 
 
@@ -235,11 +240,13 @@ def tokenize_text(data_path: str | os.PathLike, model_dir: str | os.PathLike) ->
         with quiet_transformers(transformers), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tokenizer = transformers.AutoTokenizer.from_pretrained(
-                str(model_dir), local_files_only=True, trust_remote_code=False)
+                str(model_dir), local_files_only=True, trust_remote_code=False
+            )
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, ImportError) as exc:
         raise DataError(
             f"cannot load the tokenizer of {model_dir} to read {data_path}: {_first_line(exc)}; "
-            "pass pre-tokenized data (.bin or .pt/.npz)") from None
+            "pass pre-tokenized data (.bin or .pt/.npz)"
+        ) from None
     text = Path(data_path).read_text(encoding="utf-8", errors="replace")
     if not text:
         raise DataError(f"{data_path} is empty")
@@ -269,16 +276,27 @@ def load_hf_data(
     is_text = data_path.suffix in TEXT_SUFFIXES or data_path.suffix == ""
     if not (is_text and data_path.is_file() and has_tokenizer(model_dir)):
         if is_text and data_path.is_file():
-            warnings.warn(f"{model_dir} has no tokenizer files: reading {data_path} as bytes "
-                          "(token ids 0-255)", UserWarning, stacklevel=2)
-        return load_data(data_path, block_size=block_size, num_sequences=num_sequences,
-                         seed=seed, vocab_size=vocab_size)
+            warnings.warn(
+                f"{model_dir} has no tokenizer files: reading {data_path} as bytes "
+                "(token ids 0-255)",
+                UserWarning,
+                stacklevel=2,
+            )
+        return load_data(
+            data_path,
+            block_size=block_size,
+            num_sequences=num_sequences,
+            seed=seed,
+            vocab_size=vocab_size,
+        )
     tokens = tokenize_text(data_path, model_dir)
     x, y = sample_sequences(tokens, block_size=block_size, num_sequences=num_sequences, seed=seed)
     top = int(tokens.max())
     if vocab_size is not None and top >= vocab_size:
-        raise DataError(f"the tokenizer of {model_dir} produced id {top} ≥ the model's vocab_size "
-                        f"{vocab_size}: tokenizer and model do not match")
+        raise DataError(
+            f"the tokenizer of {model_dir} produced id {top} ≥ the model's vocab_size "
+            f"{vocab_size}: tokenizer and model do not match"
+        )
     return x, y
 
 
@@ -353,28 +371,56 @@ def load_hf_dir(
 
     path = Path(path)
     if spec is not None:
-        raise SmoothprobeError(f"--spec does not apply to the Hugging Face directory {path}: "
-                               "the model is built from its config.json")
+        raise SmoothprobeError(
+            f"--spec does not apply to the Hugging Face directory {path}: "
+            "the model is built from its config.json"
+        )
     read_config(path)  # a readable config.json before anything slow
     if data.path is None:
-        raise DataError(f"no evaluation data for {path}: pass --data val.bin (token ids), a text "
-                        "file (tokenized with the model's tokenizer), or a .pt/.npz with x and y")
-    requested = None if dtype in (None, "checkpoint") else resolve_dtype(
-        dtype, checkpoint_dtype=torch.float32)
+        raise DataError(
+            f"no evaluation data for {path}: pass --data val.bin (token ids), a text "
+            "file (tokenized with the model's tokenizer), or a .pt/.npz with x and y"
+        )
+    requested = (
+        None
+        if dtype in (None, "checkpoint")
+        else resolve_dtype(dtype, checkpoint_dtype=torch.float32)
+    )
     model = load_hf_model(path, dtype=requested)
     first = next(iter(model.parameters()), None)
     compute = requested or (first.dtype if first is not None else torch.float32)
     args = model_args_of(model.config)
     block = _block_size(data.block_size, args["block_size"], path)
-    x, y = load_hf_data(data.path, model_dir=path, block_size=block,
-                        num_sequences=data.batch_size * data.num_batches, seed=data.seed,
-                        vocab_size=args["vocab_size"])
+    x, y = load_hf_data(
+        data.path,
+        model_dir=path,
+        block_size=block,
+        num_sequences=data.batch_size * data.num_batches,
+        seed=data.seed,
+        vocab_size=args["vocab_size"],
+    )
     batches = make_batches((x, y), batch_size=data.batch_size, num_batches=data.num_batches)
-    problem = Problem(model, causal_lm_loss, batches, dtype=compute, device=device,
-                      include_frozen=include_frozen, forward=CausalLMForward(dtype=compute))
-    return LoadedCheckpoint(problem, str(path), "hf", weights_sha256(path), _trainer_step(path),
-                            args, str(data.path))
+    problem = Problem(
+        model,
+        causal_lm_loss,
+        batches,
+        dtype=compute,
+        device=device,
+        include_frozen=include_frozen,
+        forward=CausalLMForward(dtype=compute),
+    )
+    return LoadedCheckpoint(
+        problem, str(path), "hf", weights_sha256(path), _trainer_step(path), args, str(data.path)
+    )
 
 
-__all__ = ["CausalLMForward", "Float64Mode", "causal_lm_loss", "context_length", "is_hf_dir",
-           "load_hf_data", "load_hf_dir", "load_hf_model"]
+__all__ = [
+    "CausalLMForward",
+    "Float64Mode",
+    "causal_lm_loss",
+    "context_length",
+    "is_hf_dir",
+    "load_hf_data",
+    "load_hf_dir",
+    "load_hf_model",
+]

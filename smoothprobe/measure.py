@@ -135,26 +135,43 @@ def run_measurement(
     problem = loaded.problem
     t0 = time.perf_counter()
     basis = build_basis(settings.basis, problem.layout, seed=settings.seed)
-    partitions = [build_partition(spec, problem.layout, n_head=loaded.n_head)
-                  for spec in settings.blocks]  # built first: a bad spec fails before any work
+    partitions = [
+        build_partition(spec, problem.layout, n_head=loaded.n_head) for spec in settings.blocks
+    ]  # built first: a bad spec fails before any work
     graddiff_geometry = settings.graddiff_geometry
     if settings.graddiff and graddiff_geometry not in ("l2", "linf"):
-        graddiff_geometry = build_partition(graddiff_geometry, problem.layout,
-                                            n_head=loaded.n_head)
+        graddiff_geometry = build_partition(graddiff_geometry, problem.layout, n_head=loaded.n_head)
     loss = problem.loss()
     if check_determinism:
         problem.check_determinism(seed=settings.seed)
     context = RunContext(
-        checkpoint=loaded.path, d=problem.d, checkpoint_sha256=loaded.sha256, step=loaded.step,
-        dtype=str(problem.dtype).removeprefix("torch."), basis=basis.name,
-        num_examples=int(problem.num_examples), batch_size=len(problem.batches[0].targets),
-        extra={"settings_key": settings.key(), "kind": loaded.kind,
-               **({"data": loaded.data_path} if loaded.data_path else {})},
+        checkpoint=loaded.path,
+        d=problem.d,
+        checkpoint_sha256=loaded.sha256,
+        step=loaded.step,
+        dtype=str(problem.dtype).removeprefix("torch."),
+        basis=basis.name,
+        num_examples=int(problem.num_examples),
+        batch_size=len(problem.batches[0].targets),
+        extra={
+            "settings_key": settings.key(),
+            "kind": loaded.kind,
+            **({"data": loaded.data_path} if loaded.data_path else {}),
+        },
     )
-    estimates = [Estimate("loss", loss, Bound.EXACT, seconds=time.perf_counter() - t0,
-                          seed=settings.seed, gradients=len(problem.batches))]
-    base = problem.hvp_operator(chunk_size=settings.chunk_size,
-                                retain_graphs=settings.retain_graphs)
+    estimates = [
+        Estimate(
+            "loss",
+            loss,
+            Bound.EXACT,
+            seconds=time.perf_counter() - t0,
+            seed=settings.seed,
+            gradients=len(problem.batches),
+        )
+    ]
+    base = problem.hvp_operator(
+        chunk_size=settings.chunk_size, retain_graphs=settings.retain_graphs
+    )
     identity = settings.basis == "identity"
     operator = base if identity else RotatedOperator(base, basis)
     gen = torch.Generator().manual_seed(settings.seed)
@@ -166,12 +183,20 @@ def run_measurement(
     if settings.norm in ("l2", "both"):
         from smoothprobe.suites.l2 import measure_l2
 
-        _log(f"ℓ2: Lanczos to tol {settings.tol:g} (≤ {settings.max_hvps} HVPs), d = {problem.d:,}",
-             enabled=progress)
+        _log(
+            f"ℓ2: Lanczos to tol {settings.tol:g} (≤ {settings.max_hvps} HVPs), d = {problem.d:,}",
+            enabled=progress,
+        )
         op = tracked("lanczos", settings.max_hvps)
-        found = measure_l2(op, tol=settings.tol, max_hvps=settings.max_hvps,
-                           top_k=settings.top_k, extras=settings.extras, generator=gen,
-                           confidence=settings.confidence)
+        found = measure_l2(
+            op,
+            tol=settings.tol,
+            max_hvps=settings.max_hvps,
+            top_k=settings.top_k,
+            extras=settings.extras,
+            generator=gen,
+            confidence=settings.confidence,
+        )
         op.close()
         estimates += found
         l2_estimate = next(e for e in found if e.quantity == "l2_norm")
@@ -179,45 +204,70 @@ def run_measurement(
         from smoothprobe.report.tables import row_norm_payload
         from smoothprobe.suites.linf import run_linf
 
-        _log(f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent",
-             enabled=progress)
+        _log(
+            f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent",
+            enabled=progress,
+        )
         op = tracked("l11", None)
-        linf = run_linf(op, method=settings.method, hvps=settings.hvps,
-                        confidence=settings.confidence, generator=gen,
-                        l2_norm=None if l2_estimate is None else abs(float(l2_estimate.value)))
+        linf = run_linf(
+            op,
+            method=settings.method,
+            hvps=settings.hvps,
+            confidence=settings.confidence,
+            generator=gen,
+            l2_norm=None if l2_estimate is None else abs(float(l2_estimate.value)),
+        )
         op.close()
         rows = row_norm_payload(linf.rows.estimates, operator.layout)
-        estimates += [replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
-                      for e in linf.estimates]
+        estimates += [
+            replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
+            for e in linf.estimates
+        ]
     blockwise: list[tuple[str, Estimate]] = []
     if partitions:
         from smoothprobe.suites.blockwise import measure_blockwise
 
         for partition in partitions:
-            _log(f"blockwise H(Φ) for {partition.name}: {partition.num_blocks} blocks",
-                 enabled=progress)
+            _log(
+                f"blockwise H(Φ) for {partition.name}: {partition.num_blocks} blocks",
+                enabled=progress,
+            )
             op = tracked(f"H({partition.name})", settings.block_hvps)
-            for est in measure_blockwise(op, partition, max_hvps=settings.block_hvps,
-                                         generator=gen, l2_norm=l2_estimate):
+            for est in measure_blockwise(
+                op, partition, max_hvps=settings.block_hvps, generator=gen, l2_norm=l2_estimate
+            ):
                 blockwise.append((partition.name, est))
             op.close()
     if settings.graddiff:
         from smoothprobe.estimators.graddiff import gradient_differences
 
         _log(f"gradient differences at radii {list(settings.graddiff)}", enabled=progress)
-        diff = gradient_differences(problem, radii=settings.graddiff, geometry=graddiff_geometry,
-                                    samples=settings.graddiff_samples, generator=gen,
-                                    operator=base, basis=None if identity else basis)
+        diff = gradient_differences(
+            problem,
+            radii=settings.graddiff,
+            geometry=graddiff_geometry,
+            samples=settings.graddiff_samples,
+            generator=gen,
+            operator=base,
+            basis=None if identity else basis,
+        )
         estimates += diff.to_estimates(confidence=settings.confidence)
     if settings.noise_batch_size:
         from smoothprobe.estimators.noise import gradient_noise
 
         _log(f"gradient noise at batch size {settings.noise_batch_size}", enabled=progress)
-        noise = gradient_noise(problem, batch_size=settings.noise_batch_size, generator=gen,
-                               basis=None if identity else basis)
+        noise = gradient_noise(
+            problem,
+            batch_size=settings.noise_batch_size,
+            generator=gen,
+            basis=None if identity else basis,
+        )
         estimates += noise.to_estimates()
     records = [make_record(e, context) for e in estimates]
     records += [make_record(e, context, partition=name) for name, e in blockwise]
-    _log(f"done in {time.perf_counter() - t0:.1f} s, {base.cost.hvps} HVPs, "
-         f"{base.cost.gradients} gradients", enabled=progress)
+    _log(
+        f"done in {time.perf_counter() - t0:.1f} s, {base.cost.hvps} HVPs, "
+        f"{base.cost.gradients} gradients",
+        enabled=progress,
+    )
     return MeasureResult(records, estimates + [e for _, e in blockwise])

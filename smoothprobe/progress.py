@@ -27,8 +27,15 @@ class ProgressOperator:
         self.device = operator.device
         self.layout = operator.layout
         self.cost = operator.cost
-        self.bar = tqdm(total=total, desc=desc, unit="hvp", file=sys.stderr, disable=not enabled,
-                        leave=False, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            unit="hvp",
+            file=sys.stderr,
+            disable=not enabled,
+            leave=False,
+            dynamic_ncols=True,
+        )
 
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
         out = self.inner.matvec(vectors)

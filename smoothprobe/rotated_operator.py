@@ -39,8 +39,10 @@ class RotatedOperator:
 
     def __init__(self, operator: Operator, basis: Basis):
         if basis.d != operator.d:
-            raise SmoothprobeError(f"basis {basis.name!r} has d={basis.d:,} but the model has "
-                                   f"d={operator.d:,}; build the basis from the same layout")
+            raise SmoothprobeError(
+                f"basis {basis.name!r} has d={basis.d:,} but the model has "
+                f"d={operator.d:,}; build the basis from the same layout"
+            )
         self.operator = operator
         self.basis = basis
         self.d = operator.d

@@ -59,7 +59,8 @@ def _resolve(spec: str) -> Callable[..., dict]:
             module_spec.loader.exec_module(module)
         except Exception as exc:
             raise SmoothprobeError(
-                f"spec {path} failed to import: {type(exc).__name__}: {exc}") from None
+                f"spec {path} failed to import: {type(exc).__name__}: {exc}"
+            ) from None
         func = func or "smoothprobe_spec"
     else:
         if not func:
@@ -89,15 +90,20 @@ def load_spec(spec: str, *, data) -> BuiltSpec:
     """
     fn = _resolve(spec)
     try:
-        out = fn(data_path=data.path, batch_size=data.batch_size, num_batches=data.num_batches,
-                 seed=data.seed)
+        out = fn(
+            data_path=data.path,
+            batch_size=data.batch_size,
+            num_batches=data.num_batches,
+            seed=data.seed,
+        )
     except SmoothprobeError:
         raise
     except Exception as exc:
         raise SmoothprobeError(f"spec {spec} raised {type(exc).__name__}: {exc}") from None
     if not isinstance(out, dict) or "model" not in out or "loss_fn" not in out:
         raise SmoothprobeError(
-            f"spec {spec} must return a dict with at least 'model' and 'loss_fn'")
+            f"spec {spec} must return a dict with at least 'model' and 'loss_fn'"
+        )
     if not isinstance(out["model"], nn.Module):
         raise SmoothprobeError(f"spec {spec}: 'model' must be a torch.nn.Module")
     samples = out.get("data")

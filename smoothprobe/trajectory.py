@@ -68,8 +68,11 @@ class CheckpointEntry:
 
 def natural_key(text: str) -> list:
     """Sort key that orders ``ckpt_9`` before ``ckpt_10``."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
-            for part in re.split(r"(\d+)", text) if part]
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in re.split(r"(\d+)", text)
+        if part
+    ]
 
 
 def read_iter_num(path: str | os.PathLike) -> int | None:
@@ -105,7 +108,8 @@ def _expand(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Pat
         path = Path(source)
         if path.is_dir():
             return [
-                p for p in path.iterdir()
+                p
+                for p in path.iterdir()
                 if not p.name.startswith(".")
                 and (_is_checkpoint_dir(p) if p.is_dir() else p.suffix in CHECKPOINT_SUFFIXES)
             ]
@@ -196,7 +200,11 @@ def step_ratio_estimates(
         value = dual / norm if norm > 0 else float("nan")
         out.append(
             Estimate(
-                "step_ratio", value, Bound.LOWER, gradients=2, method="trajectory",
+                "step_ratio",
+                value,
+                Bound.LOWER,
+                gradients=2,
+                method="trajectory",
                 geometry=geo.kind,
                 settings={"partition": geo.partition, "basis": getattr(basis, "name", "identity")},
                 extra={"step_norm": norm, "gradient_change": dual},
@@ -213,10 +221,15 @@ def gradient_norm_estimates(
     if basis is not None:
         g = basis.from_params(g)
     return [
-        Estimate("grad_norm", float(geo.dual_norm(g)), Bound.EXACT, gradients=1,
-                 method="trajectory", geometry=geo.kind,
-                 settings={"partition": geo.partition,
-                           "basis": getattr(basis, "name", "identity")})
+        Estimate(
+            "grad_norm",
+            float(geo.dual_norm(g)),
+            Bound.EXACT,
+            gradients=1,
+            method="trajectory",
+            geometry=geo.kind,
+            settings={"partition": geo.partition, "basis": getattr(basis, "name", "identity")},
+        )
         for geo in geometries
     ]
 
@@ -238,7 +251,8 @@ def _read_lines(path: Path) -> list[str]:
 def _commit(path: Path, new: list[dict[str, Any]], drop: set[tuple[str, str]]) -> None:
     """Appends records atomically, removing lines of (checkpoint, settings) pairs in ``drop``."""
     kept = [
-        line for line in _read_lines(path)
+        line
+        for line in _read_lines(path)
         if line.strip() and ((k := _line_key(line)) is None or (k[0], k[1]) not in drop)
     ]
     text = "".join(line + "\n" for line in kept)
@@ -246,8 +260,9 @@ def _commit(path: Path, new: list[dict[str, Any]], drop: set[tuple[str, str]]) -
     atomic_write_text(path, text)
 
 
-def _stamp(record: dict[str, Any], entry: CheckpointEntry, sha: str, settings_sha: str,
-           previous_sha: str) -> dict[str, Any]:
+def _stamp(
+    record: dict[str, Any], entry: CheckpointEntry, sha: str, settings_sha: str, previous_sha: str
+) -> dict[str, Any]:
     out = dict(record)
     out["checkpoint"] = str(entry.path)
     out["checkpoint_sha256"] = sha
@@ -309,24 +324,34 @@ def run_trajectory(
         raise SmoothprobeError("give measure_one, gradient_of or both: nothing to measure")
     geos = [resolve_geometry(g) for g in geometries] if gradient_of is not None else []
     entries = list_checkpoints(source, order=order)
-    settings_sha = settings_hash({
-        "schema": SCHEMA_VERSION,
-        "settings": settings or {},
-        "step_ratio": gradient_of is not None,
-        "measure_one": measure_one is not None,
-        "geometries": [g.describe() for g in geos],
-        "basis": getattr(basis, "name", "identity"),
-    })
+    settings_sha = settings_hash(
+        {
+            "schema": SCHEMA_VERSION,
+            "settings": settings or {},
+            "step_ratio": gradient_of is not None,
+            "measure_one": measure_one is not None,
+            "geometries": [g.describe() for g in geos],
+            "basis": getattr(basis, "name", "identity"),
+        }
+    )
     out = Path(out)
     bar = tqdm(entries, desc="trajectory", unit="ckpt", file=sys.stderr, disable=not progress)
     try:
-        shas = _measure_all(bar, out=out, measure_one=measure_one, gradient_of=gradient_of,
-                            geos=geos, basis=basis, settings_sha=settings_sha)
+        shas = _measure_all(
+            bar,
+            out=out,
+            measure_one=measure_one,
+            gradient_of=gradient_of,
+            geos=geos,
+            basis=basis,
+            settings_sha=settings_sha,
+        )
     finally:
         bar.close()
     current = {(sha, prev) for sha, prev in zip(shas, [""] + shas[:-1], strict=True)}
     return [
-        r for r in trajectory_records(out, settings_sha256=settings_sha, entries=entries)
+        r
+        for r in trajectory_records(out, settings_sha256=settings_sha, entries=entries)
         if (r.get("checkpoint_sha256"), r.get("previous_sha256")) in current
     ]
 
@@ -352,15 +377,19 @@ def _measure_all(bar, *, out, measure_one, gradient_of, geos, basis, settings_sh
                 cached = (previous_entry.path, *gradient_of(previous_entry.path))  # resuming
             theta, grad, layout = gradient_of(entry.path)
             context = RunContext(
-                checkpoint=str(entry.path), d=int(theta.numel()), checkpoint_sha256=sha,
-                step=entry.step, dtype=str(grad.dtype).replace("torch.", ""),
+                checkpoint=str(entry.path),
+                d=int(theta.numel()),
+                checkpoint_sha256=sha,
+                step=entry.step,
+                dtype=str(grad.dtype).replace("torch.", ""),
                 extra={"previous_checkpoint": str(previous_entry.path) if previous_entry else None},
             )
             estimates = gradient_norm_estimates(grad, geos, basis=basis)
             if previous_entry is not None:
                 _check_layouts(cached[3], layout, entry.path)
-                estimates += step_ratio_estimates(cached[1], cached[2], theta, grad, geos,
-                                                  basis=basis)
+                estimates += step_ratio_estimates(
+                    cached[1], cached[2], theta, grad, geos, basis=basis
+                )
             records += [make_record(e, context) for e in estimates]
             cached = (entry.path, theta, grad, layout)
         stamped = [_stamp(r, entry, sha, settings_sha, previous_sha) for r in records]
@@ -393,8 +422,14 @@ def trajectory_records(
     if entries is not None:
         rank = {str(e.path): i for i, e in enumerate(entries)}
         return sorted(rows, key=lambda r: rank.get(r["checkpoint"], len(rank)))
-    return sorted(rows, key=lambda r: (r.get("step") is None, r.get("step") or 0,
-                                       natural_key(Path(r["checkpoint"]).name)))
+    return sorted(
+        rows,
+        key=lambda r: (
+            r.get("step") is None,
+            r.get("step") or 0,
+            natural_key(Path(r["checkpoint"]).name),
+        ),
+    )
 
 
 def column_label(record: dict[str, Any]) -> str:

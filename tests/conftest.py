@@ -13,8 +13,9 @@ from smoothprobe.models.gpt import GPT, GPTConfig
 # on two cores (more threads than cores makes OpenMP spin and slows everything down).
 torch.set_num_threads(1)
 
-MODEL_ARGS = dict(n_layer=1, n_head=2, n_embd=8, block_size=8, bias=True, vocab_size=24,
-                  dropout=0.0)
+MODEL_ARGS = dict(
+    n_layer=1, n_head=2, n_embd=8, block_size=8, bias=True, vocab_size=24, dropout=0.0
+)
 
 
 def make_nanogpt_run(root, *, prefix: str = "", iter_num: int = 100, seed: int = 0):
@@ -25,9 +26,14 @@ def make_nanogpt_run(root, *, prefix: str = "", iter_num: int = 100, seed: int =
     model = GPT(GPTConfig(**MODEL_ARGS))
     model.init_weights(torch.Generator().manual_seed(seed))
     state = {prefix + k: v for k, v in model.state_dict().items()}
-    ckpt = {"model": state, "model_args": dict(MODEL_ARGS), "iter_num": iter_num,
-            "best_val_loss": torch.tensor(3.0), "config": {"dataset": "none", "batch_size": 4},
-            "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0]}]}}
+    ckpt = {
+        "model": state,
+        "model_args": dict(MODEL_ARGS),
+        "iter_num": iter_num,
+        "best_val_loss": torch.tensor(3.0),
+        "config": {"dataset": "none", "batch_size": 4},
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0]}]},
+    }
     torch.save(ckpt, root / "ckpt.pt")
     return root / "ckpt.pt", root / "train.bin"
 

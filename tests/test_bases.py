@@ -25,12 +25,27 @@ from smoothprobe.layout import ParameterLayout
 from smoothprobe.linear_operator import DenseOperator, dense_matrix
 from smoothprobe.rotated_operator import RotatedOperator
 
-SPECS = ["identity", "hadamard", "block-haar:5", "block-haar:1000", "matrix", "permutation",
-         "sign", "permutation+hadamard", "matrix+sign"]
+SPECS = [
+    "identity",
+    "hadamard",
+    "block-haar:5",
+    "block-haar:1000",
+    "matrix",
+    "permutation",
+    "sign",
+    "permutation+hadamard",
+    "matrix+sign",
+]
 
-LAYOUT = ParameterLayout.from_shapes([("conv.weight", (3, 2, 2, 2)), ("conv.bias", (3,)),
-                                      ("fc.weight", (4, 6)), ("fc.bias", (4,)),
-                                      ("scale", ())])  # d = 24 + 3 + 24 + 4 + 1 = 56
+LAYOUT = ParameterLayout.from_shapes(
+    [
+        ("conv.weight", (3, 2, 2, 2)),
+        ("conv.bias", (3,)),
+        ("fc.weight", (4, 6)),
+        ("fc.bias", (4,)),
+        ("scale", ()),
+    ]
+)  # d = 24 + 3 + 24 + 4 + 1 = 56
 
 
 def as_matrix(basis) -> torch.Tensor:
@@ -52,8 +67,9 @@ def test_orthogonal_invertible_adjoint(spec):
     torch.testing.assert_close(b.from_params(rx), x, rtol=0, atol=1e-12)  # RᵀR = I
     torch.testing.assert_close(b.to_params(b.from_params(y)), y, rtol=0, atol=1e-12)  # RRᵀ = I
     torch.testing.assert_close(rx.norm(dim=1), x.norm(dim=1), rtol=1e-13, atol=0)
-    torch.testing.assert_close((rx * y).sum(1), (x * b.from_params(y)).sum(1),
-                               rtol=1e-12, atol=1e-12)  # ⟨Rx, y⟩ = ⟨x, Rᵀy⟩
+    torch.testing.assert_close(
+        (rx * y).sum(1), (x * b.from_params(y)).sum(1), rtol=1e-12, atol=1e-12
+    )  # ⟨Rx, y⟩ = ⟨x, Rᵀy⟩
     r = as_matrix(b)
     torch.testing.assert_close(r.T @ r, torch.eye(b.d, dtype=torch.float64), rtol=0, atol=1e-12)
     torch.testing.assert_close(b.to_params(x[0]), rx[0])  # (d,) and (k, d) agree
@@ -143,8 +159,9 @@ def test_matrix_basis_is_kronecker_per_tensor():
     wide = MatrixBasis(LAYOUT, seed=0, max_dense=3)  # sides > 3 use randomized Hadamard maps
     assert not any(isinstance(p[5], DenseMap) for p in wide.parts if p[3] > 3)
     rw = as_matrix(wide)
-    torch.testing.assert_close(rw.T @ rw, torch.eye(LAYOUT.d, dtype=torch.float64),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        rw.T @ rw, torch.eye(LAYOUT.d, dtype=torch.float64), rtol=0, atol=1e-12
+    )
 
 
 def spd_diagonal_dominant(d: int, seed: int) -> torch.Tensor:
@@ -163,13 +180,13 @@ def test_rotated_operator_spectrum_and_l11(spec):
     hr = dense_matrix(rot)
     r = as_matrix(b)
     torch.testing.assert_close(hr, r.T @ h @ r, rtol=0, atol=1e-12)
-    torch.testing.assert_close(torch.linalg.eigvalsh(hr), torch.linalg.eigvalsh(h),
-                               rtol=0, atol=1e-10)  # spectrum (λ_max, L₂) invariant
+    torch.testing.assert_close(
+        torch.linalg.eigvalsh(hr), torch.linalg.eigvalsh(h), rtol=0, atol=1e-10
+    )  # spectrum (λ_max, L₂) invariant
     ratio = l11(hr) / l11(h)
     if spec in ("identity", "permutation", "sign"):
         assert ratio == pytest.approx(1.0, rel=1e-12)
-    elif spec in ("hadamard", "block-haar:1000", "permutation+hadamard", "matrix",
-                  "matrix+sign"):
+    elif spec in ("hadamard", "block-haar:1000", "permutation+hadamard", "matrix", "matrix+sign"):
         assert ratio > 1.5  # a mixing rotation spreads the dominant diagonal
     else:
         assert ratio > 1.05
@@ -202,12 +219,20 @@ def test_rotated_operator_dtype_cost_and_errors():
         RotatedOperator(op, HadamardBasis(10, seed=0))
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("foo", "unknown basis"), ("block-haar", "chunk size"), ("block-haar:x", "non-negative"),
-    ("block-haar:0", "must be ≥ 1"), ("hadamard:3", "takes no argument"),
-    ("sign:bogus=1", "unknown option"), ("", "empty basis"), ("hadamard+", "empty basis"),
-    ("matrix:vectors=rows", "vectors"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("foo", "unknown basis"),
+        ("block-haar", "chunk size"),
+        ("block-haar:x", "non-negative"),
+        ("block-haar:0", "must be ≥ 1"),
+        ("hadamard:3", "takes no argument"),
+        ("sign:bogus=1", "unknown option"),
+        ("", "empty basis"),
+        ("hadamard+", "empty basis"),
+        ("matrix:vectors=rows", "vectors"),
+    ],
+)
 def test_build_basis_errors(spec, message):
     with pytest.raises(SmoothprobeError, match=message) as err:
         build_basis(spec, LAYOUT, seed=0)

@@ -53,8 +53,9 @@ def low_rank_noise(d: int, seed: int, *, rank: int = 3, noise: float = 0.01) -> 
 
 
 def with_spectrum(eigs: list[float], seed: int) -> torch.Tensor:
-    q = torch.linalg.qr(torch.randn(len(eigs), len(eigs), dtype=F64,
-                                    generator=torch.Generator().manual_seed(seed))).Q
+    q = torch.linalg.qr(
+        torch.randn(len(eigs), len(eigs), dtype=F64, generator=torch.Generator().manual_seed(seed))
+    ).Q
     return q @ torch.diag(torch.tensor(eigs, dtype=F64)) @ q.T
 
 
@@ -67,8 +68,12 @@ def flat_layout(d: int) -> ParameterLayout:
 
 def partition_of(sizes: list[int]) -> Partition:
     labels = torch.cat([torch.full((s,), i, dtype=torch.int64) for i, s in enumerate(sizes)])
-    return Partition("custom", labels, tuple(f"b{i}" for i in range(len(sizes))),
-                     torch.tensor(sizes, dtype=torch.int64))
+    return Partition(
+        "custom",
+        labels,
+        tuple(f"b{i}" for i in range(len(sizes))),
+        torch.tensor(sizes, dtype=torch.int64),
+    )
 
 
 def exact_u(h: torch.Tensor, p: Partition) -> float:
@@ -187,14 +192,22 @@ def test_block_diagonal_u_equals_h_and_lower_converges():
     low = block_lower_bound(op, p, restarts=4, iterations=300, tol=1e-14)
     assert truth * (1 - 1e-9) <= low.value <= truth * (1 + 1e-12)
     m = u.contribution_matrix()
-    torch.testing.assert_close(torch.diag(m), torch.tensor(
-        [s * float(torch.linalg.matrix_norm(b, ord=2)) for s, b in zip(sizes, blocks, strict=True)],
-        dtype=F64))
+    torch.testing.assert_close(
+        torch.diag(m),
+        torch.tensor(
+            [
+                s * float(torch.linalg.matrix_norm(b, ord=2))
+                for s, b in zip(sizes, blocks, strict=True)
+            ],
+            dtype=F64,
+        ),
+    )
     assert float((m - torch.diag(torch.diag(m))).abs().max()) < 1e-12
 
 
-@pytest.mark.parametrize("sizes, seed", [([2, 1, 2], 0), ([2, 2, 1], 1), ([1, 2, 1, 1], 2),
-                                         ([2, 2], 3)])
+@pytest.mark.parametrize(
+    "sizes, seed", [([2, 1, 2], 0), ([2, 2, 1], 1), ([1, 2, 1, 1], 2), ([2, 2], 3)]
+)
 @pytest.mark.parametrize("kind", list(MATRICES))
 def test_sandwich_against_net_bracket(sizes, seed, kind):
     p = partition_of(sizes)
@@ -209,8 +222,9 @@ def test_sandwich_against_net_bracket(sizes, seed, kind):
     assert low.value >= net_low * (1 - 1e-6)  # restarts find the maximum on tiny cases
 
 
-LAYOUT = ParameterLayout.from_shapes([("net.0.weight", (6, 4)), ("net.0.bias", (6,)),
-                                      ("net.2.weight", (3, 6)), ("net.2.bias", (3,))])
+LAYOUT = ParameterLayout.from_shapes(
+    [("net.0.weight", (6, 4)), ("net.0.bias", (6,)), ("net.2.weight", (3, 6)), ("net.2.bias", (3,))]
+)
 
 
 @pytest.mark.parametrize("kind", list(MATRICES))
@@ -218,16 +232,22 @@ def test_refinement_chain(kind):
     """H∞ ≤ H(row) ≤ H(tensor) ≤ H(layer) ≤ d·L₂: every certified lower ≤ every coarser U."""
     h = MATRICES[kind](LAYOUT.d, 4)
     op = DenseOperator(h, layout=LAYOUT)
-    chain = [singleton(LAYOUT), per_row(LAYOUT), per_tensor(LAYOUT), per_layer(LAYOUT),
-             one_block(LAYOUT)]
+    chain = [
+        singleton(LAYOUT),
+        per_row(LAYOUT),
+        per_tensor(LAYOUT),
+        per_layer(LAYOUT),
+        one_block(LAYOUT),
+    ]
     lows = [block_lower_bound(op, p, restarts=8, iterations=100).value for p in chain]
     ups = [block_upper_bound(op, p).value for p in chain]
     for i, low in enumerate(lows):
         for up in ups[i:]:
             assert low <= up * (1 + 1e-12)
     assert ups[0] == pytest.approx(float(h.abs().sum()), rel=1e-12)
-    assert ups[-1] == pytest.approx(LAYOUT.d * float(torch.linalg.eigvalsh(h).abs().max()),
-                                    rel=1e-12)
+    assert ups[-1] == pytest.approx(
+        LAYOUT.d * float(torch.linalg.eigvalsh(h).abs().max()), rel=1e-12
+    )
     for p, up in zip(chain, ups, strict=True):
         assert up == pytest.approx(exact_u(h, p), rel=1e-11)
 
@@ -238,8 +258,15 @@ def test_ascent_is_monotone_batched_and_seeded():
     p = per_row(LAYOUT)
     steps = []
     state = torch.random.get_rng_state()
-    low = block_lower_bound(op, p, restarts=5, iterations=40, tol=0.0, generator=3,
-                            callback=lambda t, v: steps.append(v.clone()))
+    low = block_lower_bound(
+        op,
+        p,
+        restarts=5,
+        iterations=40,
+        tol=0.0,
+        generator=3,
+        callback=lambda t, v: steps.append(v.clone()),
+    )
     assert torch.equal(state, torch.random.get_rng_state())
     vals = torch.stack(steps)
     assert bool((vals[1:] >= vals[:-1] - 1e-10 * vals[:-1].abs()).all())
@@ -338,16 +365,16 @@ def test_rotated_bases():
     base_l11 = block_upper_bound(op, singleton(LAYOUT)).value
     for spec in ("hadamard", "block-haar:8", "matrix", "permutation", "sign"):
         rot = RotatedOperator(op, build_basis(spec, LAYOUT, seed=1))
-        assert block_upper_bound(rot, one_block(LAYOUT)).value == pytest.approx(base_one,
-                                                                                rel=1e-10)
+        assert block_upper_bound(rot, one_block(LAYOUT)).value == pytest.approx(base_one, rel=1e-10)
         l11 = block_upper_bound(rot, singleton(LAYOUT)).value
         if spec in ("permutation", "sign"):
             assert l11 == pytest.approx(base_l11, rel=1e-12)
         else:
             assert l11 > 1.2 * base_l11
     rot = RotatedOperator(op, build_basis("hadamard", LAYOUT, seed=1))
-    dense = DenseOperator(torch.stack([rot.matvec(e) for e in torch.eye(LAYOUT.d, dtype=F64)]),
-                          layout=LAYOUT)
+    dense = DenseOperator(
+        torch.stack([rot.matvec(e) for e in torch.eye(LAYOUT.d, dtype=F64)]), layout=LAYOUT
+    )
     p = per_row(LAYOUT)
     a = block_lower_bound(rot, p, restarts=4, iterations=30, tol=0.0, generator=2)
     b = block_lower_bound(dense, p, restarts=4, iterations=30, tol=0.0, generator=2)
@@ -362,8 +389,9 @@ def test_measure_blockwise_suite():
     out = measure_blockwise(op, p, restarts=4, iterations=50, l2_norm=l2, generator=0)
     assert [e.quantity for e in out] == ["block_upper", "block_lower", "rho_block"]
     assert all(isinstance(e, Estimate) and e.geometry == "block" for e in out)
-    assert all(e.settings["partition"] == "tensor" and e.settings["basis"] == "sign:seed=0"
-               for e in out)
+    assert all(
+        e.settings["partition"] == "tensor" and e.settings["basis"] == "sign:seed=0" for e in out
+    )
     upper, lower, rho = out
     assert lower.value <= upper.value and upper.bound is Bound.UPPER
     assert rho.value == pytest.approx(upper.value / (LAYOUT.d * l2))
@@ -373,8 +401,7 @@ def test_measure_blockwise_suite():
     est = measure_blockwise(op, p, restarts=2, iterations=5, l2_norm=l2_est)[2]
     assert est.bound is Bound.ESTIMATE
     assert len(measure_blockwise(op, p, restarts=2, iterations=5)) == 2
-    limited = measure_blockwise(op, p, restarts=2, iterations=5, max_hvps=20,
-                                frobenius_probes=4)
+    limited = measure_blockwise(op, p, restarts=2, iterations=5, max_hvps=20, frobenius_probes=4)
     assert limited[0].method == "row-frobenius" and limited[0].hvps == 4
     with pytest.raises(SmoothprobeError, match="max_hvps"):
         measure_blockwise(op, p, restarts=4, iterations=50, max_hvps=100)
@@ -403,8 +430,13 @@ def test_real_mlp_ground_truth():
     l2 = float(torch.linalg.eigvalsh(h).abs().max())
     d = problem.d
     results = {}
-    for p in (singleton(op.layout), per_row(op.layout), per_tensor(op.layout),
-              per_layer(op.layout), one_block(op.layout)):
+    for p in (
+        singleton(op.layout),
+        per_row(op.layout),
+        per_tensor(op.layout),
+        per_layer(op.layout),
+        one_block(op.layout),
+    ):
         u = block_upper_bound(op, p)
         low = block_lower_bound(op, p, restarts=4, iterations=60)
         assert u.certified and low.value <= u.value * (1 + 1e-12)

@@ -89,8 +89,11 @@ def test_mismatched_keys_are_listed(nanogpt_run, tmp_path):
     obj = torch.load(ckpt, weights_only=True)
     obj["model"]["transformer.h.0.extra.weight"] = obj["model"].pop("transformer.h.0.ln_1.weight")
     torch.save(obj, tmp_path / "mismatch.pt")
-    with pytest.raises(CheckpointError, match=r"missing \['transformer.h.0.ln_1.weight'\].*"
-                                              r"unexpected \['transformer.h.0.extra.weight'\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"missing \['transformer.h.0.ln_1.weight'\].*"
+        r"unexpected \['transformer.h.0.extra.weight'\]",
+    ):
         load_checkpoint(tmp_path / "mismatch.pt", data=_with_data(data))
 
 
@@ -107,8 +110,9 @@ def test_inf_loss_is_reported():
     from smoothprobe.problem import problem_from_module
 
     net = nn.Linear(2, 1)
-    problem = problem_from_module(net, lambda out, y: out.sum() * 0 + float("inf"),
-                                  (torch.randn(3, 2), torch.randn(3, 1)))
+    problem = problem_from_module(
+        net, lambda out, y: out.sum() * 0 + float("inf"), (torch.randn(3, 2), torch.randn(3, 1))
+    )
     with pytest.raises(NonFiniteError, match="loss is inf"):
         problem.loss()
 
@@ -181,14 +185,19 @@ def test_state_dict_and_safetensors_with_spec(tmp_path):
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
     torch.save(net.state_dict(), tmp_path / "sd.pt")
     save_file(net.state_dict(), tmp_path / "m.safetensors")
-    for path, kind in [(tmp_path / "sd.pt", "state_dict"), (tmp_path / "m.safetensors",
-                                                            "safetensors")]:
-        loaded = load_checkpoint(path, spec=str(spec), data=DataOptions(batch_size=5,
-                                                                         num_batches=9))
+    for path, kind in [
+        (tmp_path / "sd.pt", "state_dict"),
+        (tmp_path / "m.safetensors", "safetensors"),
+    ]:
+        loaded = load_checkpoint(
+            path, spec=str(spec), data=DataOptions(batch_size=5, num_batches=9)
+        )
         assert loaded.kind == kind and loaded.problem.d == 3 * 4 + 4 + 4 * 2 + 2
         assert [b.weight for b in loaded.problem.batches] == [5, 5, 2]
-        assert torch.equal(loaded.problem.theta.float(),
-                           torch.cat([p.detach().reshape(-1) for p in net.parameters()]))
+        assert torch.equal(
+            loaded.problem.theta.float(),
+            torch.cat([p.detach().reshape(-1) for p in net.parameters()]),
+        )
     with pytest.raises(CheckpointError, match="--spec"):
         load_checkpoint(tmp_path / "sd.pt")
     with pytest.raises(SmoothprobeError, match="no function"):

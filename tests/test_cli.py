@@ -38,8 +38,21 @@ def test_info_on_nanogpt_checkpoint(nanogpt_run):
 def test_measure_l2_writes_records_and_formats(nanogpt_run, tmp_path):
     ckpt, data = nanogpt_run
     out = tmp_path / "m.jsonl"
-    args = ["measure", ckpt, "--data", data, "--batch-size", 2, "--num-batches", 2, "--norm",
-            "l2", "--dtype", "float64", "--quiet"]
+    args = [
+        "measure",
+        ckpt,
+        "--data",
+        data,
+        "--batch-size",
+        2,
+        "--num-batches",
+        2,
+        "--norm",
+        "l2",
+        "--dtype",
+        "float64",
+        "--quiet",
+    ]
     result = run(*args, "--out", out, "--format", "json")
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output)
@@ -48,8 +61,18 @@ def test_measure_l2_writes_records_and_formats(nanogpt_run, tmp_path):
     by = {r["quantity"]: r for r in stored}
     assert {"loss", "lambda_max", "lambda_min", "l2_norm", "d_l2"} <= set(by)
     for r in stored:
-        for key in ("value", "bound", "hvps", "seconds", "seed", "d", "geometry", "basis",
-                    "partition", "checkpoint"):
+        for key in (
+            "value",
+            "bound",
+            "hvps",
+            "seconds",
+            "seed",
+            "d",
+            "geometry",
+            "basis",
+            "partition",
+            "checkpoint",
+        ):
             assert key in r, key
         assert r["checkpoint"] == str(ckpt) and r["step"] == 100 and r["dtype"] == "float64"
     assert by["d_l2"]["value"] == pytest.approx(by["l2_norm"]["value"] * by["d_l2"]["d"])
@@ -72,14 +95,14 @@ def test_measure_l2_writes_records_and_formats(nanogpt_run, tmp_path):
         (lambda t, c, d: ["measure", c, "--data", t / "short.bin"], "shorter than one sequence"),
     ],
 )
-def test_bad_input_is_one_line_exit_1_and_no_output_file(nanogpt_run, tmp_path, make_args,
-                                                         message):
+def test_bad_input_is_one_line_exit_1_and_no_output_file(nanogpt_run, tmp_path, make_args, message):
     ckpt, data = nanogpt_run
     (tmp_path / "short.pt").write_bytes(ckpt.read_bytes()[:200])
     np.arange(3, dtype=np.uint16).tofile(tmp_path / "short.bin")
     out = tmp_path / "never.jsonl"
-    result = CliRunner().invoke(cli, [str(a) for a in make_args(tmp_path, ckpt, data)] +
-                                ["--out", str(out), "--quiet"])
+    result = CliRunner().invoke(
+        cli, [str(a) for a in make_args(tmp_path, ckpt, data)] + ["--out", str(out), "--quiet"]
+    )
     assert result.exit_code == 1, result.output
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], lines
@@ -97,10 +120,31 @@ def test_usage_errors_exit_2(nanogpt_run):
 
 def test_measure_graddiff_and_noise_flags(nanogpt_run):
     ckpt, data = nanogpt_run
-    result = run("measure", ckpt, "--data", data, "--batch-size", 2, "--num-batches", 2,
-                 "--norm", "none", "--graddiff", 1e-3, "--graddiff", 1e-2,
-                 "--graddiff-samples", 3, "--noise", 2, "--dtype", "float64", "--quiet",
-                 "--format", "json")
+    result = run(
+        "measure",
+        ckpt,
+        "--data",
+        data,
+        "--batch-size",
+        2,
+        "--num-batches",
+        2,
+        "--norm",
+        "none",
+        "--graddiff",
+        1e-3,
+        "--graddiff",
+        1e-2,
+        "--graddiff-samples",
+        3,
+        "--noise",
+        2,
+        "--dtype",
+        "float64",
+        "--quiet",
+        "--format",
+        "json",
+    )
     assert result.exit_code == 0, result.output
     records = json.loads(result.output)
     radii = {r["settings"]["radius"] for r in records if r["quantity"] == "graddiff_max"}
@@ -122,9 +166,25 @@ def test_trajectory_command_resumes(tmp_path):
             v.add_(0.01 * step)
         __import__("torch").save(obj, run_dir / f"ckpt_{step}.pt")
     out = tmp_path / "traj.jsonl"
-    args = ["trajectory", str(run_dir / "*.pt"), "--data", data, "--batch-size", 2,
-            "--num-batches", 1, "--norm", "l2", "--max-hvps", 20, "--tol", 1e-3, "--out", out,
-            "--quiet"]
+    args = [
+        "trajectory",
+        str(run_dir / "*.pt"),
+        "--data",
+        data,
+        "--batch-size",
+        2,
+        "--num-batches",
+        1,
+        "--norm",
+        "l2",
+        "--max-hvps",
+        20,
+        "--tol",
+        1e-3,
+        "--out",
+        out,
+        "--quiet",
+    ]
     first = run(*args)
     assert first.exit_code == 0, first.output
     lines = out.read_text().splitlines()
@@ -136,16 +196,53 @@ def test_trajectory_command_resumes(tmp_path):
 
 def test_measure_all_geometries_in_a_rotated_basis(nanogpt_run):
     ckpt, data = nanogpt_run
-    result = run("measure", ckpt, "--data", data, "--batch-size", 2, "--num-batches", 2,
-                 "--dtype", "float64", "--norm", "both", "--with", "trace,frobenius",
-                 "--top-k", 2, "--method", "two-phase", "--hvps", 64, "--confidence", 0.9,
-                 "--blocks", "tensor", "--block-hvps", 2000, "--basis", "hadamard",
-                 "--seed", 3, "--quiet", "--format", "json")
+    result = run(
+        "measure",
+        ckpt,
+        "--data",
+        data,
+        "--batch-size",
+        2,
+        "--num-batches",
+        2,
+        "--dtype",
+        "float64",
+        "--norm",
+        "both",
+        "--with",
+        "trace,frobenius",
+        "--top-k",
+        2,
+        "--method",
+        "two-phase",
+        "--hvps",
+        64,
+        "--confidence",
+        0.9,
+        "--blocks",
+        "tensor",
+        "--block-hvps",
+        2000,
+        "--basis",
+        "hadamard",
+        "--seed",
+        3,
+        "--quiet",
+        "--format",
+        "json",
+    )
     assert result.exit_code == 0, result.output
     records = json.loads(result.output)
     by = {r["quantity"]: r for r in records}
-    assert {"trace", "frobenius_sq", "l11_norm", "linf_lower", "rho", "block_upper",
-            "block_lower"} <= set(by)
+    assert {
+        "trace",
+        "frobenius_sq",
+        "l11_norm",
+        "linf_lower",
+        "rho",
+        "block_upper",
+        "block_lower",
+    } <= set(by)
     assert all(r["basis"] == "hadamard:seed=3" for r in records)
     assert by["block_upper"]["partition"] == "tensor"
     assert by["l11_norm"]["confidence"] == 0.9 and by["l11_norm"]["hvps"] <= 64
@@ -156,16 +253,20 @@ def test_measure_all_geometries_in_a_rotated_basis(nanogpt_run):
     assert by["linf_lower"]["value"] <= by["block_upper"]["value"] * (1 + 1e-9)
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--method", "vibes", "method"),
-    ("--with", "entropy", "entropy"),
-    ("--graddiff-geometry", "(", "("),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--method", "vibes", "method"),
+        ("--with", "entropy", "entropy"),
+        ("--graddiff-geometry", "(", "("),
+    ],
+)
 def test_bad_measure_values_are_one_line_errors(nanogpt_run, option, value, message):
     ckpt, data = nanogpt_run
     extra = ["--graddiff", "0.01"] if option == "--graddiff-geometry" else []
-    result = CliRunner().invoke(cli, ["measure", str(ckpt), "--data", str(data), "--quiet",
-                                      option, value, *extra])
+    result = CliRunner().invoke(
+        cli, ["measure", str(ckpt), "--data", str(data), "--quiet", option, value, *extra]
+    )
     assert result.exit_code == 1, result.output
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], lines

@@ -112,9 +112,7 @@ def test_report_empty_file(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     result = invoke("report", empty, "--out", tmp_path / "r")
-    assert_one_line_error(
-        result, "no records to report on; pass JSONL files written by measure"
-    )
+    assert_one_line_error(result, "no records to report on; pass JSONL files written by measure")
 
 
 def test_report_refuses_to_replace_a_foreign_directory(runs, tmp_path):
@@ -151,14 +149,19 @@ def test_compare_prints_both_sides(runs):
         "after: out/ckpt_01000.pt @ step 1000",
         "",
     ]
-    assert result.output == compare_table(
-        load_records(runs["before"]), load_records(runs["after"]), labels=("before", "after")
-    ).rstrip("\n") + "\n"
+    assert (
+        result.output
+        == compare_table(
+            load_records(runs["before"]), load_records(runs["after"]), labels=("before", "after")
+        ).rstrip("\n")
+        + "\n"
+    )
     # the d·L₂ row states each side's measured value (example truths: 605 at step 0, 1210 at 1000)
     frames = [load_records(runs[k]) for k in ("before", "after")]
     dl2 = [
-        f[(f["quantity"] == "d_l2") & (f["step"] == s) & (f["basis"] == "identity")]["value"]
-        .iloc[0]
+        f[(f["quantity"] == "d_l2") & (f["step"] == s) & (f["basis"] == "identity")]["value"].iloc[
+            0
+        ]
         for f, s in zip(frames, (0, 1000), strict=True)
     ]
     row = next(ln for ln in lines if ln.startswith("identity") and "d·L₂" in ln)

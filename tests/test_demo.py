@@ -75,9 +75,20 @@ def parse_html(path: Path) -> _Refs:
 
 def test_report_files_exist(run):
     _, out, _ = run
-    for name in ("index.html", "report.md", "headline.json", "records.jsonl", "constants.csv",
-                 "measurements.csv", "constants.png", "rho.png", "steps.png", "spectrum.png",
-                 "heatmap.png", "graddiff.png"):
+    for name in (
+        "index.html",
+        "report.md",
+        "headline.json",
+        "records.jsonl",
+        "constants.csv",
+        "measurements.csv",
+        "constants.png",
+        "rho.png",
+        "steps.png",
+        "spectrum.png",
+        "heatmap.png",
+        "graddiff.png",
+    ):
         assert (out / name).is_file(), name
         assert (out / name).stat().st_size > 0, name
 
@@ -114,14 +125,15 @@ def test_headline_numbers_are_the_measured_ones(run, records):
     report = (out / "report.md").read_text(encoding="utf-8")
 
     def value(quantity: str, basis_is_identity: bool) -> float:
-        rows = final[(final["quantity"] == quantity)
-                     & ((final["basis"] == "identity") == basis_is_identity)]
+        rows = final[
+            (final["quantity"] == quantity) & ((final["basis"] == "identity") == basis_is_identity)
+        ]
         assert len(rows) == 1, quantity
         return float(rows["value"].iloc[0])
 
     for identity, prefix in ((True, "constant is"), (False, "it is")):
         ratio = value("d_l2", identity) / value("l11_norm", identity)
-        text = (f"{fmt_num(ratio)}× smaller" if ratio >= 1 else f"{fmt_num(1 / ratio)}× larger")
+        text = f"{fmt_num(ratio)}× smaller" if ratio >= 1 else f"{fmt_num(1 / ratio)}× larger"
         assert f"{prefix} **{text}**" in report
     assert f"‖H‖₁,₁ = {fmt_num(value('l11_norm', True))}" in report
     assert f"d·L₂ = {fmt_num(value('d_l2', True))}" in report
@@ -130,8 +142,9 @@ def test_headline_numbers_are_the_measured_ones(run, records):
 def test_records_cover_every_checkpoint(run, records):
     _, _, work = run
     ckpts = sorted(work.glob("ckpt_*.pt"))
-    assert [p.name for p in ckpts] == [f"ckpt_{s:06d}.pt" for s in
-                                       demo.checkpoint_steps(SMALL.steps, SMALL.checkpoints)]
+    assert [p.name for p in ckpts] == [
+        f"ckpt_{s:06d}.pt" for s in demo.checkpoint_steps(SMALL.steps, SMALL.checkpoints)
+    ]
     for path in ckpts:
         rows = records[records["checkpoint"] == str(path)]
         assert {"d_l2", "l11_norm", "linf_lower"} <= set(rows["quantity"])
@@ -155,9 +168,16 @@ def test_work_dir_is_a_nanogpt_run(run, records):
     assert ckpt["model_args"] == SMALL.model
     assert ckpt["iter_num"] == FINAL_STEP
     # the recorded loss is that of the checkpoint on the recorded sample: reproducible
-    loaded = load_checkpoint(str(path), dtype=SMALL.dtype, data=DataOptions(
-        path=str(work / "val.bin"), batch_size=SMALL.eval_batch_size,
-        num_batches=SMALL.eval_batches, seed=0))
+    loaded = load_checkpoint(
+        str(path),
+        dtype=SMALL.dtype,
+        data=DataOptions(
+            path=str(work / "val.bin"),
+            batch_size=SMALL.eval_batch_size,
+            num_batches=SMALL.eval_batches,
+            seed=0,
+        ),
+    )
     loss = records[(records["quantity"] == "loss") & (records["checkpoint"] == str(path))]
     assert set(loss["value"]) == {loaded.problem.loss()}
 
@@ -165,12 +185,14 @@ def test_work_dir_is_a_nanogpt_run(run, records):
 def test_stdout_states_where_things_are(run):
     result, out, work = run
     lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"Checkpoint {work / f'ckpt_{FINAL_STEP:06d}.pt'} (step "
-                               f"{FINAL_STEP}")
+    assert lines[0].startswith(
+        f"Checkpoint {work / f'ckpt_{FINAL_STEP:06d}.pt'} (step {FINAL_STEP}"
+    )
     assert "**" not in lines[0]
     assert f"report      {out / 'index.html'} (and report.md, figures, records.jsonl)" in lines
-    assert (f"checkpoints {work} ({SMALL.checkpoints} nanoGPT ckpt_*.pt, train.bin, val.bin, "
-            "meta.pkl)") in lines
+    assert (
+        f"checkpoints {work} ({SMALL.checkpoints} nanoGPT ckpt_*.pt, train.bin, val.bin, meta.pkl)"
+    ) in lines
 
 
 def test_training_is_deterministic(tmp_path):
@@ -179,8 +201,9 @@ def test_training_is_deterministic(tmp_path):
     for name in ("a", "b"):
         work = tmp_path / name
         work.mkdir()
-        tokens, val = demo.prepare_data(work, vocab_size=budget.model["vocab_size"],
-                                        max_chars=budget.max_chars)
+        tokens, val = demo.prepare_data(
+            work, vocab_size=budget.model["vocab_size"], max_chars=budget.max_chars
+        )
         paths = demo.train(work, tokens, val, budget=budget, steps=4, seed=3, progress=False)
         states.append(torch.load(paths[-1], weights_only=True)["model"])
     assert states[0].keys() == states[1].keys()
@@ -211,24 +234,40 @@ def test_bad_out_fails_before_training(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("x")
-    result = CliRunner().invoke(cli, ["demo", "--budget", "small", "--out", str(foreign),
-                                      "--work-dir", str(tmp_path / "w"), "-q"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "demo",
+            "--budget",
+            "small",
+            "--out",
+            str(foreign),
+            "--work-dir",
+            str(tmp_path / "w"),
+            "-q",
+        ],
+    )
     assert result.exit_code == 1
-    assert result.output == (f"Error: --out {foreign} exists and is not a smoothprobe report; "
-                             "choose a new directory\n")
+    assert result.output == (
+        f"Error: --out {foreign} exists and is not a smoothprobe report; choose a new directory\n"
+    )
     assert not (tmp_path / "w").exists()
 
 
 def test_work_dir_inside_report_refused(tmp_path):
     with pytest.raises(SmoothprobeError, match="inside the report directory"):
-        demo.run_demo(tmp_path / "r", budget="small", work_dir=tmp_path / "r" / "run",
-                      progress=False)
+        demo.run_demo(
+            tmp_path / "r", budget="small", work_dir=tmp_path / "r" / "run", progress=False
+        )
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"budget": "huge"}, "--budget 'huge': use one of full, small"),
-    ({"budget": "small", "steps": 1}, "--steps 1: use at least 2"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"budget": "huge"}, "--budget 'huge': use one of full, small"),
+        ({"budget": "small", "steps": 1}, "--steps 1: use at least 2"),
+    ],
+)
 def test_bad_options(tmp_path, kwargs, message):
     with pytest.raises(SmoothprobeError, match=re.escape(message)):
         demo.run_demo(tmp_path / "r", progress=False, **kwargs)

@@ -114,8 +114,11 @@ def test_quadratic_ratio_is_the_exact_directional_value(kind, mode):
         problem, radii=radii, geometry=geometry, radius_mode=mode, samples=12, generator=7
     )
     directions = perturbation_directions(
-        problem, resolve_geometry(geometry), samples=12,
-        generator=torch.Generator().manual_seed(7), radius_mode=mode,
+        problem,
+        resolve_geometry(geometry),
+        samples=12,
+        generator=torch.Generator().manual_seed(7),
+        radius_mode=mode,
     )
     theta = problem.theta
     for sample, r in zip(result.radii, radii, strict=True):
@@ -151,7 +154,11 @@ def test_quadratic_max_never_exceeds_the_exact_constant(d, seed, radius, mode):
     for kind, constant in constants.items():
         geometry = labels if kind == "block" else kind
         result = gradient_differences(
-            problem, radii=radius, geometry=geometry, radius_mode=mode, samples=24,
+            problem,
+            radii=radius,
+            geometry=geometry,
+            radius_mode=mode,
+            samples=24,
             generator=seed,
         )
         estimates = {e.quantity: e for e in result.to_estimates()}
@@ -173,16 +180,22 @@ def test_singleton_blocks_equal_linf_and_one_block_is_d_times_l2():
     A = random_symmetric(5, seed=5)
     problem = quadratic_problem(A)
     # singleton blocks draw sign vectors too: every ratio is some ‖As‖₁ (‖s‖∞ = 1)
-    values = torch.tensor([
-        float((A @ torch.tensor(s, dtype=torch.float64)).abs().sum())
-        for s in itertools.product([-1.0, 1.0], repeat=5)
-    ])
+    values = torch.tensor(
+        [
+            float((A @ torch.tensor(s, dtype=torch.float64)).abs().sum())
+            for s in itertools.product([-1.0, 1.0], repeat=5)
+        ]
+    )
     for geometry in ("linf", torch.arange(5)):
-        ratios = gradient_differences(problem, radii=0.3, geometry=geometry, samples=8,
-                                      generator=2).radii[0].ratios
+        ratios = (
+            gradient_differences(problem, radii=0.3, geometry=geometry, samples=8, generator=2)
+            .radii[0]
+            .ratios
+        )
         assert all(float((values - x).abs().min()) <= 1e-12 * float(x) for x in ratios)
-    one = gradient_differences(problem, radii=0.3, geometry=torch.zeros(5, dtype=torch.int64),
-                               samples=64, generator=2)
+    one = gradient_differences(
+        problem, radii=0.3, geometry=torch.zeros(5, dtype=torch.int64), samples=64, generator=2
+    )
     assert float(one.radii[0].ratios.max()) <= 5 * float(torch.linalg.matrix_norm(A, 2)) * (
         1 + 1e-12
     )
@@ -193,8 +206,9 @@ def test_basis_maps_differences_by_the_rotation():
     problem = quadratic_problem(A)
     basis = build_basis("hadamard", problem.layout, seed=3)
     R = basis.to_params(torch.eye(8, dtype=torch.float64)).T  # columns R e_i
-    result = gradient_differences(problem, radii=1e-2, geometry="linf", samples=6, generator=1,
-                                  basis=basis)
+    result = gradient_differences(
+        problem, radii=1e-2, geometry="linf", samples=6, generator=1, basis=basis
+    )
     directions = perturbation_directions(
         problem, resolve_geometry("linf"), samples=6, generator=torch.Generator().manual_seed(1)
     )
@@ -212,7 +226,10 @@ def test_relative_radius_scales_each_tensor_by_its_norm():
     with torch.no_grad():  # make the tensors' scales very different
         problem.theta[:3] *= 100.0
     v = perturbation_directions(
-        problem, resolve_geometry("linf"), samples=3, generator=torch.Generator().manual_seed(0),
+        problem,
+        resolve_geometry("linf"),
+        samples=3,
+        generator=torch.Generator().manual_seed(0),
         radius_mode="relative",
     )
     r = 1e-3
@@ -248,27 +265,35 @@ def test_estimates_bounds_settings_and_reproducibility():
 
 def test_user_errors():
     problem = quadratic_problem(random_symmetric(4, seed=0))
-    for kwargs in ({"radii": []}, {"radii": -1.0}, {"radii": float("nan")},
-                   {"radii": 1.0, "samples": 0}, {"radii": 1.0, "geometry": "l3"},
-                   {"radii": 1.0, "radius_mode": "percent"},
-                   {"radii": 1.0, "geometry": torch.tensor([0, 0, 2, 2])}):
+    for kwargs in (
+        {"radii": []},
+        {"radii": -1.0},
+        {"radii": float("nan")},
+        {"radii": 1.0, "samples": 0},
+        {"radii": 1.0, "geometry": "l3"},
+        {"radii": 1.0, "radius_mode": "percent"},
+        {"radii": 1.0, "geometry": torch.tensor([0, 0, 2, 2])},
+    ):
         with pytest.raises(SmoothprobeError):
             gradient_differences(problem, **kwargs)
     mixing = build_basis("hadamard", problem.layout, seed=0)
     with pytest.raises(SmoothprobeError, match="mixes tensors"):
         gradient_differences(problem, radii=1.0, radius_mode="relative", basis=mixing)
     with pytest.raises(SmoothprobeError, match="resolution"):
-        f32 = problem_from_module(problem.model, problem.loss_fn,
-                                  (torch.zeros(1, 1), torch.zeros(1, 1)), dtype="float32")
+        f32 = problem_from_module(
+            problem.model, problem.loss_fn, (torch.zeros(1, 1), torch.zeros(1, 1)), dtype="float32"
+        )
         gradient_differences(f32, radii=1e-12, hvp=False)
 
 
 def test_vmap_and_loop_agree_on_a_net():
     problem = build_example("mlp")
-    fast = gradient_differences(problem, radii=1e-2, samples=3, generator=0, hvp=False,
-                                gradient_mode="vmap")
-    slow = gradient_differences(problem, radii=1e-2, samples=3, generator=0, hvp=False,
-                                gradient_mode="loop")
+    fast = gradient_differences(
+        problem, radii=1e-2, samples=3, generator=0, hvp=False, gradient_mode="vmap"
+    )
+    slow = gradient_differences(
+        problem, radii=1e-2, samples=3, generator=0, hvp=False, gradient_mode="loop"
+    )
     assert (fast.gradient_mode, slow.gradient_mode) == ("vmap", "loop")
     assert torch.allclose(fast.radii[0].ratios, slow.radii[0].ratios, rtol=1e-10)
 
@@ -278,8 +303,11 @@ def _second_difference_bound(problem, directions, geometry, s):
     g0 = problem.gradient()
     out = []
     for v in directions:
-        t = (problem.gradient(problem.theta + s * v) + problem.gradient(problem.theta - s * v)
-             - 2 * g0) / s**2
+        t = (
+            problem.gradient(problem.theta + s * v)
+            + problem.gradient(problem.theta - s * v)
+            - 2 * g0
+        ) / s**2
         out.append(0.5 * float(geometry.dual_norm(t)) / float(geometry.norm(v)))
     return torch.tensor(out)
 
@@ -295,8 +323,9 @@ def test_small_nets_approach_the_hvp_value_as_r_goes_to_zero(name, kind):
     geo = resolve_geometry(geometry)
     radii = [1e-2, 1e-3, 1e-4]
     samples = 3
-    result = gradient_differences(problem, radii=radii, geometry=geometry, samples=samples,
-                                  generator=5)
+    result = gradient_differences(
+        problem, radii=radii, geometry=geometry, samples=samples, generator=5
+    )
     directions = perturbation_directions(
         problem, geo, samples=samples, generator=torch.Generator().manual_seed(5)
     )
@@ -319,13 +348,15 @@ def test_models_vmap_cannot_handle_fall_back_to_the_loop_with_a_warning():
         quadratic = 0.5 * theta @ (A @ theta)
         return quadratic if bool(theta.sum() > -1e30) else -quadratic
 
-    problem = problem_from_module(plain.model, branching, (torch.zeros(1, 1), torch.zeros(1, 1)),
-                                  dtype="float64")
+    problem = problem_from_module(
+        plain.model, branching, (torch.zeros(1, 1), torch.zeros(1, 1)), dtype="float64"
+    )
     with pytest.warns(RuntimeWarning, match="falling back"):
         result = gradient_differences(problem, radii=0.1, samples=4, generator=0, hvp=False)
     assert result.gradient_mode == "loop"
-    reference = gradient_differences(problem, radii=0.1, samples=4, generator=0, hvp=False,
-                                     gradient_mode="loop")
+    reference = gradient_differences(
+        problem, radii=0.1, samples=4, generator=0, hvp=False, gradient_mode="loop"
+    )
     assert torch.equal(result.radii[0].ratios, reference.radii[0].ratios)
     with pytest.raises(SmoothprobeError, match="vmapped gradients failed"):
         gradient_differences(problem, radii=0.1, samples=2, hvp=False, gradient_mode="vmap")

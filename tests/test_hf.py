@@ -40,17 +40,26 @@ COMMON = dict(vocab_size=VOCAB, bos_token_id=0, eos_token_id=0, initializer_rang
 def _gpt2(*, tie: bool = True):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = GPT2Config(n_layer=1, n_head=2, n_embd=4, n_positions=8, tie_word_embeddings=tie,
-                        **COMMON)  # dropout 0.1 everywhere (the default): must be off in eval
+    config = GPT2Config(
+        n_layer=1, n_head=2, n_embd=4, n_positions=8, tie_word_embeddings=tie, **COMMON
+    )  # dropout 0.1 everywhere (the default): must be off in eval
     return GPT2LMHeadModel(config)
 
 
 def _llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(hidden_size=4, intermediate_size=8, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=8,
-                         tie_word_embeddings=False, rms_norm_eps=1e-6, **COMMON)
+    config = LlamaConfig(
+        hidden_size=4,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=8,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-6,
+        **COMMON,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -134,9 +143,14 @@ def test_dense_hessian_is_symmetric_to_float64_precision(hf_dirs, arch):
 def test_float64_mode_redirects_float32_requests():
     x = torch.ones(3, dtype=torch.float64)
     with Float64Mode():
-        outs = [x.float(), x.to(torch.float32), x.to(dtype=torch.float32),
-                torch.softmax(x, 0, dtype=torch.float32), torch.arange(3).float(),
-                torch.zeros(2, dtype=torch.float32)]
+        outs = [
+            x.float(),
+            x.to(torch.float32),
+            x.to(dtype=torch.float32),
+            torch.softmax(x, 0, dtype=torch.float32),
+            torch.arange(3).float(),
+            torch.zeros(2, dtype=torch.float32),
+        ]
         assert torch.arange(3).dtype == torch.int64 and x.half().dtype == torch.float16
     assert all(o.dtype == torch.float64 for o in outs)
     assert x.float().dtype == torch.float32  # outside the mode nothing changes
@@ -148,8 +162,9 @@ def test_loss_and_weights_match_transformers_own_loss(hf_dirs):
     and unequal batches weighted by scored tokens give the loss over all scored tokens."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(hf_dirs["gpt2"], local_files_only=True,
-                                                 attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(
+        hf_dirs["gpt2"], local_files_only=True, attn_implementation="eager"
+    )
     gen = torch.Generator().manual_seed(0)
     seq = torch.randint(VOCAB, (3, 8), generator=gen)
     x, y = seq[:, :-1], seq[:, 1:].clone()
@@ -160,8 +175,12 @@ def test_loss_and_weights_match_transformers_own_loss(hf_dirs):
         theirs = float(model(input_ids=seq, labels=labels).loss)
         ours = float(causal_lm_loss(model(input_ids=x).logits, y))
     assert ours == pytest.approx(theirs, rel=1e-6)
-    problem = problem_from_module(model, causal_lm_loss, [(x[:1], y[:1]), (x[1:], y[1:])],
-                                  forward=CausalLMForward(dtype=torch.float32))
+    problem = problem_from_module(
+        model,
+        causal_lm_loss,
+        [(x[:1], y[:1]), (x[1:], y[1:])],
+        forward=CausalLMForward(dtype=torch.float32),
+    )
     assert [b.weight for b in problem.batches] == [3.0, 13.0] == [default_weight(y[:1]), 13.0]
     assert problem.loss() == pytest.approx(theirs, rel=1e-6)
 
@@ -181,10 +200,15 @@ def test_tied_embeddings_counted_once(hf_dirs):
     batch = tied.batches[0]
     loss = causal_lm_loss(model.double()(input_ids=batch.inputs).logits, batch.targets)
     (grad,) = torch.autograd.grad(loss, model.transformer.wte.weight)
-    single = problem_from_module(model, causal_lm_loss, [(batch.inputs, batch.targets)],
-                                 forward=CausalLMForward(dtype=torch.float64))
-    assert torch.allclose(single.gradient()[wte.slice].view(wte.shape), grad, rtol=1e-12,
-                          atol=1e-15)
+    single = problem_from_module(
+        model,
+        causal_lm_loss,
+        [(batch.inputs, batch.targets)],
+        forward=CausalLMForward(dtype=torch.float64),
+    )
+    assert torch.allclose(
+        single.gradient()[wte.slice].view(wte.shape), grad, rtol=1e-12, atol=1e-15
+    )
 
 
 @needs_transformers
@@ -194,7 +218,8 @@ def test_dtype_follows_the_checkpoint_unless_asked(hf_dirs, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(hf_dirs["gpt2"], local_files_only=True)
     model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
     assert load(tmp_path / "bf16", hf_dirs["bin"], dtype="checkpoint").problem.dtype == (
-        torch.bfloat16)
+        torch.bfloat16
+    )
     assert load(tmp_path / "bf16", hf_dirs["bin"], dtype="float32").problem.dtype == torch.float32
     assert load(hf_dirs["gpt2"], hf_dirs["bin"], dtype=None).problem.dtype == torch.float32
 
@@ -257,18 +282,32 @@ def run(*args):
 def test_cli_info_and_measure_on_hf_directory(hf_dirs, tmp_path):
     directory = save_model(tmp_path / "model", "gpt2")
     save_tokenizer(directory)
-    result = run("info", directory, "--data", hf_dirs["txt"], "--batch-size", 2,
-                 "--num-batches", 2)
+    result = run("info", directory, "--data", hf_dirs["txt"], "--batch-size", 2, "--num-batches", 2)
     assert result.exit_code == 0, result.output
     assert f"{directory} (hf" in result.output
     assert "transformer.wte.weight = lm_head.weight (counted once)" in result.output
-    summary = json.loads(run("info", directory, "--data", hf_dirs["txt"], "--format",
-                             "json").output)
+    summary = json.loads(
+        run("info", directory, "--data", hf_dirs["txt"], "--format", "json").output
+    )
     assert summary["kind"] == "hf" and summary["model_args"]["n_head"] == 2
     assert summary["d"] == sum(t["numel"] for t in summary["tensors"])
     out = tmp_path / "m.jsonl"
-    result = run("measure", directory, "--data", hf_dirs["bin"], "--norm", "l2", "--max-hvps",
-                 12, "--dtype", "float64", "--format", "json", "--out", out)
+    result = run(
+        "measure",
+        directory,
+        "--data",
+        hf_dirs["bin"],
+        "--norm",
+        "l2",
+        "--max-hvps",
+        12,
+        "--dtype",
+        "float64",
+        "--format",
+        "json",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert "lambda_max" in {r["quantity"] for r in records}
@@ -302,9 +341,17 @@ def test_bad_hf_directories_give_one_line_errors(hf_dirs, tmp_path):
     (unknown / "config.json").write_text(json.dumps({"model_type": "no-such-model"}))
     custom = tmp_path / "custom"
     custom.mkdir()
-    (custom / "config.json").write_text(json.dumps({
-        "model_type": "mine", "auto_map": {"AutoConfig": "configuration_mine.MineConfig",
-                                           "AutoModelForCausalLM": "modeling_mine.Mine"}}))
+    (custom / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "mine",
+                "auto_map": {
+                    "AutoConfig": "configuration_mine.MineConfig",
+                    "AutoModelForCausalLM": "modeling_mine.Mine",
+                },
+            }
+        )
+    )
     truncated = save_model(tmp_path / "truncated", "gpt2")
     weights = truncated / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -322,7 +369,6 @@ def test_bad_hf_directories_give_one_line_errors(hf_dirs, tmp_path):
             load(directory, data, **options)
         assert "\n" not in str(info.value), directory
     with pytest.raises(SmoothprobeError, match="--spec does not apply"):
-        load_checkpoint(hf_dirs["gpt2"], data=DataOptions(path=str(hf_dirs["bin"])),
-                        spec="spec.py")
+        load_checkpoint(hf_dirs["gpt2"], data=DataOptions(path=str(hf_dirs["bin"])), spec="spec.py")
     with pytest.raises(DataError, match="no evaluation data"):
         load_checkpoint(hf_dirs["gpt2"], data=DataOptions())

@@ -46,8 +46,9 @@ def diag_dominant(d: int, seed: int) -> torch.Tensor:
 
 def layout_of(d: int) -> ParameterLayout:
     a = d // 2
-    return ParameterLayout.from_shapes([("w", (a // 4, 4)), ("b", (a - 4 * (a // 4),)),
-                                        ("v", (d - a,))])
+    return ParameterLayout.from_shapes(
+        [("w", (a // 4, 4)), ("b", (a - 4 * (a // 4),)), ("v", (d - a,))]
+    )
 
 
 def op_of(h: torch.Tensor) -> DenseOperator:
@@ -94,8 +95,9 @@ def test_generator_object_continues_its_stream_and_none_means_seed_zero():
     a = estimate_l11(op_of(h), hvps=32, generator=g)
     b = estimate_l11(op_of(h), hvps=32, generator=g)
     assert a.value != b.value and a.seed == b.seed == 3
-    assert estimate_l11(op_of(h), hvps=32).value == estimate_l11(op_of(h), hvps=32,
-                                                                  generator=0).value
+    assert (
+        estimate_l11(op_of(h), hvps=32).value == estimate_l11(op_of(h), hvps=32, generator=0).value
+    )
 
 
 def test_probe_blocks_never_exceed_chunk_size():
@@ -110,9 +112,18 @@ def test_probe_blocks_never_exceed_chunk_size():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(method="nope"), dict(hvps=0), dict(hvps=5, method="two-phase"), dict(confidence=1.0),
-     dict(generator="seed"), dict(phase1_fraction=1.0), dict(defensive=0.0),
-     dict(method="cauchy-geomean", hvps=1), dict(chunk_size=0), dict(method="exact", hvps=29)],
+    [
+        dict(method="nope"),
+        dict(hvps=0),
+        dict(hvps=5, method="two-phase"),
+        dict(confidence=1.0),
+        dict(generator="seed"),
+        dict(phase1_fraction=1.0),
+        dict(defensive=0.0),
+        dict(method="cauchy-geomean", hvps=1),
+        dict(chunk_size=0),
+        dict(method="exact", hvps=29),
+    ],
 )
 def test_bad_options_raise_domain_errors(kwargs):
     with pytest.raises(SmoothprobeError):
@@ -138,8 +149,9 @@ def test_unbiased_over_seeds(method):
     """The mean over 40 seeds is within 4 standard errors of the truth (fixed seeds)."""
     h = hessian_like(150, 4)
     truth = l11(h)
-    values = torch.tensor([estimate_l11(op_of(h), method=method, hvps=48, generator=s).value
-                           for s in range(40)])
+    values = torch.tensor(
+        [estimate_l11(op_of(h), method=method, hvps=48, generator=s).value for s in range(40)]
+    )
     mean, se = float(values.mean()), float(values.std()) / math.sqrt(40)
     assert abs(mean - truth) <= 4 * se + 1e-12 * truth
 
@@ -149,8 +161,12 @@ def test_two_phase_beats_cauchy_and_uniform_on_skewed_rows():
     truth = l11(h)
 
     def sd(method):
-        errs = torch.tensor([estimate_l11(op_of(h), method=method, hvps=128, generator=s).value
-                             / truth - 1 for s in range(15)])
+        errs = torch.tensor(
+            [
+                estimate_l11(op_of(h), method=method, hvps=128, generator=s).value / truth - 1
+                for s in range(15)
+            ]
+        )
         return float(errs.pow(2).mean().sqrt())
 
     two, cauchy, uniform = sd("two-phase"), sd("cauchy-median"), sd("uniform")
@@ -192,8 +208,9 @@ def test_stratified_is_exact_on_a_blockwise_constant_matrix():
     lay = ParameterLayout.from_shapes([("a", (30,)), ("b", (50,)), ("c", (20,))])
     scales = torch.cat([torch.full((30,), 1.0), torch.full((50,), 3.0), torch.full((20,), 0.1)])
     h = torch.diag(scales).double()
-    s = stratified_columns(DenseOperator(h, layout=lay), hvps=12,
-                           generator=torch.Generator().manual_seed(0))
+    s = stratified_columns(
+        DenseOperator(h, layout=lay), hvps=12, generator=torch.Generator().manual_seed(0)
+    )
     assert s.total == pytest.approx(l11(h), rel=1e-12) and s.stderr == pytest.approx(0, abs=1e-12)
 
 
@@ -259,8 +276,10 @@ def test_streaming_histogram_matches_exact_quantiles(scale):
 
 def test_streaming_memory_does_not_grow_with_probes():
     h = hessian_like(100, 11)
-    held = {k: cauchy_sketch(op_of(h), probes=k, scale="median", generator=0,
-                             memory_limit=0).held_bytes for k in (20, 200)}
+    held = {
+        k: cauchy_sketch(op_of(h), probes=k, scale="median", generator=0, memory_limit=0).held_bytes
+        for k in (20, 200)
+    }
     assert held[20] == held[200] < 100 * 200 * 4
     assert cauchy_sketch(op_of(h), probes=64, scale="geomean", generator=0).held_bytes == 0
 
@@ -328,8 +347,13 @@ def _example(name: str):
 
 
 @pytest.mark.parametrize(
-    "name", ["mlp", pytest.param("cnn", marks=pytest.mark.slow),
-             pytest.param("gpt", marks=pytest.mark.slow)])
+    "name",
+    [
+        "mlp",
+        pytest.param("cnn", marks=pytest.mark.slow),
+        pytest.param("gpt", marks=pytest.mark.slow),
+    ],
+)
 def test_default_method_on_real_models(name):
     """≤ 2% relative s.d. at 256 HVPs (vs Cauchy-median), ≥ 90/100 coverage, real HVPs agree."""
     problem, h = _example(name)
@@ -341,8 +365,12 @@ def test_default_method_on_real_models(name):
         errs.append(est.value / truth - 1)
         covered += est.ci_low <= truth <= est.ci_high
     sd = float(torch.tensor(errs).pow(2).mean().sqrt())
-    cauchy = torch.tensor([estimate_l11(dense, method="cauchy-median", hvps=256,
-                                        generator=s).value / truth - 1 for s in range(20)])
+    cauchy = torch.tensor(
+        [
+            estimate_l11(dense, method="cauchy-median", hvps=256, generator=s).value / truth - 1
+            for s in range(20)
+        ]
+    )
     assert sd <= 0.02 and covered >= 90
     assert sd < float(cauchy.pow(2).mean().sqrt()) / 2
     # The real HVP operator (double backward) gives the same run as its dense Hessian.

@@ -24,8 +24,12 @@ from smoothprobe.suites.l2 import as_operator, measure_l2, parse_extras
 def matrix(d: int = 150, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
-    eigs = torch.cat([torch.tensor([30.0, 12.0, -7.0], dtype=torch.float64),
-                      torch.randn(d - 3, generator=g, dtype=torch.float64)])
+    eigs = torch.cat(
+        [
+            torch.tensor([30.0, 12.0, -7.0], dtype=torch.float64),
+            torch.randn(d - 3, generator=g, dtype=torch.float64),
+        ]
+    )
     h = (q * eigs) @ q.T
     return (h + h.T) / 2
 
@@ -35,8 +39,15 @@ def test_measure_l2_quantities_and_values():
     eigs = torch.linalg.eigvalsh(h)
     ests = measure_l2(h, tol=1e-8, top_k=2, extras="trace, frobenius,density", generator=3)
     by = {e.quantity: e for e in ests}
-    assert [e.quantity for e in ests] == ["lambda_max", "lambda_min", "l2_norm", "d_l2", "trace",
-                                          "frobenius_sq", "spectral_density"]
+    assert [e.quantity for e in ests] == [
+        "lambda_max",
+        "lambda_min",
+        "l2_norm",
+        "d_l2",
+        "trace",
+        "frobenius_sq",
+        "spectral_density",
+    ]
     assert by["lambda_max"].value == pytest.approx(float(eigs[-1]), rel=1e-8)
     assert by["lambda_min"].value == pytest.approx(float(eigs[0]), rel=1e-8)
     assert by["l2_norm"].value == pytest.approx(float(eigs.abs().max()), rel=1e-8)
@@ -106,8 +117,9 @@ def test_measure_l2_with_a_user_start():
     assert est[0].value == pytest.approx(float(torch.linalg.eigvalsh(h)[-1]), rel=1e-8)
 
 
-@pytest.mark.parametrize("bad", [torch.ones(3, 4), torch.tensor([[1.0, 2.0], [0.0, 1.0]]),
-                                 "not a matrix"])
+@pytest.mark.parametrize(
+    "bad", [torch.ones(3, 4), torch.tensor([[1.0, 2.0], [0.0, 1.0]]), "not a matrix"]
+)
 def test_as_operator_rejects_what_it_cannot_measure(bad):
     with pytest.raises(SmoothprobeError):
         as_operator(bad)
@@ -131,8 +143,13 @@ ESTIMATORS = {
     "frobenius": partial(frobenius_sq, num_probes=BUDGET),
     "frobenius-hutchinson": partial(frobenius_sq, num_probes=BUDGET, method="hutchinson"),
     "spectral_density": partial(spectral_density, num_probes=4, steps=BUDGET // 4),
-    "measure_l2": partial(measure_l2, max_hvps=BUDGET // 2, probes=BUDGET // 2, tol=1e-14,
-                          extras=("trace", "frobenius")),
+    "measure_l2": partial(
+        measure_l2,
+        max_hvps=BUDGET // 2,
+        probes=BUDGET // 2,
+        tol=1e-14,
+        extras=("trace", "frobenius"),
+    ),
 }
 
 

@@ -48,8 +48,12 @@ def outliers(d: int, seed: int) -> torch.Tensor:
 def negative_dominant(d: int, seed: int) -> torch.Tensor:
     """|λ_min| > λ_max: the ℓ2 norm comes from the negative end."""
     g = torch.Generator().manual_seed(seed)
-    eigs = torch.cat([torch.tensor([-9.0, 4.0], dtype=torch.float64),
-                      torch.rand(d - 2, generator=g, dtype=torch.float64) * 6 - 3])
+    eigs = torch.cat(
+        [
+            torch.tensor([-9.0, 4.0], dtype=torch.float64),
+            torch.rand(d - 2, generator=g, dtype=torch.float64) * 6 - 3,
+        ]
+    )
     return with_spectrum(eigs, seed)
 
 
@@ -136,8 +140,9 @@ def test_gap_criterion_stops_near_the_oracle_step():
     for seed in range(3):
         gap = lanczos(DenseOperator(h), tol=1e-4, which="largest", criterion="gap", generator=seed)
         res = lanczos(DenseOperator(h), tol=1e-4, which="largest", generator=seed)
-        oracle = next(i + 1 for i, t in enumerate(res.history["lambda_max"])
-                      if abs(t - lam) <= 1e-4 * lam)
+        oracle = next(
+            i + 1 for i, t in enumerate(res.history["lambda_max"]) if abs(t - lam) <= 1e-4 * lam
+        )
         assert rel(gap.lambda_max, lam) <= 1e-4 and rel(res.lambda_max, lam) <= 1e-4
         assert oracle <= gap.hvps <= oracle + 2
         assert gap.hvps <= res.hvps
@@ -153,8 +158,9 @@ def test_spectrum_invariant_under_orthogonal_change_of_basis(eigs, basis_seed):
     scale = max(float(lam.abs().max()), 1e-3)
     h = with_spectrum(lam, basis_seed)
     q = haar(lam.numel(), basis_seed + 1)
-    v = torch.randn(lam.numel(), generator=torch.Generator().manual_seed(basis_seed),
-                    dtype=torch.float64)
+    v = torch.randn(
+        lam.numel(), generator=torch.Generator().manual_seed(basis_seed), dtype=torch.float64
+    )
     a = lanczos(DenseOperator(h), tol=1e-10, max_hvps=64, start=v)
     b = lanczos(DenseOperator(q @ h @ q.T), tol=1e-10, max_hvps=64, start=q @ v)
     # equivariance: rotating matrix and start vector rotates the Krylov space, nothing else
@@ -218,10 +224,20 @@ def test_kato_temple_single_value_uses_residual():
     np.testing.assert_allclose(err, [0.01 / 9.9, 0.01 / 9.9])
 
 
-@pytest.mark.parametrize("kwargs", [{"tol": 0}, {"max_hvps": 0}, {"top_k": 0}, {"top_k": 999},
-                                    {"which": "middle"}, {"criterion": "vibes"},
-                                    {"start": torch.zeros(10, dtype=torch.float64)},
-                                    {"start": torch.ones(3)}, {"generator": "seed"}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"tol": 0},
+        {"max_hvps": 0},
+        {"top_k": 0},
+        {"top_k": 999},
+        {"which": "middle"},
+        {"criterion": "vibes"},
+        {"start": torch.zeros(10, dtype=torch.float64)},
+        {"start": torch.ones(3)},
+        {"generator": "seed"},
+    ],
+)
 def test_invalid_options_raise_domain_errors(kwargs):
     with pytest.raises(SmoothprobeError):
         lanczos(DenseOperator(torch.eye(10, dtype=torch.float64)), **kwargs)
@@ -257,8 +273,13 @@ def _real_model(name: str):
 
 
 @pytest.mark.parametrize(
-    "name", ["mlp", pytest.param("cnn", marks=pytest.mark.slow),
-             pytest.param("gpt", marks=pytest.mark.slow)])
+    "name",
+    [
+        "mlp",
+        pytest.param("cnn", marks=pytest.mark.slow),
+        pytest.param("gpt", marks=pytest.mark.slow),
+    ],
+)
 def test_real_models_match_dense_hessian(name):
     problem, eigs = _real_model(name)
     op = problem.hvp_operator()
@@ -276,7 +297,8 @@ def test_kept_krylov_basis_is_orthonormal_and_its_images_are_exact():
     r = lanczos(DenseOperator(h), tol=1e-8, generator=2, keep_basis=True)
     q = r.krylov.basis
     assert q.shape == (r.iterations, 200)
-    torch.testing.assert_close(q @ q.T, torch.eye(r.iterations, dtype=torch.float64),
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        q @ q.T, torch.eye(r.iterations, dtype=torch.float64), atol=1e-12, rtol=0
+    )
     torch.testing.assert_close(r.krylov.images(), q @ h, atol=1e-10 * float(h.norm()), rtol=0)
     assert lanczos(DenseOperator(h), tol=1e-8, generator=2).krylov is None

@@ -37,8 +37,10 @@ def pooled(problem):
 
 
 def token_weights(y):
-    return (y >= 0).reshape(y.shape[0], -1).sum(1).double() if y.ndim >= 2 else torch.ones(
-        y.shape[0], dtype=torch.float64
+    return (
+        (y >= 0).reshape(y.shape[0], -1).sum(1).double()
+        if y.ndim >= 2
+        else torch.ones(y.shape[0], dtype=torch.float64)
     )
 
 
@@ -75,9 +77,7 @@ def test_per_example_noise_matches_brute_force(name):
     assert est[("noise_l2_sqrtd", "one")].value == pytest.approx(
         math.sqrt(d) * float(sigma.norm()), rel=1e-9
     )
-    block = sum(
-        math.sqrt(s.numel) * float(sigma[s.slice].norm()) for s in problem.layout.slots
-    )
+    block = sum(math.sqrt(s.numel) * float(sigma[s.slice].norm()) for s in problem.layout.slots)
     assert est[("noise_block", "tensor")].value == pytest.approx(block, rel=1e-9)
     assert est[("snr_l1", "singleton")].value == pytest.approx(
         float(g_bar.abs().sum() / sigma.sum()), rel=1e-9
@@ -125,8 +125,9 @@ def test_minibatch_method_matches_brute_force_and_loop_mode():
         grads.append(torch.cat([params[s.name].grad.reshape(-1) for s in problem.layout.slots]))
     G = torch.stack(grads)
     expected = G.var(dim=0, unbiased=True) * size / 50  # restated at B = 50
-    result = gradient_noise(problem, batch_size=50, method="minibatch", minibatch_size=size,
-                            generator=seed)
+    result = gradient_noise(
+        problem, batch_size=50, method="minibatch", minibatch_size=size, generator=seed
+    )
     assert result.units == x.shape[0] // size and result.minibatch_size == size
     assert torch.allclose(result.variance, expected, rtol=1e-8, atol=1e-14)
     looped = gradient_noise(problem, batch_size=8, gradient_mode="loop")
@@ -187,8 +188,7 @@ def test_iid_minibatch_variance_is_per_example_variance_over_b():
     gen = torch.Generator().manual_seed(0)
     n, d = 2000, 6
     x = torch.randn(n, d, generator=gen, dtype=torch.float64) * torch.linspace(0.5, 2.0, d)
-    y = x @ torch.ones(d, dtype=torch.float64) + torch.randn(n, generator=gen,
-                                                             dtype=torch.float64)
+    y = x @ torch.ones(d, dtype=torch.float64) + torch.randn(n, generator=gen, dtype=torch.float64)
     problem = problem_from_module(Linear(d), nn.functional.mse_loss, (x, y), batch_size=500)
     per_example = values(gradient_noise(problem, batch_size=10))
     minibatch = values(gradient_noise(problem, batch_size=10, method="minibatch", generator=1))

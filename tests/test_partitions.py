@@ -36,8 +36,14 @@ def gpt_layout() -> ParameterLayout:
 
 @pytest.fixture(scope="module")
 def mlp_layout() -> ParameterLayout:
-    return ParameterLayout.from_shapes([("net.0.weight", (5, 3)), ("net.0.bias", (5,)),
-                                        ("net.2.weight", (2, 5)), ("net.2.bias", (2,))])
+    return ParameterLayout.from_shapes(
+        [
+            ("net.0.weight", (5, 3)),
+            ("net.0.bias", (5,)),
+            ("net.2.weight", (2, 5)),
+            ("net.2.bias", (2,)),
+        ]
+    )
 
 
 def name_of(p: Partition, layout: ParameterLayout, tensor: str, index: tuple) -> str:
@@ -66,17 +72,20 @@ def test_singleton_one_tensor(gpt_layout):
     assert t.sizes.tolist() == [s.numel for s in gpt_layout.slots]
 
 
-@pytest.mark.parametrize("name, layer", [
-    ("transformer.h.3.attn.c_attn.weight", "transformer.h.3"),
-    ("transformer.h.10.ln_1.bias", "transformer.h.10"),
-    ("transformer.wte.weight", "transformer.wte"),
-    ("transformer.ln_f.weight", "transformer.ln_f"),
-    ("net.0.weight", "net.0"),
-    ("0.weight", "0"),
-    ("layer1.0.conv1.weight", "layer1.0"),
-    ("fc.weight", "fc"),
-    ("scale", "scale"),
-])
+@pytest.mark.parametrize(
+    "name, layer",
+    [
+        ("transformer.h.3.attn.c_attn.weight", "transformer.h.3"),
+        ("transformer.h.10.ln_1.bias", "transformer.h.10"),
+        ("transformer.wte.weight", "transformer.wte"),
+        ("transformer.ln_f.weight", "transformer.ln_f"),
+        ("net.0.weight", "net.0"),
+        ("0.weight", "0"),
+        ("layer1.0.conv1.weight", "layer1.0"),
+        ("fc.weight", "fc"),
+        ("scale", "scale"),
+    ],
+)
 def test_layer_rule(name, layer):
     assert layer_of(name) == layer
 
@@ -84,8 +93,13 @@ def test_layer_rule(name, layer):
 def test_per_layer_gpt(gpt_layout):
     p = per_layer(gpt_layout)
     sizes = blocks_by_name(p)
-    assert list(sizes) == ["transformer.wte", "transformer.wpe", "transformer.h.0",
-                           "transformer.h.1", "transformer.ln_f"]
+    assert list(sizes) == [
+        "transformer.wte",
+        "transformer.wpe",
+        "transformer.h.0",
+        "transformer.h.1",
+        "transformer.ln_f",
+    ]
     h0 = sum(s.numel for s in gpt_layout.slots if s.name.startswith("transformer.h.0."))
     assert sizes["transformer.h.0"] == h0
     assert sum(sizes.values()) == gpt_layout.d
@@ -133,8 +147,9 @@ def test_per_head_gpt(gpt_layout):
 
 
 def test_per_head_hf_conv1d_orientation():
-    layout = ParameterLayout.from_shapes([("h.0.attn.c_attn.weight", (C, 3 * C)),
-                                          ("h.0.attn.c_proj.weight", (C, C))])
+    layout = ParameterLayout.from_shapes(
+        [("h.0.attn.c_attn.weight", (C, 3 * C)), ("h.0.attn.c_proj.weight", (C, C))]
+    )
     p = per_head(layout, n_head=N_HEAD)
     w = "h.0.attn.c_attn.weight"
     assert name_of(p, layout, w, (5, 1)) == f"{w}:q.head0"  # column 1: query, head 0
@@ -143,9 +158,14 @@ def test_per_head_hf_conv1d_orientation():
 
 
 def test_per_head_separate_projections_and_user_rule():
-    layout = ParameterLayout.from_shapes([("attn.q_proj.weight", (8, 4)),
-                                          ("attn.k_proj.weight", (8, 4)),
-                                          ("attn.v_proj.weight", (8, 4)), ("fc.weight", (6, 4))])
+    layout = ParameterLayout.from_shapes(
+        [
+            ("attn.q_proj.weight", (8, 4)),
+            ("attn.k_proj.weight", (8, 4)),
+            ("attn.v_proj.weight", (8, 4)),
+            ("fc.weight", (6, 4)),
+        ]
+    )
     p = per_head(layout, n_head=4)
     sizes = blocks_by_name(p)
     assert sizes["attn.q_proj.weight:head3"] == 8 and sizes["attn.v_proj.weight[7]"] == 4
@@ -153,8 +173,9 @@ def test_per_head_separate_projections_and_user_rule():
     def rule(slot, n_head):
         if slot.name != "fc.weight":
             return None
-        return torch.arange(slot.numel) // (slot.numel // n_head), [f"fc:g{i}" for i in
-                                                                     range(n_head)]
+        return torch.arange(slot.numel) // (slot.numel // n_head), [
+            f"fc:g{i}" for i in range(n_head)
+        ]
 
     q = per_head(layout, n_head=2, rule=rule)
     assert blocks_by_name(q)["fc:g1"] == 12 and "attn.q_proj.weight[0]" in blocks_by_name(q)
@@ -201,8 +222,12 @@ def test_from_function(mlp_layout):
 
 
 def test_build_partition_specs(gpt_layout):
-    for spec, expected in [("singleton", gpt_layout.d), ("one", 1),
-                           ("tensor", len(gpt_layout.slots)), ("layer", 5)]:
+    for spec, expected in [
+        ("singleton", gpt_layout.d),
+        ("one", 1),
+        ("tensor", len(gpt_layout.slots)),
+        ("layer", 5),
+    ]:
         assert build_partition(spec, gpt_layout).num_blocks == expected
     assert build_partition("row", gpt_layout).name == "row"
     assert build_partition("head", gpt_layout, n_head=N_HEAD).name == "head"
@@ -210,10 +235,15 @@ def test_build_partition_specs(gpt_layout):
     assert build_partition("regex:ln_f", gpt_layout).name == "regex:ln_f"
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("", "empty --blocks"), ("head", "--n-head"), ("rows", "tensor|layer|row|head"),
-    ("attn[", "invalid regex"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("", "empty --blocks"),
+        ("head", "--n-head"),
+        ("rows", "tensor|layer|row|head"),
+        ("attn[", "invalid regex"),
+    ],
+)
 def test_build_partition_errors(gpt_layout, spec, message):
     with pytest.raises(SmoothprobeError, match=message) as err:
         build_partition(spec, gpt_layout)
@@ -241,7 +271,8 @@ def test_partition_validation_and_helpers(mlp_layout):
 
 
 shapes = st.lists(
-    st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple), min_size=1, max_size=6)
+    st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple), min_size=1, max_size=6
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -249,8 +280,13 @@ shapes = st.lists(
 def test_partitions_refine_each_other(shape_list):
     names = [f"m.{i // 2}.p{i}" for i in range(len(shape_list))]
     layout = ParameterLayout.from_shapes(list(zip(names, shape_list, strict=True)))
-    chain = [singleton(layout), per_row(layout), per_tensor(layout), per_layer(layout),
-             one_block(layout)]
+    chain = [
+        singleton(layout),
+        per_row(layout),
+        per_tensor(layout),
+        per_layer(layout),
+        one_block(layout),
+    ]
     for p in chain:
         assert int(p.sizes.sum()) == layout.d and p.labels.numel() == layout.d
         assert torch.equal(torch.bincount(p.labels, minlength=p.num_blocks), p.sizes)

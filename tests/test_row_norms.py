@@ -44,16 +44,18 @@ def test_exact_rows_are_exact_and_lower_bounds_certified(method):
         assert not rows.exact.any() and not torch.isnan(rows.estimates).any()
     else:
         assert rows.exact.sum() > 0
-        torch.testing.assert_close(rows.estimates[rows.exact], truth[rows.exact], rtol=1e-12,
-                                   atol=0)
+        torch.testing.assert_close(
+            rows.estimates[rows.exact], truth[rows.exact], rtol=1e-12, atol=0
+        )
     assert bool((rows.lower <= truth * (1 + 1e-12)).all())
     assert rows.certified_max_lower() <= float(truth.max()) * (1 + 1e-12)
 
 
 def test_cauchy_row_estimates_track_truth():
     h = matrix(1)
-    rows = run_l11(DenseOperator(h, layout=LAYOUT), method="cauchy-geomean", hvps=400,
-                   generator=0).rows
+    rows = run_l11(
+        DenseOperator(h, layout=LAYOUT), method="cauchy-geomean", hvps=400, generator=0
+    ).rows
     log_err = (rows.estimates / rows_true(h)).log()
     # per-row log error of the geometric mean has s.d. π/(2√k) = 0.079 at k = 400
     assert float(log_err.std()) < 2 * math.pi / (2 * 20)
@@ -82,8 +84,9 @@ def test_summary_per_tensor_and_export():
 
 
 def test_summary_with_unknown_rows():
-    rows = RowNorms.empty(LAYOUT).with_columns(torch.tensor([0, 61]),
-                                                torch.tensor([2.0, 5.0], dtype=torch.float64))
+    rows = RowNorms.empty(LAYOUT).with_columns(
+        torch.tensor([0, 61]), torch.tensor([2.0, 5.0], dtype=torch.float64)
+    )
     table = rows.summary()
     assert table[0]["known"] == 1 and table[0]["sum"] == 2.0
     assert table[1]["known"] == 1 and table[1]["argmax"] == [1]
@@ -135,7 +138,8 @@ def test_permutation_and_sign_flip_leave_row_norm_targets_unchanged(seed):
     torch.testing.assert_close(rows_true(flipped), truth)
     # exact rows of the flipped matrix are the same numbers
     a = run_l11(DenseOperator(h, layout=LAYOUT), method="uniform", hvps=30, generator=seed).rows
-    b = run_l11(DenseOperator(flipped, layout=LAYOUT), method="uniform", hvps=30,
-                generator=seed).rows
+    b = run_l11(
+        DenseOperator(flipped, layout=LAYOUT), method="uniform", hvps=30, generator=seed
+    ).rows
     assert torch.equal(a.exact, b.exact)
     torch.testing.assert_close(a.estimates[a.exact], b.estimates[b.exact], rtol=1e-12, atol=0)

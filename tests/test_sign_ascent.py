@@ -83,18 +83,21 @@ def test_permutation_and_sign_flip_invariance(seed):
     assert truths[1] == pytest.approx(truths[0]) and truths[2] == pytest.approx(truths[0])
     for m in versions:
         assert sign_ascent(DenseOperator(m), restarts=3, generator=seed).value <= truths[0] * (
-            1 + 1e-12)
+            1 + 1e-12
+        )
 
 
 def test_sign_flip_maps_the_trajectory_exactly():
     """With starts flipped alongside H, the ascent visits the flipped iterates: same value."""
     h = symmetric(40, 3)
     s = torch.where(torch.arange(40) % 3 == 0, -1.0, 1.0).double()
-    starts = torch.where(torch.rand(5, 40, generator=torch.Generator().manual_seed(0)) < 0.5,
-                         -1.0, 1.0).double()
+    starts = torch.where(
+        torch.rand(5, 40, generator=torch.Generator().manual_seed(0)) < 0.5, -1.0, 1.0
+    ).double()
     a = sign_ascent(DenseOperator(h), restarts=0, starts=starts, generator=0)
-    b = sign_ascent(DenseOperator(s[:, None] * h * s[None, :]), restarts=0, starts=starts * s,
-                    generator=0)
+    b = sign_ascent(
+        DenseOperator(s[:, None] * h * s[None, :]), restarts=0, starts=starts * s, generator=0
+    )
     assert a.value == pytest.approx(b.value, rel=1e-12)
 
 
@@ -149,15 +152,25 @@ def test_linf_lower_estimate_fields_and_errors():
     assert est.quantity == "linf_lower" and est.bound is Bound.LOWER
     assert est.method == "sign-ascent" and est.seed == 2 and est.hvps > 0
     assert est.value <= float(h.abs().sum())
-    for kwargs in (dict(restarts=-1), dict(max_iters=0), dict(restarts=0),
-                   dict(starts=torch.full((1, 25), 2.0)), dict(generator=1.5)):
+    for kwargs in (
+        dict(restarts=-1),
+        dict(max_iters=0),
+        dict(restarts=0),
+        dict(starts=torch.full((1, 25), 2.0)),
+        dict(generator=1.5),
+    ):
         with pytest.raises(SmoothprobeError):
             sign_ascent(DenseOperator(h), **kwargs)
 
 
 @pytest.mark.parametrize(
-    "name", ["mlp", pytest.param("cnn", marks=pytest.mark.slow),
-             pytest.param("gpt", marks=pytest.mark.slow)])
+    "name",
+    [
+        "mlp",
+        pytest.param("cnn", marks=pytest.mark.slow),
+        pytest.param("gpt", marks=pytest.mark.slow),
+    ],
+)
 def test_real_models_lower_bound_below_l11_and_above_rows(name):
     examples = pytest.importorskip("smoothprobe.examples")
     pytest.importorskip("sklearn")
@@ -165,8 +178,9 @@ def test_real_models_lower_bound_below_l11_and_above_rows(name):
     h = examples.exact_hessian(name)
     rows = h.abs().sum(1)
     op = problem.hvp_operator()
-    r = sign_ascent(op, restarts=4, column_starts=rows.argsort(descending=True)[:2],
-                    max_iters=15, generator=0)
+    r = sign_ascent(
+        op, restarts=4, column_starts=rows.argsort(descending=True)[:2], max_iters=15, generator=0
+    )
     assert float(rows.max()) * (1 - 1e-9) <= r.value <= float(h.abs().sum())
     assert r.asymmetry < 1e-8 and op.cost.hvps == r.hvps
     # ‖H‖₂ ≤ ‖H‖∞→∞ = max row ≤ the bound (the top row is a start)

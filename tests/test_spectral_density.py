@@ -21,8 +21,9 @@ from smoothprobe.linear_operator import DenseOperator
 
 def with_spectrum(eigs: torch.Tensor, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(eigs.numel(), eigs.numel(), generator=g,
-                                       dtype=torch.float64))
+    q, _ = torch.linalg.qr(
+        torch.randn(eigs.numel(), eigs.numel(), generator=g, dtype=torch.float64)
+    )
     h = (q * eigs) @ q.T
     return (h + h.T) / 2
 
@@ -31,11 +32,13 @@ def bimodal(d: int = 400, seed: int = 0) -> torch.Tensor:
     """Eigenvalues: a bulk around 0 (60%), a bump at 3 (40%) and two outliers."""
     g = torch.Generator().manual_seed(seed)
     n0 = int(0.6 * (d - 2))
-    eigs = torch.cat([
-        0.5 * torch.randn(n0, generator=g, dtype=torch.float64),
-        3.0 + 0.3 * torch.randn(d - 2 - n0, generator=g, dtype=torch.float64),
-        torch.tensor([9.0, -4.0], dtype=torch.float64),
-    ])
+    eigs = torch.cat(
+        [
+            0.5 * torch.randn(n0, generator=g, dtype=torch.float64),
+            3.0 + 0.3 * torch.randn(d - 2 - n0, generator=g, dtype=torch.float64),
+            torch.tensor([9.0, -4.0], dtype=torch.float64),
+        ]
+    )
     return eigs
 
 
@@ -60,8 +63,9 @@ def test_density_matches_the_exact_smoothed_density():
     op = DenseOperator(with_spectrum(eigs, 0))
     sd = spectral_density(op, num_probes=10, steps=60, generator=2)
     dx = sd.grid[1] - sd.grid[0]
-    exact = smoothed_density(sd.grid, [(eigs.numpy(), np.full(eigs.numel(), 1 / eigs.numel()))],
-                             sd.sigma)
+    exact = smoothed_density(
+        sd.grid, [(eigs.numpy(), np.full(eigs.numel(), 1 / eigs.numel()))], sd.sigma
+    )
     assert sd.density.sum() * dx == pytest.approx(1.0, abs=1e-3)
     assert np.abs(sd.density - exact).sum() * dx < 0.1  # L1 distance of two densities (max 2)
     assert sd.grid[0] < float(eigs.min()) and sd.grid[-1] > float(eigs.max())
@@ -84,10 +88,12 @@ def test_invariant_subspaces_stop_runs_early_and_exactly():
 
 def test_orthogonal_change_of_basis_leaves_the_density_distribution_alone():
     eigs = bimodal(300, 3)
-    a = spectral_density(DenseOperator(with_spectrum(eigs, 4)), num_probes=12, steps=50,
-                         sigma=0.3, generator=1)
-    b = spectral_density(DenseOperator(with_spectrum(eigs, 5)), num_probes=12, steps=50,
-                         sigma=0.3, generator=1)
+    a = spectral_density(
+        DenseOperator(with_spectrum(eigs, 4)), num_probes=12, steps=50, sigma=0.3, generator=1
+    )
+    b = spectral_density(
+        DenseOperator(with_spectrum(eigs, 5)), num_probes=12, steps=50, sigma=0.3, generator=1
+    )
     grid = np.linspace(-6, 11, 400)
     da = smoothed_density(grid, list(zip(a.nodes, a.weights, strict=True)), 0.3)
     db = smoothed_density(grid, list(zip(b.nodes, b.weights, strict=True)), 0.3)
@@ -95,8 +101,13 @@ def test_orthogonal_change_of_basis_leaves_the_density_distribution_alone():
 
 
 def test_estimate_is_json_ready_with_the_curve_in_extra():
-    sd = spectral_density(DenseOperator(with_spectrum(bimodal(100, 2), 2)), num_probes=3,
-                          steps=20, num_points=64, generator=0)
+    sd = spectral_density(
+        DenseOperator(with_spectrum(bimodal(100, 2), 2)),
+        num_probes=3,
+        steps=20,
+        num_points=64,
+        generator=0,
+    )
     est = sd.to_estimate()
     assert est.quantity == "spectral_density" and est.method == "slq"
     assert math.isfinite(est.value) and 0.0 <= est.value <= 1.0
@@ -114,8 +125,10 @@ def test_same_seed_same_density_and_sigma_rel():
     assert a.sigma == pytest.approx(0.01 * (hi - lo))
 
 
-@pytest.mark.parametrize("kwargs", [{"num_probes": 0}, {"steps": 0}, {"num_points": 1},
-                                    {"sigma": -1.0}, {"sigma_rel": 0.0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"num_probes": 0}, {"steps": 0}, {"num_points": 1}, {"sigma": -1.0}, {"sigma_rel": 0.0}],
+)
 def test_invalid_options_raise(kwargs):
     with pytest.raises(SmoothprobeError):
         spectral_density(DenseOperator(torch.eye(5, dtype=torch.float64)), **kwargs)

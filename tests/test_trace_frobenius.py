@@ -18,8 +18,9 @@ from smoothprobe.suites.l2 import measure_l2
 
 def with_spectrum(eigs: torch.Tensor, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(eigs.numel(), eigs.numel(), generator=g,
-                                       dtype=torch.float64))
+    q, _ = torch.linalg.qr(
+        torch.randn(eigs.numel(), eigs.numel(), generator=g, dtype=torch.float64)
+    )
     h = (q * eigs) @ q.T
     return (h + h.T) / 2
 
@@ -32,8 +33,12 @@ def goe(d: int = 120, seed: int = 0) -> torch.Tensor:
 
 def outliers(d: int = 120, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    eigs = torch.cat([torch.tensor([40.0, 25.0, -15.0, 10.0], dtype=torch.float64),
-                      torch.randn(d - 4, generator=g, dtype=torch.float64)])
+    eigs = torch.cat(
+        [
+            torch.tensor([40.0, 25.0, -15.0, 10.0], dtype=torch.float64),
+            torch.randn(d - 4, generator=g, dtype=torch.float64),
+        ]
+    )
     return with_spectrum(eigs, seed)
 
 
@@ -53,8 +58,10 @@ ESTIMATORS = {
     "hutchinson": (hutchinson_trace, lambda h: float(torch.trace(h))),
     "hutch++": (hutchpp_trace, lambda h: float(torch.trace(h))),
     "frobenius": (frobenius_sq, lambda h: float((h * h).sum())),
-    "frobenius-hutchinson": (partial(frobenius_sq, method="hutchinson"),
-                             lambda h: float((h * h).sum())),
+    "frobenius-hutchinson": (
+        partial(frobenius_sq, method="hutchinson"),
+        lambda h: float((h * h).sum()),
+    ),
 }
 
 
@@ -88,8 +95,9 @@ def deflated_by_lanczos(quantity):
     """measure_l2's path: trace / ‖H‖_F² with probes deflated by the Lanczos basis."""
 
     def run(op, *, num_probes, generator):
-        ests = measure_l2(op, tol=1e-6, extras=("trace", "frobenius"), probes=num_probes,
-                          generator=generator)
+        ests = measure_l2(
+            op, tol=1e-6, extras=("trace", "frobenius"), probes=num_probes, generator=generator
+        )
         return next(e for e in ests if e.quantity == quantity)
 
     return run
@@ -98,8 +106,7 @@ def deflated_by_lanczos(quantity):
 COVERAGE = {
     **ESTIMATORS,
     "lanczos-deflated-trace": (deflated_by_lanczos("trace"), ESTIMATORS["hutchinson"][1]),
-    "lanczos-deflated-frobenius": (deflated_by_lanczos("frobenius_sq"),
-                                   ESTIMATORS["frobenius"][1]),
+    "lanczos-deflated-frobenius": (deflated_by_lanczos("frobenius_sq"), ESTIMATORS["frobenius"][1]),
 }
 
 
@@ -124,11 +131,16 @@ def test_deflation_shrinks_the_error_by_orders_of_magnitude():
     h = outliers()
     fro = float((h * h).sum())
     op = DenseOperator(h)
-    plain = np.std([frobenius_sq(op, num_probes=48, method="hutchinson", generator=s).value
-                    for s in range(30)])
+    plain = np.std(
+        [frobenius_sq(op, num_probes=48, method="hutchinson", generator=s).value for s in range(30)]
+    )
     sketch = np.std([frobenius_sq(op, num_probes=48, generator=s).value for s in range(30)])
-    lanczos = np.std([deflated_by_lanczos("frobenius_sq")(op, num_probes=48, generator=s).value
-                      for s in range(30)])
+    lanczos = np.std(
+        [
+            deflated_by_lanczos("frobenius_sq")(op, num_probes=48, generator=s).value
+            for s in range(30)
+        ]
+    )
     assert lanczos < sketch < plain / 10 and plain / fro > 0.05
 
 
@@ -169,8 +181,7 @@ def test_probes_go_through_matvec_in_blocks(name):
 def test_invalid_options_raise(name):
     estimator, _ = ESTIMATORS[name]
     op = DenseOperator(torch.eye(10, dtype=torch.float64))
-    for kwargs in ({"num_probes": 1}, {"block_size": 0}, {"confidence": 1.5},
-                   {"generator": "x"}):
+    for kwargs in ({"num_probes": 1}, {"block_size": 0}, {"confidence": 1.5}, {"generator": "x"}):
         with pytest.raises(SmoothprobeError):
             estimator(op, **kwargs)
 
@@ -193,7 +204,8 @@ def test_coverage_on_a_real_network_hessian():
     truth = {"trace": float(torch.trace(h)), "frobenius_sq": float((h * h).sum())}
     inside = {name: 0 for name in truth}
     for seed in range(100):
-        for e in measure_l2(op, tol=1e-4, extras=("trace", "frobenius"), probes=32,
-                            generator=seed)[4:]:
+        for e in measure_l2(op, tol=1e-4, extras=("trace", "frobenius"), probes=32, generator=seed)[
+            4:
+        ]:
             inside[e.quantity] += e.ci_low <= truth[e.quantity] <= e.ci_high
     assert min(inside.values()) >= 90, inside

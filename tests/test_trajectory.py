@@ -51,9 +51,15 @@ def write_run(directory: Path) -> list[Path]:
     model = new_gpt(cfg)
     model.init_weights(torch.Generator().manual_seed(0))
     tokens, _ = text_tokens(cfg.vocab_size)
-    model_args = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                      block_size=cfg.block_size, bias=cfg.bias, vocab_size=cfg.vocab_size,
-                      dropout=0.0)
+    model_args = dict(
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_embd=cfg.n_embd,
+        block_size=cfg.block_size,
+        bias=cfg.bias,
+        vocab_size=cfg.vocab_size,
+        dropout=0.0,
+    )
     paths = []
 
     def next_batch(step):
@@ -63,8 +69,15 @@ def write_run(directory: Path) -> list[Path]:
         if (step + 1) % EVERY == 0:
             path = directory / obscure_name(step + 1)
             state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            torch.save({"model": state, "model_args": model_args, "iter_num": step + 1,
-                        "config": {"learning_rate": 1e-2, "batch_size": 8}}, path)
+            torch.save(
+                {
+                    "model": state,
+                    "model_args": model_args,
+                    "iter_num": step + 1,
+                    "config": {"learning_rate": 1e-2, "batch_size": 8},
+                },
+                path,
+            )
             paths.append(path)
 
     train_adam(model, lm_loss, next_batch, steps=STEPS, lr=1e-2, on_step=on_step)
@@ -129,8 +142,7 @@ def checkpoints_in(records):
 
 
 def assert_complete(records, n):
-    keys = [(r["checkpoint_sha256"], r["quantity"], r["geometry"], r["partition"])
-            for r in records]
+    keys = [(r["checkpoint_sha256"], r["quantity"], r["geometry"], r["partition"]) for r in records]
     assert len(keys) == len(set(keys)), "duplicate records"
     assert set(checkpoints_in(records).values()) == {1} and len(checkpoints_in(records)) == n
 
@@ -138,8 +150,9 @@ def assert_complete(records, n):
 def test_checkpoints_are_ordered_by_iter_num_then_name(run_dir, tmp_path):
     entries = list_checkpoints(run_dir)
     assert [e.step for e in entries] == list(range(EVERY, STEPS + 1, EVERY))
-    assert [e.path.name for e in entries] == [obscure_name(s) for s in range(EVERY, STEPS + 1,
-                                                                                EVERY)]
+    assert [e.path.name for e in entries] == [
+        obscure_name(s) for s in range(EVERY, STEPS + 1, EVERY)
+    ]
     assert sorted(e.path.name for e in entries) != [e.path.name for e in entries]
     assert [e.step for e in list_checkpoints(str(run_dir / "ckpt_*.pt"))] == [
         e.step for e in entries
@@ -162,10 +175,15 @@ def test_step_ratio_on_a_quadratic_is_the_exact_directional_value():
     gen = torch.Generator().manual_seed(0)
     M = torch.randn(6, 6, generator=gen, dtype=torch.float64)
     A = (M + M.T) / 2
-    t0, t1 = torch.randn(6, generator=gen, dtype=torch.float64), torch.randn(
-        6, generator=gen, dtype=torch.float64)
-    geos = [resolve_geometry("l2"), resolve_geometry("linf"),
-            resolve_geometry(torch.tensor([0, 0, 0, 1, 1, 2]))]
+    t0, t1 = (
+        torch.randn(6, generator=gen, dtype=torch.float64),
+        torch.randn(6, generator=gen, dtype=torch.float64),
+    )
+    geos = [
+        resolve_geometry("l2"),
+        resolve_geometry("linf"),
+        resolve_geometry(torch.tensor([0, 0, 0, 1, 1, 2])),
+    ]
     got = step_ratio_estimates(t0, A @ t0, t1, A @ t1, geos)
     step, change = t1 - t0, A @ (t1 - t0)
     assert got[0].value == pytest.approx(float(change.norm() / step.norm()), rel=1e-12)
@@ -179,17 +197,29 @@ def test_trajectory_table_has_every_step_and_the_step_ratios(run_dir, tmp_path):
     calls = Calls()
     out = tmp_path / "traj.jsonl"
     partition = per_tensor(load_problem(next(run_dir.glob("*.pt"))).layout)
-    records = run_trajectory(run_dir, out=out, measure_one=calls.measure_one,
-                             gradient_of=calls.gradient_of, settings={"data": "stdlib", "n": 12},
-                             geometries=("l2", "linf", partition), progress=False)
+    records = run_trajectory(
+        run_dir,
+        out=out,
+        measure_one=calls.measure_one,
+        gradient_of=calls.gradient_of,
+        settings={"data": "stdlib", "n": 12},
+        geometries=("l2", "linf", partition),
+        progress=False,
+    )
     entries = list_checkpoints(run_dir)
     assert calls.measured == [e.path.name for e in entries]
     assert calls.gradients == calls.measured  # each gradient once: the previous one is cached
     assert_complete(records, len(entries))
     table = trajectory_table(records)
     assert list(table.index.get_level_values("step")) == [e.step for e in entries]
-    assert {"loss", "grad_norm[l2]", "grad_norm[linf]", "step_ratio[l2]", "step_ratio[linf]",
-            "step_ratio[block:tensor]"} <= set(table.columns)
+    assert {
+        "loss",
+        "grad_norm[l2]",
+        "grad_norm[linf]",
+        "step_ratio[l2]",
+        "step_ratio[linf]",
+        "step_ratio[block:tensor]",
+    } <= set(table.columns)
     assert table["step_ratio[l2]"].isna().tolist() == [True] + [False] * (len(entries) - 1)
     # the ratio of steps 2→3, recomputed directly
     (t1, g1, _), (t2, g2, _) = (calls.gradient_of(e.path) for e in entries[1:3])
@@ -205,26 +235,30 @@ def test_resume_after_keyboard_interrupt_measures_only_the_rest(run_dir, tmp_pat
     kwargs = dict(out=out, settings={"v": 1}, geometries=("l2", "linf"), progress=False)
     first = Calls(interrupt_at=3)
     with pytest.raises(KeyboardInterrupt):
-        run_trajectory(run_dir, measure_one=first.measure_one, gradient_of=first.gradient_of,
-                       **kwargs)
+        run_trajectory(
+            run_dir, measure_one=first.measure_one, gradient_of=first.gradient_of, **kwargs
+        )
     names = [e.path.name for e in list_checkpoints(run_dir)]
     assert first.measured == names[:2]
     assert len(checkpoints_in(read_records(out))) == 2
     second = Calls()
-    records = run_trajectory(run_dir, measure_one=second.measure_one,
-                             gradient_of=second.gradient_of, **kwargs)
+    records = run_trajectory(
+        run_dir, measure_one=second.measure_one, gradient_of=second.gradient_of, **kwargs
+    )
     assert second.measured == names[2:]
     assert second.gradients == names[1:]  # the last finished checkpoint's gradient, once
     assert_complete(records, len(names))
     assert_complete(read_records(out), len(names))
     clean = Calls()
-    reference = run_trajectory(run_dir, measure_one=clean.measure_one,
-                               gradient_of=clean.gradient_of, **{**kwargs,
-                                                                 "out": tmp_path / "clean.jsonl"})
+    reference = run_trajectory(
+        run_dir,
+        measure_one=clean.measure_one,
+        gradient_of=clean.gradient_of,
+        **{**kwargs, "out": tmp_path / "clean.jsonl"},
+    )
     assert trajectory_table(records).equals(trajectory_table(reference))
     third = Calls()
-    run_trajectory(run_dir, measure_one=third.measure_one, gradient_of=third.gradient_of,
-                   **kwargs)
+    run_trajectory(run_dir, measure_one=third.measure_one, gradient_of=third.gradient_of, **kwargs)
     assert third.measured == [] and third.gradients == []
 
 
@@ -245,8 +279,9 @@ def test_resume_after_the_process_is_killed(run_dir, tmp_path):
     out = tmp_path / "traj.jsonl"
     script = SCRIPT.format(tests=str(TESTS_DIR), run=str(run_dir), out=str(out))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     deadline = time.monotonic() + 120
     try:
         while not (out.exists() and out.read_text().strip()):
@@ -265,10 +300,16 @@ def test_resume_after_the_process_is_killed(run_dir, tmp_path):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert all("settings_sha256" in r for r in lines)
     calls = Calls()
-    records = run_trajectory(run_dir, out=out, measure_one=calls.measure_one,
-                             gradient_of=calls.gradient_of, settings={"v": 1},
-                             geometries=("l2",), progress=False)
-    assert calls.measured == names[len(done):]
+    records = run_trajectory(
+        run_dir,
+        out=out,
+        measure_one=calls.measure_one,
+        gradient_of=calls.gradient_of,
+        settings={"v": 1},
+        geometries=("l2",),
+        progress=False,
+    )
+    assert calls.measured == names[len(done) :]
     assert_complete(records, len(names))
 
 
@@ -280,9 +321,15 @@ def test_new_settings_measure_again_and_changed_predecessors_are_replaced(run_di
 
     def run(source, settings):
         calls = Calls()
-        records = run_trajectory(source, out=out, measure_one=calls.measure_one,
-                                 gradient_of=calls.gradient_of, settings=settings,
-                                 geometries=("l2",), progress=False)
+        records = run_trajectory(
+            source,
+            out=out,
+            measure_one=calls.measure_one,
+            gradient_of=calls.gradient_of,
+            settings=settings,
+            geometries=("l2",),
+            progress=False,
+        )
         return calls, records
 
     calls, _ = run(paths[:3], {"v": 1})
@@ -297,8 +344,9 @@ def test_new_settings_measure_again_and_changed_predecessors_are_replaced(run_di
     calls, records = run(paths[:2] + paths[3:], {"v": 1})  # checkpoint 3 left out
     assert calls.measured == [names[3]]  # its successor's step ratio changed
     assert_complete(records, 5)
-    step = [r for r in records if r["quantity"] == "step_ratio" and
-            r["checkpoint"] == str(paths[3])]
+    step = [
+        r for r in records if r["quantity"] == "step_ratio" and r["checkpoint"] == str(paths[3])
+    ]
     assert len(step) == 1 and step[0]["extra"]["previous_checkpoint"] == str(paths[1])
     with pytest.raises(SmoothprobeError, match="nothing to measure"):
         run_trajectory(paths, out=out)

@@ -15,20 +15,45 @@ def plain(markdown: str) -> str:
 
 
 @cli.command()
-@click.option("--out", default="reports/demo", show_default=True,
-              type=click.Path(file_okay=False),
-              help="Report directory (replaced as a whole: new, empty or a previous report).")
-@click.option("--work-dir", type=click.Path(file_okay=False),
-              help="Data and checkpoints (default: OUT-run beside the report; git-ignored).")
-@click.option("--budget", type=click.Choice(["full", "small"]), default="full",
-              show_default=True,
-              help="full: the committed report (< 3 min on 2 cores); small: seconds (tests).")
-@click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Adam steps (default: the budget's; full: 600).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of initialization, batches, evaluation sample and estimators.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Torch threads (the models are tiny: one thread is fast and repeatable).")
+@click.option(
+    "--out",
+    default="reports/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Report directory (replaced as a whole: new, empty or a previous report).",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False),
+    help="Data and checkpoints (default: OUT-run beside the report; git-ignored).",
+)
+@click.option(
+    "--budget",
+    type=click.Choice(["full", "small"]),
+    default="full",
+    show_default=True,
+    help="full: the committed report (< 3 min on 2 cores); small: seconds (tests).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Adam steps (default: the budget's; full: 600).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of initialization, batches, evaluation sample and estimators.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Torch threads (the models are tiny: one thread is fast and repeatable).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def demo(out, work_dir, budget, steps, seed, threads, quiet):
     """Train a tiny character-level GPT on Python's standard library and report its geometry.
@@ -46,13 +71,24 @@ def demo(out, work_dir, budget, steps, seed, threads, quiet):
     from smoothprobe.demo import run_demo
     from smoothprobe.report.render import headline_text
 
-    result = run_demo(out, budget=budget, steps=steps, seed=seed, work_dir=work_dir,
-                      threads=threads, progress=not quiet)
+    result = run_demo(
+        out,
+        budget=budget,
+        steps=steps,
+        seed=seed,
+        work_dir=work_dir,
+        threads=threads,
+        progress=not quiet,
+    )
     total = result.times["total"]
     click.echo(plain(headline_text(result.headline)))
     click.echo("")
-    click.echo(f"report      {result.report_dir / 'index.html'} (and report.md, figures, "
-               f"{result.records_path.name})")
-    click.echo(f"checkpoints {result.work_dir} ({len(result.checkpoints)} nanoGPT ckpt_*.pt, "
-               "train.bin, val.bin, meta.pkl)")
+    click.echo(
+        f"report      {result.report_dir / 'index.html'} (and report.md, figures, "
+        f"{result.records_path.name})"
+    )
+    click.echo(
+        f"checkpoints {result.work_dir} ({len(result.checkpoints)} nanoGPT ckpt_*.pt, "
+        "train.bin, val.bin, meta.pkl)"
+    )
     click.echo(f"time        {total.wall:.0f} s (CPU {total.cpu:.0f} s)")

@@ -12,8 +12,14 @@ from smoothprobe_cli.main import cli, data_options, pass_loaded
 @cli.command()
 @click.argument("checkpoint", default="example:gpt")
 @data_options
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="Output format.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
 @pass_loaded
 def info(loaded, seed, fmt):
     """Print the parameter layout (d, tensors, tied groups, dtype) and the loss.
@@ -26,23 +32,35 @@ def info(loaded, seed, fmt):
     """
     problem = loaded.problem
     summary = {
-        "checkpoint": loaded.path, "kind": loaded.kind, "step": loaded.step, "d": problem.d,
-        "dtype": str(problem.dtype).removeprefix("torch."), "tensors": problem.layout.summary(),
+        "checkpoint": loaded.path,
+        "kind": loaded.kind,
+        "step": loaded.step,
+        "d": problem.d,
+        "dtype": str(problem.dtype).removeprefix("torch."),
+        "tensors": problem.layout.summary(),
         "tied": [[s.name, *s.aliases] for s in problem.layout.slots if s.aliases],
-        "batches": len(problem.batches), "sample_weight": problem.num_examples,
-        "loss": problem.loss(), "model_args": loaded.model_args,
+        "batches": len(problem.batches),
+        "sample_weight": problem.num_examples,
+        "loss": problem.loss(),
+        "model_args": loaded.model_args,
     }
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2))
         return
-    click.echo(f"checkpoint  {loaded.path} ({loaded.kind}"
-               f"{', step ' + str(loaded.step) if loaded.step is not None else ''})")
-    click.echo(f"d           {problem.d:,} parameters in {len(problem.layout.slots)} tensors, "
-               f"{summary['dtype']}")
+    click.echo(
+        f"checkpoint  {loaded.path} ({loaded.kind}"
+        f"{', step ' + str(loaded.step) if loaded.step is not None else ''})"
+    )
+    click.echo(
+        f"d           {problem.d:,} parameters in {len(problem.layout.slots)} tensors, "
+        f"{summary['dtype']}"
+    )
     for group in summary["tied"]:
         click.echo(f"tied        {' = '.join(group)} (counted once)")
-    click.echo(f"sample      {len(problem.batches)} batches, weight {problem.num_examples:g} "
-               f"(examples or tokens)")
+    click.echo(
+        f"sample      {len(problem.batches)} batches, weight {problem.num_examples:g} "
+        f"(examples or tokens)"
+    )
     click.echo(f"loss        {summary['loss']:.6f}")
     click.echo("")
     width = max(len(s.name) for s in problem.layout.slots)

@@ -24,8 +24,10 @@ class SmoothprobeGroup(click.Group):
         except SmoothprobeError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            click.echo("interrupted; completed work was saved where the command supports resuming",
-                       err=True)
+            click.echo(
+                "interrupted; completed work was saved where the command supports resuming",
+                err=True,
+            )
             sys.exit(130)
 
 
@@ -45,53 +47,135 @@ def cli() -> None:
 def data_options(fn):
     """Options shared by every command that loads a checkpoint."""
     options = [
-        click.option("--data", "data_path", type=click.Path(dir_okay=False),
-                     help="Evaluation data: nanoGPT .bin tokens (meta.pkl beside it is read), a "
-                          "text file (bytes as tokens), or .pt/.npz holding x and y."),
-        click.option("--spec", help="Python file (function smoothprobe_spec) or module:function "
-                                    "that builds model, loss and data for a plain state dict."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-                     help="Sequences (examples) per batch of the evaluation sample."),
-        click.option("--num-batches", type=click.IntRange(min=1), default=4, show_default=True,
-                     help="Batches in the evaluation sample."),
-        click.option("--block-size", type=click.IntRange(min=1),
-                     help="Sequence length for token data (default: the model's)."),
-        click.option("--dtype", type=click.Choice(["checkpoint", "float32", "float64"]),
-                     default="checkpoint", show_default=True, help="Compute dtype."),
+        click.option(
+            "--data",
+            "data_path",
+            type=click.Path(dir_okay=False),
+            help="Evaluation data: nanoGPT .bin tokens (meta.pkl beside it is read), a "
+            "text file (bytes as tokens), or .pt/.npz holding x and y.",
+        ),
+        click.option(
+            "--spec",
+            help="Python file (function smoothprobe_spec) or module:function "
+            "that builds model, loss and data for a plain state dict.",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=8,
+            show_default=True,
+            help="Sequences (examples) per batch of the evaluation sample.",
+        ),
+        click.option(
+            "--num-batches",
+            type=click.IntRange(min=1),
+            default=4,
+            show_default=True,
+            help="Batches in the evaluation sample.",
+        ),
+        click.option(
+            "--block-size",
+            type=click.IntRange(min=1),
+            help="Sequence length for token data (default: the model's).",
+        ),
+        click.option(
+            "--dtype",
+            type=click.Choice(["checkpoint", "float32", "float64"]),
+            default="checkpoint",
+            show_default=True,
+            help="Compute dtype.",
+        ),
         click.option("--device", default=None, help="Compute device, e.g. cuda (default: cpu)."),
-        click.option("--include-frozen", is_flag=True,
-                     help="Also measure parameters with requires_grad=False."),
-        click.option("--trust-pickle", is_flag=True,
-                     help="UNSAFE: allow unpickling arbitrary objects from the checkpoint (runs "
-                          "code from the file). Only for files you trust."),
-        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Seed of the data sample and of every estimator."),
+        click.option(
+            "--include-frozen",
+            is_flag=True,
+            help="Also measure parameters with requires_grad=False.",
+        ),
+        click.option(
+            "--trust-pickle",
+            is_flag=True,
+            help="UNSAFE: allow unpickling arbitrary objects from the checkpoint (runs "
+            "code from the file). Only for files you trust.",
+        ),
+        click.option(
+            "--seed",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Seed of the data sample and of every estimator.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def load(checkpoint: str, *, data_path, spec, batch_size, num_batches, block_size, dtype, device,
-         include_frozen, trust_pickle, seed):
+def load(
+    checkpoint: str,
+    *,
+    data_path,
+    spec,
+    batch_size,
+    num_batches,
+    block_size,
+    dtype,
+    device,
+    include_frozen,
+    trust_pickle,
+    seed,
+):
     """Loads a checkpoint with the shared options."""
     from smoothprobe.checkpoints import DataOptions, load_checkpoint
 
-    data = DataOptions(path=data_path, batch_size=batch_size, num_batches=num_batches,
-                       block_size=block_size, seed=seed)
-    return load_checkpoint(checkpoint, data=data, spec=spec, dtype=dtype, device=device,
-                           include_frozen=include_frozen, trust_pickle=trust_pickle)
+    data = DataOptions(
+        path=data_path,
+        batch_size=batch_size,
+        num_batches=num_batches,
+        block_size=block_size,
+        seed=seed,
+    )
+    return load_checkpoint(
+        checkpoint,
+        data=data,
+        spec=spec,
+        dtype=dtype,
+        device=device,
+        include_frozen=include_frozen,
+        trust_pickle=trust_pickle,
+    )
 
 
 def pass_loaded(fn):
     """Decorator: replaces the shared options by a loaded checkpoint argument ``loaded``."""
 
     @functools.wraps(fn)
-    def wrapper(checkpoint, data_path, spec, batch_size, num_batches, block_size, dtype, device,
-                include_frozen, trust_pickle, seed, **kwargs):
-        loaded = load(checkpoint, data_path=data_path, spec=spec, batch_size=batch_size,
-                      num_batches=num_batches, block_size=block_size, dtype=dtype, device=device,
-                      include_frozen=include_frozen, trust_pickle=trust_pickle, seed=seed)
+    def wrapper(
+        checkpoint,
+        data_path,
+        spec,
+        batch_size,
+        num_batches,
+        block_size,
+        dtype,
+        device,
+        include_frozen,
+        trust_pickle,
+        seed,
+        **kwargs,
+    ):
+        loaded = load(
+            checkpoint,
+            data_path=data_path,
+            spec=spec,
+            batch_size=batch_size,
+            num_batches=num_batches,
+            block_size=block_size,
+            dtype=dtype,
+            device=device,
+            include_frozen=include_frozen,
+            trust_pickle=trust_pickle,
+            seed=seed,
+        )
         return fn(loaded=loaded, seed=seed, **kwargs)
 
     return wrapper

@@ -17,43 +17,121 @@ def _split_list(ctx, param, value):
 
 
 MEASURE_OPTIONS = [
-    click.option("--norm", type=click.Choice(["l2", "linf", "both", "none"]), default="both",
-                  show_default=True, help="Geometry: ℓ2 (SGD), ℓ∞ (Adam), both (adds ρ), or none."),
-    click.option("--tol", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-6,
-                  show_default=True, help="Lanczos relative residual tolerance."),
-    click.option("--max-hvps", type=click.IntRange(min=2), default=300, show_default=True,
-                  help="Lanczos HVP budget."),
-    click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True,
-                  help="Number of top eigenvalues to converge."),
-    click.option("--with", "extras", multiple=True, callback=_split_list,
-                  help="Extra ℓ2 quantities: trace, frobenius, density (comma-separated)."),
-    click.option("--method", default="auto", show_default=True,
-                  help="(1,1)-norm method: auto, two-phase, cauchy-median, cauchy-iqr, "
-                       "cauchy-geomean, uniform, stratified."),
-    click.option("--hvps", type=click.IntRange(min=2), default=256, show_default=True,
-                  help="(1,1)-norm HVP budget."),
-    click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                  default=0.95, show_default=True, help="Level of confidence intervals."),
-    click.option("--blocks", multiple=True, callback=_split_list,
-                  help="Partitions for blockwise H(Φ): tensor, layer, row, head, one, singleton, "
-                       "or a regex (repeatable)."),
-    click.option("--block-hvps", type=click.IntRange(min=2), default=None,
-                  help="HVP budget per partition (default: 800 for the ascent + up to 20,000 "
-                       "for U(Φ), exact when d fits, sketched otherwise)."),
-    click.option("--basis", default="identity", show_default=True,
-                  help="Basis: identity, hadamard, block-haar:K, matrix, permutation, sign."),
-    click.option("--graddiff", multiple=True, type=click.FloatRange(0, min_open=True),
-                  help="Radius for sampled gradient differences (repeatable)."),
-    click.option("--graddiff-samples", type=click.IntRange(min=1), default=16, show_default=True,
-                  help="Perturbations per radius."),
-    click.option("--graddiff-geometry", default="l2", show_default=True,
-                  help="Geometry of the perturbations: l2, linf, or a partition spec."),
-    click.option("--noise", "noise_batch_size", type=click.IntRange(min=0), default=0,
-                  help="Measure gradient noise at this minibatch size (0: off)."),
-    click.option("--chunk-size", type=click.IntRange(min=1), default=None,
-                  help="At most this many probes per batched backward (lower: less memory)."),
-    click.option("--retain-graphs", type=click.Choice(["auto", "yes", "no"]), default="auto",
-                  show_default=True, help="Keep every batch's gradient graph alive between HVPs."),
+    click.option(
+        "--norm",
+        type=click.Choice(["l2", "linf", "both", "none"]),
+        default="both",
+        show_default=True,
+        help="Geometry: ℓ2 (SGD), ℓ∞ (Adam), both (adds ρ), or none.",
+    ),
+    click.option(
+        "--tol",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        default=1e-6,
+        show_default=True,
+        help="Lanczos relative residual tolerance.",
+    ),
+    click.option(
+        "--max-hvps",
+        type=click.IntRange(min=2),
+        default=300,
+        show_default=True,
+        help="Lanczos HVP budget.",
+    ),
+    click.option(
+        "--top-k",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Number of top eigenvalues to converge.",
+    ),
+    click.option(
+        "--with",
+        "extras",
+        multiple=True,
+        callback=_split_list,
+        help="Extra ℓ2 quantities: trace, frobenius, density (comma-separated).",
+    ),
+    click.option(
+        "--method",
+        default="auto",
+        show_default=True,
+        help="(1,1)-norm method: auto, two-phase, cauchy-median, cauchy-iqr, "
+        "cauchy-geomean, uniform, stratified.",
+    ),
+    click.option(
+        "--hvps",
+        type=click.IntRange(min=2),
+        default=256,
+        show_default=True,
+        help="(1,1)-norm HVP budget.",
+    ),
+    click.option(
+        "--confidence",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        default=0.95,
+        show_default=True,
+        help="Level of confidence intervals.",
+    ),
+    click.option(
+        "--blocks",
+        multiple=True,
+        callback=_split_list,
+        help="Partitions for blockwise H(Φ): tensor, layer, row, head, one, singleton, "
+        "or a regex (repeatable).",
+    ),
+    click.option(
+        "--block-hvps",
+        type=click.IntRange(min=2),
+        default=None,
+        help="HVP budget per partition (default: 800 for the ascent + up to 20,000 "
+        "for U(Φ), exact when d fits, sketched otherwise).",
+    ),
+    click.option(
+        "--basis",
+        default="identity",
+        show_default=True,
+        help="Basis: identity, hadamard, block-haar:K, matrix, permutation, sign.",
+    ),
+    click.option(
+        "--graddiff",
+        multiple=True,
+        type=click.FloatRange(0, min_open=True),
+        help="Radius for sampled gradient differences (repeatable).",
+    ),
+    click.option(
+        "--graddiff-samples",
+        type=click.IntRange(min=1),
+        default=16,
+        show_default=True,
+        help="Perturbations per radius.",
+    ),
+    click.option(
+        "--graddiff-geometry",
+        default="l2",
+        show_default=True,
+        help="Geometry of the perturbations: l2, linf, or a partition spec.",
+    ),
+    click.option(
+        "--noise",
+        "noise_batch_size",
+        type=click.IntRange(min=0),
+        default=0,
+        help="Measure gradient noise at this minibatch size (0: off).",
+    ),
+    click.option(
+        "--chunk-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="At most this many probes per batched backward (lower: less memory).",
+    ),
+    click.option(
+        "--retain-graphs",
+        type=click.Choice(["auto", "yes", "no"]),
+        default="auto",
+        show_default=True,
+        help="Keep every batch's gradient graph alive between HVPs.",
+    ),
 ]
 
 
@@ -64,17 +142,47 @@ def measure_options(fn):
     return fn
 
 
-def make_settings(*, seed, norm, tol, max_hvps, top_k, extras, method, hvps, confidence, blocks,
-                  block_hvps, basis, graddiff, graddiff_samples, graddiff_geometry,
-                  noise_batch_size, chunk_size, retain_graphs):
+def make_settings(
+    *,
+    seed,
+    norm,
+    tol,
+    max_hvps,
+    top_k,
+    extras,
+    method,
+    hvps,
+    confidence,
+    blocks,
+    block_hvps,
+    basis,
+    graddiff,
+    graddiff_samples,
+    graddiff_geometry,
+    noise_batch_size,
+    chunk_size,
+    retain_graphs,
+):
     """Builds MeasureSettings from the options of ``measure_options``."""
     from smoothprobe.measure import MeasureSettings
 
     return MeasureSettings(
-        norm=norm, tol=tol, max_hvps=max_hvps, top_k=top_k, extras=extras, method=method,
-        hvps=hvps, confidence=confidence, blocks=blocks, block_hvps=block_hvps, basis=basis,
-        graddiff=tuple(graddiff), graddiff_samples=graddiff_samples,
-        graddiff_geometry=graddiff_geometry, noise_batch_size=noise_batch_size, seed=seed,
+        norm=norm,
+        tol=tol,
+        max_hvps=max_hvps,
+        top_k=top_k,
+        extras=extras,
+        method=method,
+        hvps=hvps,
+        confidence=confidence,
+        blocks=blocks,
+        block_hvps=block_hvps,
+        basis=basis,
+        graddiff=tuple(graddiff),
+        graddiff_samples=graddiff_samples,
+        graddiff_geometry=graddiff_geometry,
+        noise_batch_size=noise_batch_size,
+        seed=seed,
         chunk_size=chunk_size,
         retain_graphs={"auto": None, "yes": True, "no": False}[retain_graphs],
     )
@@ -84,10 +192,19 @@ def make_settings(*, seed, norm, tol, max_hvps, top_k, extras, method, hvps, con
 @click.argument("checkpoint", default="example:gpt")
 @data_options
 @measure_options
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="Output format on stdout.")
-@click.option("--out", type=click.Path(dir_okay=False),
-              help="Also write the records as JSON lines to this file (written atomically).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format on stdout.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Also write the records as JSON lines to this file (written atomically).",
+)
 @click.option("--append", is_flag=True, help="Append to --out instead of replacing it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @pass_loaded

@@ -33,11 +33,22 @@ def _interval(r: dict[str, Any]) -> str:
 def render_table(records: list[dict[str, Any]]) -> str:
     """A fixed-width table: quantity, value, bound, interval, partition, basis, cost."""
     head = ["quantity", "value", "bound", "interval / error", "partition", "basis", "hvps", "s"]
-    rows = [[r["quantity"], _num(r["value"]), r["bound"], _interval(r), r.get("partition") or "",
-             r.get("basis") or "", _num(r.get("hvps")), f"{r.get('seconds') or 0:.2f}"]
-            for r in records]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
-              for i, h in enumerate(head)]
+    rows = [
+        [
+            r["quantity"],
+            _num(r["value"]),
+            r["bound"],
+            _interval(r),
+            r.get("partition") or "",
+            r.get("basis") or "",
+            _num(r.get("hvps")),
+            f"{r.get('seconds') or 0:.2f}",
+        ]
+        for r in records
+    ]
+    widths = [
+        max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)
+    ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     for row in rows:
@@ -45,8 +56,10 @@ def render_table(records: list[dict[str, Any]]) -> str:
     if records:
         r = records[0]
         lines.append("")
-        lines.append(f"checkpoint {r['checkpoint']}  d = {r['d']:,}  dtype {r.get('dtype')}  "
-                     f"sample {r.get('num_examples')}  seed {r.get('seed')}")
+        lines.append(
+            f"checkpoint {r['checkpoint']}  d = {r['d']:,}  dtype {r.get('dtype')}  "
+            f"sample {r.get('num_examples')}  seed {r.get('seed')}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -61,8 +74,9 @@ def render_csv(records: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for r in records:
-        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
-                         for k, v in r.items()})
+        writer.writerow(
+            {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()}
+        )
     return buf.getvalue()
 
 

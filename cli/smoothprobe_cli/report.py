@@ -23,14 +23,24 @@ def load_record_files(paths):
 
 @cli.command()
 @click.argument("records", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Report directory (default: reports/STEM of the first file). Replaced as a "
-                   "whole; must be new, empty or a previous report.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Report directory (default: reports/STEM of the first file). Replaced as a "
+    "whole; must be new, empty or a previous report.",
+)
 @click.option("--title", default="smoothprobe report", show_default=True, help="Report title.")
-@click.option("--checkpoint", default=None,
-              help="Checkpoint the headline is about (default: the latest measured).")
-@click.option("--step", type=int, default=None,
-              help="Its step, when one checkpoint name was measured at several steps.")
+@click.option(
+    "--checkpoint",
+    default=None,
+    help="Checkpoint the headline is about (default: the latest measured).",
+)
+@click.option(
+    "--step",
+    type=int,
+    default=None,
+    help="Its step, when one checkpoint name was measured at several steps.",
+)
 def report(records, out, title, checkpoint, step):
     """Write an HTML and Markdown report from RECORDS (JSON lines from measure --out).
 
@@ -48,15 +58,18 @@ def report(records, out, title, checkpoint, step):
     target = Path(out) if out else Path("reports") / Path(records[0]).stem
     written = write_report(frame, target, title=title, checkpoint=checkpoint, step=step)
     figures = sorted(p.name for p in written.glob("*.png"))
-    click.echo(f"wrote {written / 'index.html'} and {written / 'report.md'} "
-               f"({len(frame)} records, {len(figures)} figures)")
+    click.echo(
+        f"wrote {written / 'index.html'} and {written / 'report.md'} "
+        f"({len(frame)} records, {len(figures)} figures)"
+    )
 
 
 @cli.command()
 @click.argument("a", type=click.Path(dir_okay=False))
 @click.argument("b", type=click.Path(dir_okay=False))
-@click.option("--labels", default="A,B", show_default=True,
-              help="Names of the two sides, comma-separated.")
+@click.option(
+    "--labels", default="A,B", show_default=True, help="Names of the two sides, comma-separated."
+)
 def compare(a, b, labels):
     """Print the constants of two runs side by side (their latest checkpoints).
 
@@ -72,7 +85,8 @@ def compare(a, b, labels):
 
     names = [s.strip() for s in labels.split(",")]
     if len(names) != 2 or not all(names):
-        raise SmoothprobeError(f"--labels {labels!r}: give two names separated by a comma, "
-                               "e.g. before,after")
+        raise SmoothprobeError(
+            f"--labels {labels!r}: give two names separated by a comma, e.g. before,after"
+        )
     table = compare_table(load_record_files([a]), load_record_files([b]), labels=tuple(names))
     click.echo(table.rstrip("\n"))

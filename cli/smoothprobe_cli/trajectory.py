@@ -12,17 +12,45 @@ from smoothprobe_cli.measure import make_settings, measure_options
 @click.argument("source")
 @data_options
 @measure_options
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="JSON-lines records file; re-running with the same settings resumes it.")
-@click.option("--order", type=click.Choice(["auto", "iter_num", "name"]), default="auto",
-              show_default=True, help="Order checkpoints by iter_num (read from each) or name.")
-@click.option("--step-geometries", default="l2,linf", show_default=True,
-              help="Geometries of the step-wise ratio ‖∇L(θ_{t+1})−∇L(θ_t)‖_*/‖θ_{t+1}−θ_t‖: "
-                   "l2, linf, or partition specs (comma-separated).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="JSON-lines records file; re-running with the same settings resumes it.",
+)
+@click.option(
+    "--order",
+    type=click.Choice(["auto", "iter_num", "name"]),
+    default="auto",
+    show_default=True,
+    help="Order checkpoints by iter_num (read from each) or name.",
+)
+@click.option(
+    "--step-geometries",
+    default="l2,linf",
+    show_default=True,
+    help="Geometries of the step-wise ratio ‖∇L(θ_{t+1})−∇L(θ_t)‖_*/‖θ_{t+1}−θ_t‖: "
+    "l2, linf, or partition specs (comma-separated).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
-def trajectory(source, out, order, step_geometries, quiet, data_path, spec, batch_size,
-               num_batches, block_size, dtype, device, include_frozen, trust_pickle, seed,
-               **options):
+def trajectory(
+    source,
+    out,
+    order,
+    step_geometries,
+    quiet,
+    data_path,
+    spec,
+    batch_size,
+    num_batches,
+    block_size,
+    dtype,
+    device,
+    include_frozen,
+    trust_pickle,
+    seed,
+    **options,
+):
     """Measure a series of checkpoints of one run (SOURCE: a directory or a glob).
 
     Each checkpoint gets the estimates of `measure` plus the step-wise gradient-difference
@@ -39,10 +67,18 @@ def trajectory(source, out, order, step_geometries, quiet, data_path, spec, batc
 
     settings = make_settings(seed=seed, **options)
     settings.validate()
-    load_kwargs = dict(data_path=data_path, spec=spec, batch_size=batch_size,
-                       num_batches=num_batches, block_size=block_size, dtype=dtype,
-                       device=device, include_frozen=include_frozen, trust_pickle=trust_pickle,
-                       seed=seed)
+    load_kwargs = dict(
+        data_path=data_path,
+        spec=spec,
+        batch_size=batch_size,
+        num_batches=num_batches,
+        block_size=block_size,
+        dtype=dtype,
+        device=device,
+        include_frozen=include_frozen,
+        trust_pickle=trust_pickle,
+        seed=seed,
+    )
     cache: dict[str, object] = {}
 
     def loaded(path):
@@ -69,10 +105,19 @@ def trajectory(source, out, order, step_geometries, quiet, data_path, spec, batc
             first = list_checkpoints(source, order=order)[0].path
             problem = loaded(first).problem
             geometries.append(build_partition(name, problem.layout, n_head=loaded(first).n_head))
-    resume_key = {"measure": settings.key(), **{k: v for k, v in load_kwargs.items()
-                                                if k != "trust_pickle"},
-                  "step_geometries": names}
-    records = run_trajectory(source, out=out, measure_one=measure_one, gradient_of=gradient_of,
-                             settings=resume_key, geometries=geometries, order=order,
-                             progress=not quiet)
+    resume_key = {
+        "measure": settings.key(),
+        **{k: v for k, v in load_kwargs.items() if k != "trust_pickle"},
+        "step_geometries": names,
+    }
+    records = run_trajectory(
+        source,
+        out=out,
+        measure_one=measure_one,
+        gradient_of=gradient_of,
+        settings=resume_key,
+        geometries=geometries,
+        order=order,
+        progress=not quiet,
+    )
     click.echo(trajectory_table(records).to_string())

@@ -220,8 +220,11 @@ class ExampleGradients:
             _loop_gradient(
                 self.problem,
                 theta,
-                Batch(slice_batch(part.inputs, slice(i, i + 1)),
-                      slice_batch(part.targets, slice(i, i + 1)), 1.0),
+                Batch(
+                    slice_batch(part.inputs, slice(i, i + 1)),
+                    slice_batch(part.targets, slice(i, i + 1)),
+                    1.0,
+                ),
             )
             for i in range(n)
         ]
@@ -269,8 +272,9 @@ class ExampleGradients:
             step = self.chunk_size or size
             for start in range(0, size, step):
                 index = slice(start, min(start + step, size))
-                part = Batch(slice_batch(batch.inputs, index), slice_batch(batch.targets, index),
-                             1.0)
+                part = Batch(
+                    slice_batch(batch.inputs, index), slice_batch(batch.targets, index), 1.0
+                )
                 n = index.stop - index.start
                 if self.mode == "loop":
                     grads = self._looped(theta, part, n)

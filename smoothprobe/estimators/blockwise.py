@@ -68,8 +68,10 @@ def _chunk_for(d: int, chunk: int) -> int:
 
 def _check(operator: Operator, partition: Partition) -> None:
     if partition.d != operator.d:
-        raise SmoothprobeError(f"partition {partition.name!r} has d={partition.d:,} but the "
-                               f"operator has d={operator.d:,}; build it from the same layout")
+        raise SmoothprobeError(
+            f"partition {partition.name!r} has d={partition.d:,} but the "
+            f"operator has d={operator.d:,}; build it from the same layout"
+        )
 
 
 def _randn(shape, gen: torch.Generator, operator: Operator) -> torch.Tensor:
@@ -80,8 +82,10 @@ def _randn(shape, gen: torch.Generator, operator: Operator) -> torch.Tensor:
 
 def _hvp64(operator: Operator, probes: torch.Tensor, chunk: int) -> torch.Tensor:
     """H·probes row-wise, ``chunk`` probes per matvec, as float64."""
-    outs = [operator.matvec(probes[i : i + chunk]).to(torch.float64)
-            for i in range(0, probes.shape[0], chunk)]
+    outs = [
+        operator.matvec(probes[i : i + chunk]).to(torch.float64)
+        for i in range(0, probes.shape[0], chunk)
+    ]
     return torch.cat(outs) if outs else probes.to(torch.float64)
 
 
@@ -165,16 +169,20 @@ class BlockUpperResult:
             SmoothprobeError: the norms were not kept (too many blocks, or row-frobenius).
         """
         if self.norms is None:
-            raise SmoothprobeError("block norms were not kept; rerun with a larger "
-                                   "max_matrix_blocks and a block-column method")
+            raise SmoothprobeError(
+                "block norms were not kept; rerun with a larger "
+                "max_matrix_blocks and a block-column method"
+            )
         root = self.sizes.to(torch.float64).sqrt()
         return root[:, None] * self.norms * root[None, :]
 
     def to_estimate(self, *, matrix_limit: int = 64, settings: dict | None = None) -> Estimate:
         """The ``block_upper`` Estimate (the contribution matrix in ``extra`` when B ≤ limit)."""
         extra: dict[str, Any] = {
-            "certified": self.certified, "exact_columns": self.exact_columns,
-            "sketched_columns": self.sketched_columns, "upper_whp": self.upper_whp,
+            "certified": self.certified,
+            "exact_columns": self.exact_columns,
+            "sketched_columns": self.sketched_columns,
+            "upper_whp": self.upper_whp,
             "upper_whp_failure_probability": self.failure_probability,
             "what": _WHAT[self.method],
         }
@@ -187,14 +195,25 @@ class BlockUpperResult:
         if not self.certified and self.upper_whp is not None and self.failure_probability:
             # [value, upper_whp] ∋ U(Φ) with probability ≥ 1 − δ; written as an equal-tailed
             # interval of level 1 − 2δ so that the upper end's miscoverage reads as δ.
-            ci = {"ci_low": self.value, "ci_high": self.upper_whp,
-                  "confidence": 1 - 2 * self.failure_probability}
+            ci = {
+                "ci_low": self.value,
+                "ci_high": self.upper_whp,
+                "confidence": 1 - 2 * self.failure_probability,
+            }
         return Estimate(
-            quantity="block_upper", value=self.value, **ci,
-            bound=Bound.UPPER if self.certified else Bound.ESTIMATE, stderr=self.stderr,
-            hvps=self.hvps, gradients=self.gradients, seconds=self.seconds, seed=self.seed,
-            method=f"block-columns:{self.method}" if self.method != "row-frobenius"
-            else "row-frobenius", geometry="block",
+            quantity="block_upper",
+            value=self.value,
+            **ci,
+            bound=Bound.UPPER if self.certified else Bound.ESTIMATE,
+            stderr=self.stderr,
+            hvps=self.hvps,
+            gradients=self.gradients,
+            seconds=self.seconds,
+            seed=self.seed,
+            method=f"block-columns:{self.method}"
+            if self.method != "row-frobenius"
+            else "row-frobenius",
+            geometry="block",
             settings={"partition": self.partition, **self.settings, **(settings or {})},
             extra=extra,
         )
@@ -203,9 +222,9 @@ class BlockUpperResult:
 _WHAT = {
     "exact": "U(Phi) = sum sqrt(d_b d_b') ||H_bb'||_2, every block exact: certified upper bound",
     "sketch": "U(Phi) with wide blocks' ||H_bb'||_2 underestimated by subspace iteration: "
-              "an estimate (<= U), not a certified bound; upper_whp bounds U with high probability",
+    "an estimate (<= U), not a certified bound; upper_whp bounds U with high probability",
     "row-frobenius": "sqrt(d) sum_b sqrt(d_b) ||H_b,:||_F >= U(Phi) >= H(Phi), the Frobenius "
-                     "norms estimated by Rademacher probes (statistical)",
+    "norms estimated by Rademacher probes (statistical)",
 }
 
 
@@ -248,8 +267,9 @@ def _exact_columns(operator, partition, blocks, chunk, acc: _Accumulator) -> Non
     widths = [sizes[b] for b in blocks]
     for group in _batches(blocks, widths, chunk):
         coords = torch.cat([partition.block_indices(b) for b in group])
-        probes = torch.zeros(coords.numel(), operator.d, dtype=operator.dtype,
-                             device=operator.device)
+        probes = torch.zeros(
+            coords.numel(), operator.d, dtype=operator.dtype, device=operator.device
+        )
         probes[torch.arange(coords.numel()), coords.to(operator.device)] = 1
         rows = _hvp64(operator, probes, chunk)
         del probes
@@ -258,8 +278,9 @@ def _exact_columns(operator, partition, blocks, chunk, acc: _Accumulator) -> Non
         pos = 0
         for i, b in enumerate(group):
             w = sizes[b]
-            norms = seg[i] if seg is not None else block_spectral_norms(rows[pos : pos + w],
-                                                                         partition)
+            norms = (
+                seg[i] if seg is not None else block_spectral_norms(rows[pos : pos + w], partition)
+            )
             acc.add(b, norms)
             pos += w
 
@@ -278,8 +299,9 @@ def _sketch_columns(operator, partition, blocks, *, p, q, chunk, gen, alpha, acc
         probes = torch.zeros(n, d, dtype=operator.dtype, device=dev)
         gauss = {}
         for i, b in enumerate(group):
-            gauss[b] = torch.randn(p, coords[b].numel(), generator=gen, dtype=torch.float64,
-                                   device=gen.device).to(dev)
+            gauss[b] = torch.randn(
+                p, coords[b].numel(), generator=gen, dtype=torch.float64, device=gen.device
+            ).to(dev)
             probes[i * p : (i + 1) * p, coords[b]] = gauss[b].to(operator.dtype)
         y0 = _hvp64(operator, probes, chunk)
         ys, whp = [], {}
@@ -293,7 +315,8 @@ def _sketch_columns(operator, partition, blocks, *, p, q, chunk, gen, alpha, acc
             probes.zero_()
             for i, b in enumerate(group):
                 probes[i * p : (i + 1) * p, coords[b]] = _orth_rows(
-                    z[i * p : (i + 1) * p, coords[b]]).to(operator.dtype)
+                    z[i * p : (i + 1) * p, coords[b]]
+                ).to(operator.dtype)
             y = _hvp64(operator, probes, chunk)
             ys = [y[i * p : (i + 1) * p] for i in range(len(group))]
         for i, b in enumerate(group):
@@ -385,26 +408,42 @@ def block_upper_bound(
     exact_width = sketch * (2 * iterations + 1)
     chunk = _chunk_for(operator.d, chunk)
     chosen = _choose(method, partition, max_hvps=max_hvps, exact_width=exact_width)
-    settings = {"method": chosen, "sketch": sketch, "iterations": iterations,
-                "frobenius_probes": frobenius_probes, "max_hvps": max_hvps}
+    settings = {
+        "method": chosen,
+        "sketch": sketch,
+        "iterations": iterations,
+        "frobenius_probes": frobenius_probes,
+        "max_hvps": max_hvps,
+    }
     start, (h0, g0) = time.perf_counter(), operator.cost.snapshot()
     sizes = partition.sizes.cpu()
 
     def finish(**kw) -> BlockUpperResult:
         h1, g1 = operator.cost.snapshot()
-        return BlockUpperResult(method=chosen, partition=partition.name, sizes=sizes,
-                                hvps=h1 - h0, gradients=g1 - g0,
-                                seconds=time.perf_counter() - start, seed=seed,
-                                settings=settings, **kw)
+        return BlockUpperResult(
+            method=chosen,
+            partition=partition.name,
+            sizes=sizes,
+            hvps=h1 - h0,
+            gradients=g1 - g0,
+            seconds=time.perf_counter() - start,
+            seed=seed,
+            settings=settings,
+            **kw,
+        )
 
     if chosen == "row-frobenius":
-        value, stderr, contrib = _row_frobenius(operator, partition, probes=frobenius_probes,
-                                                chunk=chunk, gen=gen)
-        return finish(value=value, certified=False, norms=None, contributions=contrib,
-                      stderr=stderr)
+        value, stderr, contrib = _row_frobenius(
+            operator, partition, probes=frobenius_probes, chunk=chunk, gen=gen
+        )
+        return finish(
+            value=value, certified=False, norms=None, contributions=contrib, stderr=stderr
+        )
     if chosen == "exact" and not _exact_fits(partition):
-        raise SmoothprobeError(f"exact block norms need d × {int(sizes.max()):,} entries at once; "
-                               "use method='sketch' or a finer partition")
+        raise SmoothprobeError(
+            f"exact block norms need d × {int(sizes.max()):,} entries at once; "
+            "use method='sketch' or a finer partition"
+        )
     acc = _Accumulator(partition, keep_matrix=partition.num_blocks <= max_matrix_blocks)
     all_blocks = list(range(partition.num_blocks))
     if chosen == "exact":
@@ -415,13 +454,28 @@ def block_upper_bound(
     _exact_columns(operator, partition, narrow, chunk, acc)
     alpha = (max(1, len(wide) * partition.num_blocks) / failure_probability) ** (1 / sketch)
     if wide:
-        _sketch_columns(operator, partition, wide, p=sketch, q=iterations, chunk=chunk, gen=gen,
-                        alpha=alpha, acc=acc)
+        _sketch_columns(
+            operator,
+            partition,
+            wide,
+            p=sketch,
+            q=iterations,
+            chunk=chunk,
+            gen=gen,
+            alpha=alpha,
+            acc=acc,
+        )
     value = float(acc.contrib.sum())
-    return finish(value=value, certified=not wide, norms=acc.norms, contributions=acc.contrib,
-                  upper_whp=float(acc.whp.sum()) if wide else value,
-                  failure_probability=failure_probability if wide else 0.0,
-                  exact_columns=len(narrow), sketched_columns=len(wide))
+    return finish(
+        value=value,
+        certified=not wide,
+        norms=acc.norms,
+        contributions=acc.contrib,
+        upper_whp=float(acc.whp.sum()) if wide else value,
+        failure_probability=failure_probability if wide else 0.0,
+        exact_columns=len(narrow),
+        sketched_columns=len(wide),
+    )
 
 
 def dual_norm(vectors: torch.Tensor, partition: Partition) -> torch.Tensor:
@@ -434,8 +488,9 @@ def project_to_sphere(vectors: torch.Tensor, partition: Partition) -> torch.Tens
     """x_b = √d_b v_b/‖v_b‖₂ per block (0 where v_b = 0): the Φ-ball point maximising ⟨v, x⟩."""
     norms = partition.block_norms(vectors)
     root = partition.sizes.to(device=vectors.device, dtype=torch.float64).sqrt()
-    scale = torch.where(norms > 0, root / norms.clamp(min=torch.finfo(torch.float64).tiny),
-                        torch.zeros_like(norms))
+    scale = torch.where(
+        norms > 0, root / norms.clamp(min=torch.finfo(torch.float64).tiny), torch.zeros_like(norms)
+    )
     labels = partition.labels_on(vectors.device)
     dtype = torch.promote_types(vectors.dtype, torch.float32)  # float64 stays float64
     out = vectors.to(dtype) * scale.to(dtype)[:, labels]
@@ -477,15 +532,25 @@ class BlockLowerResult:
     def to_estimate(self, *, settings: dict | None = None) -> Estimate:
         """The ``block_lower`` Estimate (Bound.LOWER)."""
         r = self.restart_values
-        extra = {"iterations": self.iterations, "converged": self.converged,
-                 "restarts": r.numel(), "restart_median": float(r.median()),
-                 "asymmetry": self.asymmetry}
+        extra = {
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "restarts": r.numel(),
+            "restart_median": float(r.median()),
+            "asymmetry": self.asymmetry,
+        }
         if r.numel() <= 64:
             extra["restart_values"] = r.tolist()
         return Estimate(
-            quantity="block_lower", value=self.value, bound=Bound.LOWER, hvps=self.hvps,
-            gradients=self.gradients, seconds=self.seconds, seed=self.seed,
-            method="alternating-ascent", geometry="block",
+            quantity="block_lower",
+            value=self.value,
+            bound=Bound.LOWER,
+            hvps=self.hvps,
+            gradients=self.gradients,
+            seconds=self.seconds,
+            seed=self.seed,
+            method="alternating-ascent",
+            geometry="block",
             settings={"partition": self.partition, **self.settings, **(settings or {})},
             extra=extra,
         )
@@ -527,8 +592,7 @@ def block_lower_bound(
     start, (h0, g0) = time.perf_counter(), operator.cost.snapshot()
     starts = [_randn((restarts, operator.d), gen, operator)] if restarts > 0 else []
     if init is not None:
-        starts.append(init.reshape(-1, operator.d).to(device=operator.device,
-                                                      dtype=operator.dtype))
+        starts.append(init.reshape(-1, operator.d).to(device=operator.device, dtype=operator.dtype))
     if not starts or sum(s.shape[0] for s in starts) == 0:
         raise SmoothprobeError("block lower bound needs restarts ≥ 1 or an init vector")
     x = project_to_sphere(torch.cat(starts), partition)
@@ -555,15 +619,27 @@ def block_lower_bound(
         # Re-evaluate the best pair the other way round, xᵀ(Hy) with one more HVP, and keep the
         # smaller: an operator symmetric only up to round-off cannot inflate the bound.
         y = project_to_sphere(best_hx.reshape(1, -1), partition)
-        backward = float((best_x.to(torch.float64) * operator.matvec(y)[0].to(torch.float64))
-                         .sum())
+        backward = float((best_x.to(torch.float64) * operator.matvec(y)[0].to(torch.float64)).sum())
         asymmetry = abs(value - backward) / max(abs(value), abs(backward), 1e-300)
         value = min(value, backward)
     h1, g1 = operator.cost.snapshot()
     return BlockLowerResult(
-        value=value, x=best_x.detach(), restart_values=best,
-        iterations=steps, converged=converged, partition=partition.name, hvps=h1 - h0,
-        gradients=g1 - g0, seconds=time.perf_counter() - start, seed=seed, asymmetry=asymmetry,
-        settings={"restarts": restarts, "iterations": iterations, "tol": tol, "check": check,
-                  "init": 0 if init is None else int(init.reshape(-1, operator.d).shape[0])},
+        value=value,
+        x=best_x.detach(),
+        restart_values=best,
+        iterations=steps,
+        converged=converged,
+        partition=partition.name,
+        hvps=h1 - h0,
+        gradients=g1 - g0,
+        seconds=time.perf_counter() - start,
+        seed=seed,
+        asymmetry=asymmetry,
+        settings={
+            "restarts": restarts,
+            "iterations": iterations,
+            "tol": tol,
+            "check": check,
+            "init": 0 if init is None else int(init.reshape(-1, operator.d).shape[0]),
+        },
     )

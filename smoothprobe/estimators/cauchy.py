@@ -346,8 +346,9 @@ def cauchy_sketch(
     exact = scale != "geomean" and k * d * 4 <= memory_limit
     holder: _ExactQuantiles | _HistogramQuantiles | None = None
     if scale != "geomean":
-        holder = (_ExactQuantiles(k, d, device) if exact
-                  else _HistogramQuantiles(k, d, scale, device))
+        holder = (
+            _ExactQuantiles(k, d, device) if exact else _HistogramQuantiles(k, d, scale, device)
+        )
 
     def consume(g: int, offset: int, values: torch.Tensor) -> None:
         if scale == "geomean" or not exact:
@@ -367,12 +368,20 @@ def cauchy_sketch(
         totals = [float(holder.row_norms(scale, b).sum()) for b in bounds]
         totals = totals if len(bounds) > 1 else []
         held = holder.values.numel() * 4
-        return CauchySketch(row_norms, scale, k, tuple(totals), _batch_relative_stderr(totals),
-                            "exact", held)
+        return CauchySketch(
+            row_norms, scale, k, tuple(totals), _batch_relative_stderr(totals), "exact", held
+        )
     geomean.finish(k)
     rel = _batch_relative_stderr(geomean.group_totals)
-    return CauchySketch(holder.row_norms(), scale, k, tuple(geomean.group_totals), rel,
-                        "histogram", holder.held_bytes)
+    return CauchySketch(
+        holder.row_norms(),
+        scale,
+        k,
+        tuple(geomean.group_totals),
+        rel,
+        "histogram",
+        holder.held_bytes,
+    )
 
 
 def cauchy_l11(
@@ -416,8 +425,15 @@ def cauchy_l11(
     gen, seed = resolve_generator(generator)
     hvps0 = operator.cost.hvps
     t0 = time.perf_counter()
-    sketch = cauchy_sketch(operator, probes=probes, scale=scale, generator=gen,
-                           chunk_size=chunk_size, groups=groups, memory_limit=memory_limit)
+    sketch = cauchy_sketch(
+        operator,
+        probes=probes,
+        scale=scale,
+        generator=gen,
+        chunk_size=chunk_size,
+        groups=groups,
+        memory_limit=memory_limit,
+    )
     total = sketch.total
     low, high = t_interval(total, sketch.stderr, len(sketch.group_totals) - 1, confidence)
     return Estimate(
@@ -433,11 +449,21 @@ def cauchy_l11(
         seed=seed,
         method=f"cauchy-{scale}",
         geometry="linf",
-        settings={"probes": probes, "scale": scale, "chunk_size": chunk_size, "groups": groups,
-                  "memory_limit": memory_limit},
-        extra={"l11_per_d": total / operator.d, "d": operator.d, "quantiles": sketch.quantiles,
-               "held_bytes": sketch.held_bytes, "group_totals": list(sketch.group_totals),
-               "ci_method": _ci_method(sketch)},
+        settings={
+            "probes": probes,
+            "scale": scale,
+            "chunk_size": chunk_size,
+            "groups": groups,
+            "memory_limit": memory_limit,
+        },
+        extra={
+            "l11_per_d": total / operator.d,
+            "d": operator.d,
+            "quantiles": sketch.quantiles,
+            "held_bytes": sketch.held_bytes,
+            "group_totals": list(sketch.group_totals),
+            "ci_method": _ci_method(sketch),
+        },
     )
 
 

@@ -110,8 +110,9 @@ def all_columns(operator, *, chunk_size: int = 32, keep_rows: bool = False) -> C
     indices = torch.arange(d)
     row_lower = torch.zeros(d, dtype=torch.float64) if keep_rows else None
     norms = evaluate_columns(operator, indices, chunk_size=chunk_size, row_lower=row_lower)
-    return ColumnSample(float(norms.sum()), 0.0, None, "all", indices, norms, row_lower, True, d,
-                        {})
+    return ColumnSample(
+        float(norms.sum()), 0.0, None, "all", indices, norms, row_lower, True, d, {}
+    )
 
 
 def uniform_columns(
@@ -180,8 +181,9 @@ def proportional_allocation(sizes: list[int], n: int) -> list[int]:
         shares = [left * s / weight if r > 0 else 0.0 for s, r in zip(sizes, room, strict=True)]
         add = [min(int(x), r) for x, r in zip(shares, room, strict=True)]
         if sum(add) == 0:
-            order = sorted(range(len(sizes)), key=lambda h: shares[h] - int(shares[h]),
-                           reverse=True)
+            order = sorted(
+                range(len(sizes)), key=lambda h: shares[h] - int(shares[h]), reverse=True
+            )
             for h in order:
                 if room[h] > 0 and left > 0:
                     alloc[h] += 1
@@ -222,8 +224,10 @@ def stratified_columns(
     strata = merge_strata([(a, b) for a, b in strata if b > a], n)
     sizes = [b - a for a, b in strata]
     alloc = proportional_allocation(sizes, n)
-    picks = [distinct_uniform(generator, size, m) + a
-             for (a, _), size, m in zip(strata, sizes, alloc, strict=True)]
+    picks = [
+        distinct_uniform(generator, size, m) + a
+        for (a, _), size, m in zip(strata, sizes, alloc, strict=True)
+    ]
     indices = torch.cat(picks)
     row_lower = torch.zeros(d, dtype=torch.float64) if keep_rows else None
     norms = evaluate_columns(operator, indices, chunk_size=chunk_size, row_lower=row_lower)
@@ -238,8 +242,18 @@ def stratified_columns(
     denom = sum(v * v / f for v, f in var_terms if f > 0)
     dof = variance**2 / denom if denom > 0 else None
     details = {"strata": len(strata), "allocation": alloc}
-    return ColumnSample(total, variance**0.5, dof, "stratified", indices, norms, row_lower, False,
-                        int(indices.numel()), details)
+    return ColumnSample(
+        total,
+        variance**0.5,
+        dof,
+        "stratified",
+        indices,
+        norms,
+        row_lower,
+        False,
+        int(indices.numel()),
+        details,
+    )
 
 
 def defensive_probabilities(proposal: torch.Tensor, defensive: float) -> torch.Tensor:
@@ -320,7 +334,21 @@ def importance_columns(
     weights = norms[sure.numel() :][inverse] / rest_p[draws]
     total = sure_total + float(weights.mean())
     stderr = float(weights.std()) / m**0.5
-    details = {"certain": int(sure.numel()), "draws": m, "distinct": int(unique.numel()),
-               "defensive": defensive}
-    return ColumnSample(total, stderr, m - 1, "importance", indices, norms, row_lower, False,
-                        int(indices.numel()), details)
+    details = {
+        "certain": int(sure.numel()),
+        "draws": m,
+        "distinct": int(unique.numel()),
+        "defensive": defensive,
+    }
+    return ColumnSample(
+        total,
+        stderr,
+        m - 1,
+        "importance",
+        indices,
+        norms,
+        row_lower,
+        False,
+        int(indices.numel()),
+        details,
+    )

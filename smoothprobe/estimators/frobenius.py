@@ -70,8 +70,14 @@ def frobenius_sq(
     if method not in METHODS:
         raise SmoothprobeError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "hutch++" or probes is not None:
-        return _from_deflated(operator, num_probes=num_probes, block_size=block_size,
-                              confidence=confidence, generator=generator, probes=probes)
+        return _from_deflated(
+            operator,
+            num_probes=num_probes,
+            block_size=block_size,
+            confidence=confidence,
+            generator=generator,
+            probes=probes,
+        )
     if num_probes < 2:
         raise SmoothprobeError(f"num_probes must be ≥ 2, got {num_probes}")
     if block_size < 1:
@@ -82,21 +88,35 @@ def frobenius_sq(
     z = rademacher(num_probes, operator.d, generator=generator, device=operator.device)
     hz = apply_in_blocks(operator, z, block_size=block_size)
     stats = sample_mean((hz * hz).sum(dim=1), confidence=confidence)
-    return _estimate(0.0, stats, method="hutchinson", hvps=operator.cost.hvps - hvps0,
-                     seconds=time.perf_counter() - t0, seed=seed,
-                     settings={"num_probes": num_probes, "block_size": block_size})
+    return _estimate(
+        0.0,
+        stats,
+        method="hutchinson",
+        hvps=operator.cost.hvps - hvps0,
+        seconds=time.perf_counter() - t0,
+        seed=seed,
+        settings={"num_probes": num_probes, "block_size": block_size},
+    )
 
 
 def _from_deflated(operator, *, num_probes, block_size, confidence, generator, probes) -> Estimate:
     t0 = time.perf_counter()
     if probes is None:
-        probes = deflated_probes(operator, num_probes=num_probes, block_size=block_size,
-                                 generator=generator)
+        probes = deflated_probes(
+            operator, num_probes=num_probes, block_size=block_size, generator=generator
+        )
     exact = float((probes.hq * probes.hq).sum())  # ‖HQ‖_F²
     stats = sample_mean((probes.hg * probes.hg).sum(dim=1), confidence=confidence)
-    return _estimate(exact, stats, method=deflated_method(probes), hvps=probes.hvps,
-                     seconds=probes.seconds + time.perf_counter() - t0, seed=probes.seed,
-                     settings=dict(probes.settings), extra={"frobenius_sq_sketch": exact})
+    return _estimate(
+        exact,
+        stats,
+        method=deflated_method(probes),
+        hvps=probes.hvps,
+        seconds=probes.seconds + time.perf_counter() - t0,
+        seed=probes.seed,
+        settings=dict(probes.settings),
+        extra={"frobenius_sq_sketch": exact},
+    )
 
 
 def _estimate(exact, stats, *, method, hvps, seconds, seed, settings, extra=None) -> Estimate:

@@ -171,9 +171,7 @@ class GradDiffResult:
         for sample in self.radii:
             r = sample.ratios
             extra: dict[str, Any] = {
-                "quantiles": {
-                    str(q): float(torch.quantile(r, q)) for q in quantiles
-                },
+                "quantiles": {str(q): float(torch.quantile(r, q)) for q in quantiles},
                 "min": float(r.min()),
                 "max_step_norm": float(sample.step_norms.max()),
                 "roundoff": self.eps * self.gradient_dual_norm / float(sample.step_norms.min()),
@@ -188,33 +186,66 @@ class GradDiffResult:
             cost = dict(gradients=sample.gradients, seconds=sample.seconds)
             settings = self._settings(sample.radius)
             out.append(
-                Estimate("graddiff_max", float(r.max()), Bound.LOWER, settings=settings,
-                         extra=extra, **cost, **common)
+                Estimate(
+                    "graddiff_max",
+                    float(r.max()),
+                    Bound.LOWER,
+                    settings=settings,
+                    extra=extra,
+                    **cost,
+                    **common,
+                )
             )
-            out.append(_mean_estimate("graddiff_mean", r, confidence, settings, extra, cost,
-                                      common))
+            out.append(
+                _mean_estimate("graddiff_mean", r, confidence, settings, extra, cost, common)
+            )
         if self.hvp_ratios is not None:
             h = self.hvp_ratios
             settings = self._settings(None)
             cost = dict(hvps=self.hvps, seconds=self.hvp_seconds)
             extra = {"min": float(h.min())}
             out.append(
-                Estimate("hvp_ratio_max", float(h.max()), Bound.LOWER, settings=settings,
-                         extra=extra, **cost, **common)
+                Estimate(
+                    "hvp_ratio_max",
+                    float(h.max()),
+                    Bound.LOWER,
+                    settings=settings,
+                    extra=extra,
+                    **cost,
+                    **common,
+                )
             )
-            out.append(_mean_estimate("hvp_ratio_mean", h, confidence, settings, extra, cost,
-                                      common))
+            out.append(
+                _mean_estimate("hvp_ratio_mean", h, confidence, settings, extra, cost, common)
+            )
         return out
 
 
 def _mean_estimate(quantity, values, confidence, settings, extra, cost, common) -> Estimate:
     if values.numel() < 2:
-        return Estimate(quantity, float(values.mean()), Bound.ESTIMATE, settings=settings,
-                        extra=extra, **cost, **common)
+        return Estimate(
+            quantity,
+            float(values.mean()),
+            Bound.ESTIMATE,
+            settings=settings,
+            extra=extra,
+            **cost,
+            **common,
+        )
     m = sample_mean(values, confidence=confidence)
-    return Estimate(quantity, m.mean, Bound.ESTIMATE, stderr=m.stderr, ci_low=m.ci_low,
-                    ci_high=m.ci_high, confidence=m.confidence, settings=settings, extra=extra,
-                    **cost, **common)
+    return Estimate(
+        quantity,
+        m.mean,
+        Bound.ESTIMATE,
+        stderr=m.stderr,
+        ci_low=m.ci_low,
+        ci_high=m.ci_high,
+        confidence=m.confidence,
+        settings=settings,
+        extra=extra,
+        **cost,
+        **common,
+    )
 
 
 def _check_radii(radii: float | Sequence[float]) -> tuple[float, ...]:

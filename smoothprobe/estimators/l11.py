@@ -51,8 +51,16 @@ from smoothprobe.estimators.column_sampling import (
 from smoothprobe.estimators.row_norms import RowNorms
 from smoothprobe.estimators.sampling import resolve_generator
 
-METHODS = ("auto", "two-phase", "cauchy-median", "cauchy-iqr", "cauchy-geomean", "uniform",
-           "stratified", "exact")
+METHODS = (
+    "auto",
+    "two-phase",
+    "cauchy-median",
+    "cauchy-iqr",
+    "cauchy-geomean",
+    "uniform",
+    "stratified",
+    "exact",
+)
 PHASE1_FRACTION = 0.375
 DEFENSIVE = 0.02
 MIN_TWO_PHASE = 8
@@ -97,50 +105,83 @@ class _Outcome:
     extra: dict
 
 
-def _columns_outcome(sample: ColumnSample, rows: RowNorms, settings: dict, extra: dict
-                     ) -> _Outcome:
+def _columns_outcome(sample: ColumnSample, rows: RowNorms, settings: dict, extra: dict) -> _Outcome:
     rows = rows.with_columns(sample.indices, sample.norms, sample.row_lower)
     bound = Bound.EXACT if sample.exact else Bound.ESTIMATE
     extra = {**extra, "columns": int(sample.indices.numel()), **sample.details}
-    return _Outcome(sample.total, sample.stderr, sample.dof, bound, rows,
-                    float(sample.norms.sum()), settings, extra)
+    return _Outcome(
+        sample.total,
+        sample.stderr,
+        sample.dof,
+        bound,
+        rows,
+        float(sample.norms.sum()),
+        settings,
+        extra,
+    )
 
 
 def _exact(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
     sample = all_columns(operator, chunk_size=opts.chunk_size, keep_rows=True)
-    return _columns_outcome(sample, RowNorms.empty(operator.layout, source="exact"),
-                            {"chunk_size": opts.chunk_size}, {})
+    return _columns_outcome(
+        sample, RowNorms.empty(operator.layout, source="exact"), {"chunk_size": opts.chunk_size}, {}
+    )
 
 
 def _uniform(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
-    sample = uniform_columns(operator, hvps=opts.hvps, generator=gen, chunk_size=opts.chunk_size,
-                             keep_rows=True)
+    sample = uniform_columns(
+        operator, hvps=opts.hvps, generator=gen, chunk_size=opts.chunk_size, keep_rows=True
+    )
     rows = RowNorms.empty(operator.layout, source=f"uniform-columns({opts.hvps})")
     return _columns_outcome(sample, rows, {"chunk_size": opts.chunk_size}, {})
 
 
 def _stratified(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
-    sample = stratified_columns(operator, hvps=opts.hvps, generator=gen,
-                                chunk_size=opts.chunk_size, keep_rows=True)
+    sample = stratified_columns(
+        operator, hvps=opts.hvps, generator=gen, chunk_size=opts.chunk_size, keep_rows=True
+    )
     rows = RowNorms.empty(operator.layout, source=f"stratified-columns({opts.hvps})")
     return _columns_outcome(sample, rows, {"chunk_size": opts.chunk_size}, {})
 
 
 def _cauchy(scale: str) -> Callable[..., _Outcome]:
     def run(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
-        sketch = cauchy_sketch(operator, probes=opts.hvps, scale=scale, generator=gen,
-                               chunk_size=opts.chunk_size, memory_limit=opts.memory_limit)
+        sketch = cauchy_sketch(
+            operator,
+            probes=opts.hvps,
+            scale=scale,
+            generator=gen,
+            chunk_size=opts.chunk_size,
+            memory_limit=opts.memory_limit,
+        )
         g = len(sketch.group_totals)
-        rows = RowNorms.from_estimates(sketch.row_norms, operator.layout,
-                                       source=f"cauchy-{scale}(k={opts.hvps})")
-        settings = {"probes": opts.hvps, "scale": scale, "chunk_size": opts.chunk_size,
-                    "groups": g, "memory_limit": opts.memory_limit}
-        extra = {"quantiles": sketch.quantiles, "held_bytes": sketch.held_bytes,
-                 "group_totals": list(sketch.group_totals),
-                 "ci_method": f"batch-means(g={g})" + (
-                     ", geomean-proxy" if sketch.quantiles == "histogram" else "")}
-        return _Outcome(sketch.total, sketch.stderr, g - 1 if g > 1 else None, Bound.ESTIMATE,
-                        rows, 0.0, settings, extra)
+        rows = RowNorms.from_estimates(
+            sketch.row_norms, operator.layout, source=f"cauchy-{scale}(k={opts.hvps})"
+        )
+        settings = {
+            "probes": opts.hvps,
+            "scale": scale,
+            "chunk_size": opts.chunk_size,
+            "groups": g,
+            "memory_limit": opts.memory_limit,
+        }
+        extra = {
+            "quantiles": sketch.quantiles,
+            "held_bytes": sketch.held_bytes,
+            "group_totals": list(sketch.group_totals),
+            "ci_method": f"batch-means(g={g})"
+            + (", geomean-proxy" if sketch.quantiles == "histogram" else ""),
+        }
+        return _Outcome(
+            sketch.total,
+            sketch.stderr,
+            g - 1 if g > 1 else None,
+            Bound.ESTIMATE,
+            rows,
+            0.0,
+            settings,
+            extra,
+        )
 
     return run
 
@@ -153,15 +194,28 @@ def phase_split(hvps: int, fraction: float) -> tuple[int, int]:
 
 def _two_phase(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
     k, n = phase_split(opts.hvps, opts.phase1_fraction)
-    sketch = cauchy_sketch(operator, probes=k, scale="geomean", generator=gen,
-                           chunk_size=opts.chunk_size)
-    sample = importance_columns(operator, hvps=n, proposal=sketch.row_norms, generator=gen,
-                                chunk_size=opts.chunk_size, defensive=opts.defensive,
-                                keep_rows=True)
-    rows = RowNorms.from_estimates(sketch.row_norms, operator.layout,
-                                   source=f"cauchy-geomean(k={k})+columns({n})")
-    settings = {"phase1_probes": k, "column_draws": n, "phase1_fraction": opts.phase1_fraction,
-                "defensive": opts.defensive, "chunk_size": opts.chunk_size}
+    sketch = cauchy_sketch(
+        operator, probes=k, scale="geomean", generator=gen, chunk_size=opts.chunk_size
+    )
+    sample = importance_columns(
+        operator,
+        hvps=n,
+        proposal=sketch.row_norms,
+        generator=gen,
+        chunk_size=opts.chunk_size,
+        defensive=opts.defensive,
+        keep_rows=True,
+    )
+    rows = RowNorms.from_estimates(
+        sketch.row_norms, operator.layout, source=f"cauchy-geomean(k={k})+columns({n})"
+    )
+    settings = {
+        "phase1_probes": k,
+        "column_draws": n,
+        "phase1_fraction": opts.phase1_fraction,
+        "defensive": opts.defensive,
+        "chunk_size": opts.chunk_size,
+    }
     return _columns_outcome(sample, rows, settings, {"phase1_estimate": sketch.total})
 
 
@@ -175,8 +229,14 @@ _RUNNERS: dict[str, Callable[..., _Outcome]] = {
     "exact": _exact,
 }
 
-_MIN_HVPS = {"two-phase": MIN_TWO_PHASE, "cauchy-median": 1, "cauchy-iqr": 1,
-             "cauchy-geomean": 2, "uniform": 2, "stratified": 2}
+_MIN_HVPS = {
+    "two-phase": MIN_TWO_PHASE,
+    "cauchy-median": 1,
+    "cauchy-iqr": 1,
+    "cauchy-geomean": 2,
+    "uniform": 2,
+    "stratified": 2,
+}
 
 
 def resolve_method(method: str, *, hvps: int, d: int) -> str:
@@ -186,11 +246,13 @@ def resolve_method(method: str, *, hvps: int, d: int) -> str:
         SmoothprobeError: for an unknown method or a budget below the method's minimum.
     """
     if method not in METHODS:
-        raise SmoothprobeError(f"unknown (1,1)-norm method {method!r}; use one of "
-                               f"{', '.join(METHODS)}")
+        raise SmoothprobeError(
+            f"unknown (1,1)-norm method {method!r}; use one of {', '.join(METHODS)}"
+        )
     if method == "auto":
-        method = ("exact" if hvps >= d else "two-phase" if hvps >= MIN_TWO_PHASE
-                  else "cauchy-geomean")
+        method = (
+            "exact" if hvps >= d else "two-phase" if hvps >= MIN_TWO_PHASE else "cauchy-geomean"
+        )
     need = d if method == "exact" else _MIN_HVPS[method]
     if hvps < need:
         raise SmoothprobeError(f"method {method!r} needs hvps >= {need} (d = {d}), got {hvps}")
@@ -243,8 +305,13 @@ def run_l11(
         method=concrete,
         geometry="linf",
         settings={"hvps": hvps, "method": method, **out.settings},
-        extra={"l11_per_d": out.value / d, "d": d, "certified_lower": out.certified_lower,
-               "dof": out.dof, **out.extra},
+        extra={
+            "l11_per_d": out.value / d,
+            "d": d,
+            "certified_lower": out.certified_lower,
+            "dof": out.dof,
+            **out.extra,
+        },
     )
     return L11Run(estimate, out.rows)
 
@@ -291,7 +358,14 @@ def estimate_l11(
         >>> est.method, est.ci_low <= 5050.0 <= est.ci_high
         ('two-phase', True)
     """
-    return run_l11(operator, method=method, hvps=hvps, confidence=confidence, generator=generator,
-                   chunk_size=chunk_size, phase1_fraction=phase1_fraction, defensive=defensive,
-                   memory_limit=memory_limit).estimate
-
+    return run_l11(
+        operator,
+        method=method,
+        hvps=hvps,
+        confidence=confidence,
+        generator=generator,
+        chunk_size=chunk_size,
+        phase1_fraction=phase1_fraction,
+        defensive=defensive,
+        memory_limit=memory_limit,
+    ).estimate

@@ -505,7 +505,9 @@ def lanczos(
             alpha=torch.tensor(alpha, dtype=torch.float64, device=operator.device),
             beta=torch.tensor(beta[: len(alpha) - 1], dtype=torch.float64, device=operator.device),
             residual=w,
-        ) if keep_basis else None,
+        )
+        if keep_basis
+        else None,
         settings={
             "tol": tol,
             "max_hvps": max_hvps,

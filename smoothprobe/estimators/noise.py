@@ -111,8 +111,14 @@ class NoiseResult:
         _check_batch_size(batch_size)
         factor = self.batch_size / batch_size
         jack = None if self.jackknife is None else self.jackknife * factor
-        return NoiseResult(**{**self.__dict__, "variance": self.variance * factor,
-                              "jackknife": jack, "batch_size": batch_size})
+        return NoiseResult(
+            **{
+                **self.__dict__,
+                "variance": self.variance * factor,
+                "jackknife": jack,
+                "batch_size": batch_size,
+            }
+        )
 
     def to_estimates(self, *, partitions: Sequence[Any] | None = None) -> list[Estimate]:
         """Noise summaries and SNRs as Estimates (``Bound.ESTIMATE``, jackknife stderr).
@@ -144,12 +150,19 @@ class NoiseResult:
             if self.jackknife is not None:
                 values = torch.tensor([fn(geo, v) for v in self.jackknife], dtype=torch.float64)
                 g = values.numel()
-                stderr = float(math.sqrt((g - 1) / g * float(((values - values.mean()) ** 2)
-                                                                 .sum())))
+                stderr = float(
+                    math.sqrt((g - 1) / g * float(((values - values.mean()) ** 2).sum()))
+                )
             out.append(
                 Estimate(
-                    quantity, value, Bound.ESTIMATE, stderr=stderr, gradients=self.gradients,
-                    seconds=self.seconds, seed=self.seed, method=f"noise:{self.method}",
+                    quantity,
+                    value,
+                    Bound.ESTIMATE,
+                    stderr=stderr,
+                    gradients=self.gradients,
+                    seconds=self.seconds,
+                    seed=self.seed,
+                    method=f"noise:{self.method}",
                     geometry=geo.kind,
                     settings={
                         "batch_size": self.batch_size,
@@ -160,9 +173,12 @@ class NoiseResult:
                         "basis": self.basis,
                         "gradient_mode": self.gradient_mode,
                     },
-                    extra={"consistency_error": self.consistency_error,
-                           "jackknife_groups": None if self.jackknife is None
-                           else int(self.jackknife.shape[0])},
+                    extra={
+                        "consistency_error": self.consistency_error,
+                        "jackknife_groups": None
+                        if self.jackknife is None
+                        else int(self.jackknife.shape[0]),
+                    },
                 )
             )
         return out
@@ -216,8 +232,9 @@ class _GroupSums:
         return var / (float(weight) / n) ** 2 if weighted else var
 
     def variance(self, *, weighted: bool) -> torch.Tensor:
-        return self._variance(self.s1.sum(0), self.s2.sum(0), self.weight.sum(),
-                              self.count.sum(), weighted)
+        return self._variance(
+            self.s1.sum(0), self.s2.sum(0), self.weight.sum(), self.count.sum(), weighted
+        )
 
     def jackknife(self, *, weighted: bool) -> torch.Tensor | None:
         """(G, d) leave-one-group-out variances, or None with < 2 usable groups."""
@@ -227,16 +244,24 @@ class _GroupSums:
         w, n = self.weight.sum(), self.count.sum()
         if float(n - self.count.max()) < 2:
             return None
-        return torch.stack([
-            self._variance(s1 - self.s1[g], s2 - self.s2[g], w - self.weight[g],
-                           n - self.count[g], weighted)
-            for g in range(self.groups)
-        ])
+        return torch.stack(
+            [
+                self._variance(
+                    s1 - self.s1[g],
+                    s2 - self.s2[g],
+                    w - self.weight[g],
+                    n - self.count[g],
+                    weighted,
+                )
+                for g in range(self.groups)
+            ]
+        )
 
 
 def _per_example(problem, *, grad_full, from_params, mode, chunk_size, example_weight, groups):
-    engine = ExampleGradients(problem, mode=mode, chunk_size=chunk_size,
-                              example_weight=example_weight)
+    engine = ExampleGradients(
+        problem, mode=mode, chunk_size=chunk_size, example_weight=example_weight
+    )
     sums = _GroupSums(groups, problem.d, grad_full.device)
     weighted_sum = torch.zeros_like(grad_full)
     for weights, grads in engine:
@@ -271,9 +296,7 @@ def _pool(problem: Problem) -> tuple[Any, Any, int]:
         batch_size_of(b)
     try:
         inputs = pytree.tree_map(lambda *ts: torch.cat(ts), *[b.inputs for b in problem.batches])
-        targets = pytree.tree_map(
-            lambda *ts: torch.cat(ts), *[b.targets for b in problem.batches]
-        )
+        targets = pytree.tree_map(lambda *ts: torch.cat(ts), *[b.targets for b in problem.batches])
     except (RuntimeError, ValueError, TypeError) as exc:
         raise DataError(
             f"cannot pool the batches into one set of examples ({exc}); the minibatch method "
@@ -295,8 +318,11 @@ def _minibatch(problem, *, from_params, center, size, generator, groups):
     sums = _GroupSums(groups, problem.d, center.device)
     for j in range(count):
         idx = order[j * size : (j + 1) * size]
-        batch = Batch(slice_batch(inputs, idx.to(_device_of(inputs))),
-                      slice_batch(targets, idx.to(_device_of(targets))), float(size))
+        batch = Batch(
+            slice_batch(inputs, idx.to(_device_of(inputs))),
+            slice_batch(targets, idx.to(_device_of(targets))),
+            float(size),
+        )
         g = from_params(_loop_gradient(problem, problem.theta, batch).to(torch.float64))
         # centred at ∇L (close to the minibatch mean) for accuracy; the variance re-centres
         sums.add(torch.ones(1, dtype=torch.float64), (g - center)[None])
@@ -354,8 +380,13 @@ def gradient_noise(
     base_cost = len(problem.batches)
     if method == "per-example":
         sums, engine, units, error = _per_example(
-            problem, grad_full=grad_full, from_params=from_params, mode=gradient_mode,
-            chunk_size=chunk_size, example_weight=example_weight, groups=groups,
+            problem,
+            grad_full=grad_full,
+            from_params=from_params,
+            mode=gradient_mode,
+            chunk_size=chunk_size,
+            example_weight=example_weight,
+            groups=groups,
         )
         scale, weighted, seed, size = 1.0 / batch_size, True, None, None
         cost, mode = engine.evaluations + base_cost, engine.mode
@@ -363,8 +394,14 @@ def gradient_noise(
         size = minibatch_size or batch_size
         _check_batch_size(size)
         gen, seed = resolve_generator(generator)
-        sums, units = _minibatch(problem, from_params=from_params, center=grad_full, size=size,
-                                 generator=gen, groups=groups)
+        sums, units = _minibatch(
+            problem,
+            from_params=from_params,
+            center=grad_full,
+            size=size,
+            generator=gen,
+            groups=groups,
+        )
         scale, weighted, error = size / batch_size, False, None
         cost, mode = units + base_cost, "loop"
     jack = sums.jackknife(weighted=weighted) if groups >= 2 else None

@@ -88,24 +88,26 @@ def power_iteration(
     Raises:
         SmoothprobeError: invalid options, or ``top_k > 1``.
     """
-    validate_options(operator, tol=tol, max_hvps=max_hvps, top_k=top_k, which=which,
-                     criterion=criterion)
+    validate_options(
+        operator, tol=tol, max_hvps=max_hvps, top_k=top_k, which=which, criterion=criterion
+    )
     if top_k != 1:
-        raise SmoothprobeError("power_iteration computes one eigenvalue per end (top_k=1); "
-                               "use lanczos for top_k > 1")
+        raise SmoothprobeError(
+            "power_iteration computes one eigenvalue per end (top_k=1); use lanczos for top_k > 1"
+        )
     t0 = time.perf_counter()
     generator, seed = resolve_generator(generator)
     hvps0 = operator.cost.hvps
     v0 = start_vector(operator, start, generator)
     history: dict[str, list[float]] = {"theta": [], "residual": []}
-    dom, r_dom, ok_dom = _power_run(operator, v0, shift=0.0, tol=tol, max_hvps=max_hvps,
-                                    history=history)
+    dom, r_dom, ok_dom = _power_run(
+        operator, v0, shift=0.0, tol=tol, max_hvps=max_hvps, history=history
+    )
     ends = {"max": (dom, r_dom, ok_dom)} if dom >= 0 else {"min": (dom, r_dom, ok_dom)}
     other = "min" if dom >= 0 else "max"
     budget = max_hvps - (operator.cost.hvps - hvps0)
     if which in ("both", "largest" if other == "max" else "smallest") and budget > 0:
-        ends[other] = _power_run(operator, v0, shift=dom, tol=tol, max_hvps=budget,
-                                 history=history)
+        ends[other] = _power_run(operator, v0, shift=dom, tol=tol, max_hvps=budget, history=history)
     seen = np.asarray(history["theta"])
     lam_max, r_max, ok_max = ends.get("max", (float(seen.max()), float("inf"), False))
     lam_min, r_min, ok_min = ends.get("min", (float(seen.min()), float("inf"), False))
@@ -134,7 +136,13 @@ def power_iteration(
         seconds=time.perf_counter() - t0,
         seed=seed,
         method="power_iteration",
-        settings={"tol": tol, "max_hvps": max_hvps, "top_k": top_k, "which": which,
-                  "criterion": "residual", "start": "random" if start is None else "user"},
+        settings={
+            "tol": tol,
+            "max_hvps": max_hvps,
+            "top_k": top_k,
+            "which": which,
+            "criterion": "residual",
+            "start": "random" if start is None else "user",
+        },
         history={k: tuple(v) for k, v in history.items()},
     )

@@ -47,20 +47,36 @@ class RowNorms:
         """No information: NaN estimates, zero lower bounds."""
         d = layout.d
         nan = torch.full((d,), math.nan, dtype=torch.float64)
-        return cls(nan, torch.zeros(d, dtype=torch.bool), torch.zeros(d, dtype=torch.float64),
-                   layout, source)
+        return cls(
+            nan,
+            torch.zeros(d, dtype=torch.bool),
+            torch.zeros(d, dtype=torch.float64),
+            layout,
+            source,
+        )
 
     @classmethod
-    def from_estimates(cls, estimates: torch.Tensor, layout: ParameterLayout, *,
-                       source: str) -> RowNorms:
+    def from_estimates(
+        cls, estimates: torch.Tensor, layout: ParameterLayout, *, source: str
+    ) -> RowNorms:
         """Rows with statistical estimates only (e.g. a Cauchy sketch)."""
         d = layout.d
-        return cls(estimates.detach().to(torch.float64).cpu(), torch.zeros(d, dtype=torch.bool),
-                   torch.zeros(d, dtype=torch.float64), layout, source)
+        return cls(
+            estimates.detach().to(torch.float64).cpu(),
+            torch.zeros(d, dtype=torch.bool),
+            torch.zeros(d, dtype=torch.float64),
+            layout,
+            source,
+        )
 
-    def with_columns(self, indices: torch.Tensor, norms: torch.Tensor,
-                     row_lower: torch.Tensor | None = None, *, source: str | None = None
-                     ) -> RowNorms:
+    def with_columns(
+        self,
+        indices: torch.Tensor,
+        norms: torch.Tensor,
+        row_lower: torch.Tensor | None = None,
+        *,
+        source: str | None = None,
+    ) -> RowNorms:
         """Returns a copy where rows ``indices`` are exact (``norms``) and lower bounds raised.
 
         Args:
@@ -77,8 +93,9 @@ class RowNorms:
         if row_lower is not None:
             lower = torch.maximum(lower, row_lower.to(torch.float64).cpu())
         lower[indices] = norms
-        return replace(self, estimates=estimates, exact=exact, lower=lower,
-                       source=source or self.source)
+        return replace(
+            self, estimates=estimates, exact=exact, lower=lower, source=source or self.source
+        )
 
     @property
     def d(self) -> int:
@@ -93,8 +110,11 @@ class RowNorms:
         for slot in self.layout.slots:
             if slot.start <= index < slot.stop:
                 inner = np.unravel_index(index - slot.start, slot.shape) if slot.shape else ()
-                return {"index": int(index), "tensor": slot.name,
-                        "position": [int(i) for i in inner]}
+                return {
+                    "index": int(index),
+                    "tensor": slot.name,
+                    "position": [int(i) for i in inner],
+                }
         raise IndexError(index)
 
     def summary(self, *, quantiles: tuple[float, ...] = QUANTILES) -> list[dict]:
@@ -111,14 +131,23 @@ class RowNorms:
         for slot in self.layout.slots:
             v = values[slot.start : slot.stop]
             known = ~np.isnan(v)
-            row = {"name": slot.name, "numel": slot.numel, "known": int(known.sum()),
-                   "exact": int(exact[slot.start : slot.stop].sum())}
+            row = {
+                "name": slot.name,
+                "numel": slot.numel,
+                "known": int(known.sum()),
+                "exact": int(exact[slot.start : slot.stop].sum()),
+            }
             if known.any():
                 kv = v[known]
                 pos = int(np.nanargmax(v))
-                row.update(sum=float(kv.sum()), mean=float(kv.mean()), max=float(kv.max()),
-                           argmax=[int(i) for i in np.unravel_index(pos, slot.shape)]
-                           if slot.shape else [])
+                row.update(
+                    sum=float(kv.sum()),
+                    mean=float(kv.mean()),
+                    max=float(kv.max()),
+                    argmax=[int(i) for i in np.unravel_index(pos, slot.shape)]
+                    if slot.shape
+                    else [],
+                )
                 for q in quantiles:
                     row[f"q{q:g}"] = float(np.quantile(kv, q))
             out.append(row)
@@ -162,8 +191,9 @@ def refine_max_row(
     check_int("chunk_size", chunk_size, minimum=1)
     used = 0
     while used < max_hvps:
-        candidates = torch.where(rows.exact | torch.isnan(rows.estimates), -math.inf,
-                                 rows.estimates)
+        candidates = torch.where(
+            rows.exact | torch.isnan(rows.estimates), -math.inf, rows.estimates
+        )
         best_exact = float(rows.estimates[rows.exact].max()) if rows.exact.any() else -math.inf
         take = min(chunk_size, max_hvps - used, int(torch.isfinite(candidates).sum()))
         if take == 0:
@@ -229,7 +259,12 @@ def max_row_estimate(
         method=method,
         geometry="linf",
         settings=dict(settings or {}),
-        extra={"certified_lower": lower, "argmax": where, "argmax_exact": at_exact,
-               "exact_rows": int(rows.exact.sum()), "d": rows.d, "source": rows.source},
+        extra={
+            "certified_lower": lower,
+            "argmax": where,
+            "argmax_exact": at_exact,
+            "exact_rows": int(rows.exact.sum()),
+            "d": rows.d,
+            "source": rows.source,
+        },
     )
-

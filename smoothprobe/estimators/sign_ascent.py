@@ -56,9 +56,13 @@ def _apply(operator, block: torch.Tensor, chunk_size: int) -> torch.Tensor:
     return torch.cat([operator.matvec(block[a:b]) for a, b in chunks(block.shape[0], chunk_size)])
 
 
-def _starting_block(operator, generator: torch.Generator, restarts: int,
-                    column_starts: torch.Tensor | None, starts: torch.Tensor | None
-                    ) -> torch.Tensor:
+def _starting_block(
+    operator,
+    generator: torch.Generator,
+    restarts: int,
+    column_starts: torch.Tensor | None,
+    starts: torch.Tensor | None,
+) -> torch.Tensor:
     d = operator.d
     parts = []
     if restarts:
@@ -138,9 +142,15 @@ def sign_ascent(
         backward = float(best_u.to(torch.float64) @ operator.matvec(best_v).to(torch.float64))
         asymmetry = abs(best_value - backward) / max(abs(best_value), abs(backward), 1e-300)
         value = min(best_value, backward)
-    return SignAscentResult(value, best_u.to(torch.float64).cpu(), best_v.to(torch.float64).cpu(),
-                            tuple(float(x) for x in best), iterations,
-                            operator.cost.hvps - hvps0, asymmetry)
+    return SignAscentResult(
+        value,
+        best_u.to(torch.float64).cpu(),
+        best_v.to(torch.float64).cpu(),
+        tuple(float(x) for x in best),
+        iterations,
+        operator.cost.hvps - hvps0,
+        asymmetry,
+    )
 
 
 def linf_lower(
@@ -175,8 +185,14 @@ def linf_lower(
     """
     gen, seed = resolve_generator(generator)
     t0 = time.perf_counter()
-    result = sign_ascent(operator, restarts=restarts, max_iters=max_iters, generator=gen,
-                         column_starts=column_starts, chunk_size=chunk_size)
+    result = sign_ascent(
+        operator,
+        restarts=restarts,
+        max_iters=max_iters,
+        generator=gen,
+        column_starts=column_starts,
+        chunk_size=chunk_size,
+    )
     starts = 0 if column_starts is None else int(column_starts.numel())
     return Estimate(
         quantity="linf_lower",
@@ -187,8 +203,16 @@ def linf_lower(
         seed=seed,
         method="sign-ascent",
         geometry="linf",
-        settings={"restarts": restarts, "max_iters": max_iters, "column_starts": starts,
-                  "chunk_size": chunk_size},
-        extra={"restart_values": list(result.restart_values), "iterations": result.iterations,
-               "asymmetry": result.asymmetry, "d": operator.d},
+        settings={
+            "restarts": restarts,
+            "max_iters": max_iters,
+            "column_starts": starts,
+            "chunk_size": chunk_size,
+        },
+        extra={
+            "restart_values": list(result.restart_values),
+            "iterations": result.iterations,
+            "asymmetry": result.asymmetry,
+            "d": operator.d,
+        },
     )

@@ -181,8 +181,10 @@ def spectral_density(
         SmoothprobeError: invalid options.
     """
     if num_probes < 1 or steps < 1 or num_points < 2:
-        raise SmoothprobeError("num_probes and steps must be ≥ 1 and num_points ≥ 2, got "
-                               f"{num_probes}, {steps}, {num_points}")
+        raise SmoothprobeError(
+            "num_probes and steps must be ≥ 1 and num_points ≥ 2, got "
+            f"{num_probes}, {steps}, {num_points}"
+        )
     if (sigma is not None and not sigma > 0) or not sigma_rel > 0:
         raise SmoothprobeError(f"sigma and sigma_rel must be > 0, got {sigma}, {sigma_rel}")
     t0 = time.perf_counter()
@@ -207,6 +209,11 @@ def spectral_density(
         hvps=operator.cost.hvps - hvps0,
         seconds=time.perf_counter() - t0,
         seed=seed,
-        settings={"num_probes": num_probes, "steps": steps, "sigma": sigma,
-                  "sigma_rel": sigma_rel, "num_points": num_points},
+        settings={
+            "num_probes": num_probes,
+            "steps": steps,
+            "sigma": sigma,
+            "sigma_rel": sigma_rel,
+            "num_points": num_points,
+        },
     )

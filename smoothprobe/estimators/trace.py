@@ -28,9 +28,7 @@ from smoothprobe.estimators.sampling import rademacher, resolve_generator, sampl
 from smoothprobe.linear_operator import Operator
 
 
-def apply_in_blocks(
-    operator: Operator, probes: torch.Tensor, *, block_size: int
-) -> torch.Tensor:
+def apply_in_blocks(operator: Operator, probes: torch.Tensor, *, block_size: int) -> torch.Tensor:
     """Returns H·z for each row z of ``probes`` (float64), ``block_size`` rows per matvec call.
 
     Args:
@@ -181,10 +179,14 @@ def deflated_probes(
     g = rademacher(num_probes - 2 * k, d, generator=generator, device=operator.device)
     g = g - (g @ q.T) @ q  # (I − QQᵀ) g
     hg = apply_in_blocks(operator, g, block_size=block_size)
-    settings = {"num_probes": num_probes, "block_size": block_size,
-                "deflation": "sketch" if subspace is None else "given"}
-    return DeflatedProbes(q, hq, g, hg, operator.cost.hvps - hvps0, time.perf_counter() - t0,
-                          seed, settings)
+    settings = {
+        "num_probes": num_probes,
+        "block_size": block_size,
+        "deflation": "sketch" if subspace is None else "given",
+    }
+    return DeflatedProbes(
+        q, hq, g, hg, operator.cost.hvps - hvps0, time.perf_counter() - t0, seed, settings
+    )
 
 
 def deflated_method(probes: DeflatedProbes) -> str:
@@ -222,8 +224,9 @@ def hutchpp_trace(
     """
     t0 = time.perf_counter()
     if probes is None:
-        probes = deflated_probes(operator, num_probes=num_probes, block_size=block_size,
-                                 generator=generator)
+        probes = deflated_probes(
+            operator, num_probes=num_probes, block_size=block_size, generator=generator
+        )
     exact = float((probes.q * probes.hq).sum())
     stats = sample_mean((probes.g * probes.hg).sum(dim=1), confidence=confidence)
     return Estimate(
@@ -240,6 +243,10 @@ def hutchpp_trace(
         method=deflated_method(probes),
         geometry="l2",
         settings={**probes.settings, "confidence": confidence},
-        extra={"trace_sketch": exact, "sketch_rank": probes.q.shape[0],
-               "deflated_mean": stats.mean, "probes": stats.n},
+        extra={
+            "trace_sketch": exact,
+            "sketch_rank": probes.q.shape[0],
+            "deflated_mean": stats.mean,
+            "probes": stats.n,
+        },
     )

@@ -58,13 +58,22 @@ def rho_estimate(
     scale = 1.0 / (d * l2)
     certified_upper = upper.certified and l2_bound in (Bound.EXACT, Bound.LOWER)
     return Estimate(
-        quantity="rho_block", value=upper.value * scale,
+        quantity="rho_block",
+        value=upper.value * scale,
         bound=Bound.UPPER if certified_upper else Bound.ESTIMATE,
-        hvps=0, seconds=0.0, seed=upper.seed, method="U/(d*L2)", geometry="block",
+        hvps=0,
+        seconds=0.0,
+        seed=upper.seed,
+        method="U/(d*L2)",
+        geometry="block",
         settings=dict(settings),
-        extra={"lower": lower.value * scale, "upper": upper.value * scale, "l2_norm": l2,
-               "l2_bound": l2_bound.value,
-               "lower_certified": l2_bound in (Bound.EXACT, Bound.UPPER)},
+        extra={
+            "lower": lower.value * scale,
+            "upper": upper.value * scale,
+            "l2_norm": l2,
+            "l2_bound": l2_bound.value,
+            "lower_certified": l2_bound in (Bound.EXACT, Bound.UPPER),
+        },
     )
 
 
@@ -122,20 +131,32 @@ def measure_blockwise(
     if max_hvps is not None:
         upper_budget = max_hvps - restarts * iterations
         if upper_budget < 1:
-            raise SmoothprobeError(f"max_hvps={max_hvps} leaves nothing for U(Φ) after "
-                                   f"{restarts}×{iterations} ascent HVPs; raise it or lower "
-                                   "restarts/iterations")
+            raise SmoothprobeError(
+                f"max_hvps={max_hvps} leaves nothing for U(Φ) after "
+                f"{restarts}×{iterations} ascent HVPs; raise it or lower "
+                "restarts/iterations"
+            )
     settings = {"partition": partition.name, "blocks": partition.num_blocks}
     basis = getattr(operator, "basis", None)
     if basis is not None:
         settings["basis"] = basis.name
-    upper = block_upper_bound(operator, partition, method=upper_method, max_hvps=upper_budget,
-                              sketch=sketch, iterations=power_iterations,
-                              frobenius_probes=frobenius_probes, generator=gen)
-    lower = block_lower_bound(operator, partition, restarts=restarts, iterations=iterations,
-                              generator=gen)
-    out = [with_block_names(upper.to_estimate(settings=settings), partition),
-           lower.to_estimate(settings=settings)]
+    upper = block_upper_bound(
+        operator,
+        partition,
+        method=upper_method,
+        max_hvps=upper_budget,
+        sketch=sketch,
+        iterations=power_iterations,
+        frobenius_probes=frobenius_probes,
+        generator=gen,
+    )
+    lower = block_lower_bound(
+        operator, partition, restarts=restarts, iterations=iterations, generator=gen
+    )
+    out = [
+        with_block_names(upper.to_estimate(settings=settings), partition),
+        lower.to_estimate(settings=settings),
+    ]
     if l2_norm is not None:
         out.append(rho_estimate(upper, lower, l2_norm, d=operator.d, settings=settings))
     return out

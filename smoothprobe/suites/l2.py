@@ -47,15 +47,17 @@ def as_operator(obj: object) -> Operator:
             obj = obj.to(torch.float64)
         scale = float(obj.abs().max()) if obj.numel() else 0.0
         if float((obj - obj.T).abs().max()) > torch.finfo(obj.dtype).eps ** 0.5 * scale:
-            raise SmoothprobeError("the matrix is not symmetric; pass (A + A.T) / 2 if that is "
-                                   "what you mean")
+            raise SmoothprobeError(
+                "the matrix is not symmetric; pass (A + A.T) / 2 if that is what you mean"
+            )
         return DenseOperator(obj)
     if hasattr(obj, "hvp_operator"):
         return obj.hvp_operator()
     if hasattr(obj, "matvec") and hasattr(obj, "d"):
         return obj  # type: ignore[return-value]
-    raise SmoothprobeError(f"cannot measure a {type(obj).__name__}: pass a symmetric matrix, a "
-                           "Problem or an Operator")
+    raise SmoothprobeError(
+        f"cannot measure a {type(obj).__name__}: pass a symmetric matrix, a Problem or an Operator"
+    )
 
 
 def parse_extras(extras: Iterable[str] | str) -> list[str]:
@@ -71,8 +73,9 @@ def parse_extras(extras: Iterable[str] | str) -> list[str]:
         if not name:
             continue
         if name not in EXTRAS:
-            raise SmoothprobeError(f"unknown extra quantity {raw!r}; choose from "
-                                   f"{', '.join(EXTRAS)}")
+            raise SmoothprobeError(
+                f"unknown extra quantity {raw!r}; choose from {', '.join(EXTRAS)}"
+            )
         if name not in out:
             out.append(name)
     return [name for name in EXTRAS if name in out]
@@ -156,23 +159,36 @@ def measure_l2(
     wanted = parse_extras(extras)
     op = as_operator(operator)
     generator, _ = resolve_generator(generator)
-    validate_options(op, tol=tol, max_hvps=max_hvps, top_k=top_k, which="both",
-                     criterion=criterion)
+    validate_options(op, tol=tol, max_hvps=max_hvps, top_k=top_k, which="both", criterion=criterion)
     sums = [name for name in wanted if name in ("trace", "frobenius")]
     gradients0 = op.cost.gradients
     start_vec, label = resolve_start(op, start, generator)
-    result = lanczos(op, tol=tol, max_hvps=max_hvps, top_k=top_k, which="both",
-                     criterion=criterion, generator=generator, start=start_vec,
-                     keep_basis=bool(sums))
+    result = lanczos(
+        op,
+        tol=tol,
+        max_hvps=max_hvps,
+        top_k=top_k,
+        which="both",
+        criterion=criterion,
+        generator=generator,
+        start=start_vec,
+        keep_basis=bool(sums),
+    )
     gradients = op.cost.gradients - gradients0
-    out = [replace(e, gradients=gradients, settings={**e.settings, "start": label})
-           for e in result.to_estimates()]
+    out = [
+        replace(e, gradients=gradients, settings={**e.settings, "start": label})
+        for e in result.to_estimates()
+    ]
     if sums:
         krylov = result.krylov
-        shared = deflated_probes(op, num_probes=probes, generator=generator,
-                                 subspace=(krylov.basis, krylov.images()))
-        note = {"deflation": "lanczos basis", "deflation_rank": result.iterations,
-                "deflation_hvps_shared_with": "lambda_max"}
+        shared = deflated_probes(
+            op, num_probes=probes, generator=generator, subspace=(krylov.basis, krylov.images())
+        )
+        note = {
+            "deflation": "lanczos basis",
+            "deflation_rank": result.iterations,
+            "deflation_hvps_shared_with": "lambda_max",
+        }
         if "trace" in wanted:
             est = hutchpp_trace(op, probes=shared, confidence=confidence)
             out.append(replace(est, extra={**est.extra, **note}))
@@ -180,6 +196,9 @@ def measure_l2(
             est = frobenius_sq(op, probes=shared, confidence=confidence)
             out.append(replace(est, extra={**est.extra, **note}))
     if "density" in wanted:
-        out.append(spectral_density(op, num_probes=density_probes, steps=density_steps,
-                                    generator=generator).to_estimate())
+        out.append(
+            spectral_density(
+                op, num_probes=density_probes, steps=density_steps, generator=generator
+            ).to_estimate()
+        )
     return out

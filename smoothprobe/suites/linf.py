@@ -65,8 +65,13 @@ def rho_estimate(l11: Estimate, *, d: int, l2_norm: float) -> Estimate:
         hvps=0,
         gradients=0,
         seconds=0.0,
-        extra={"l2_norm": float(l2_norm), "d_l2": scale, "d": d,
-               "l11_norm": l11.value, "l11_method": l11.method},
+        extra={
+            "l2_norm": float(l2_norm),
+            "d_l2": scale,
+            "d": d,
+            "l11_norm": l11.value,
+            "l11_method": l11.method,
+        },
     )
 
 
@@ -87,24 +92,47 @@ def run_linf(
     """Like :func:`measure_linf`, also returning the row norms (for tables and histograms)."""
     operator = as_operator(operator)
     gen, seed = resolve_generator(generator)
-    run = run_l11(operator, method=method, hvps=hvps, confidence=confidence, generator=gen,
-                  chunk_size=chunk_size, memory_limit=memory_limit)
+    run = run_l11(
+        operator,
+        method=method,
+        hvps=hvps,
+        confidence=confidence,
+        generator=gen,
+        chunk_size=chunk_size,
+        memory_limit=memory_limit,
+    )
     l11 = run.estimate
     t0 = time.perf_counter()
-    rows, used = refine_max_row(operator, run.rows, max_hvps=max_row_hvps,
-                                chunk_size=min(8, chunk_size))
+    rows, used = refine_max_row(
+        operator, run.rows, max_hvps=max_row_hvps, chunk_size=min(8, chunk_size)
+    )
     max_row = max_row_estimate(
-        rows, hvps=used, seconds=time.perf_counter() - t0, seed=seed,
-        method=f"{l11.method}+refine", settings={"max_row_hvps": max_row_hvps})
+        rows,
+        hvps=used,
+        seconds=time.perf_counter() - t0,
+        seed=seed,
+        method=f"{l11.method}+refine",
+        settings={"max_row_hvps": max_row_hvps},
+    )
     max_row = replace(max_row, extra={**max_row.extra, "per_tensor": rows.summary()})
     exact_rows = torch.nonzero(rows.exact).reshape(-1)
     top = exact_rows[torch.argsort(rows.estimates[exact_rows], descending=True)[:COLUMN_STARTS]]
-    lower = linf_lower(operator, restarts=restarts, max_iters=ascent_iters, generator=gen,
-                       column_starts=top, chunk_size=chunk_size)
+    lower = linf_lower(
+        operator,
+        restarts=restarts,
+        max_iters=ascent_iters,
+        generator=gen,
+        column_starts=top,
+        chunk_size=chunk_size,
+    )
     floor = rows.certified_max_lower()
     if floor > lower.value:
-        lower = replace(lower, value=floor, method="max-exact-row",
-                        extra={**lower.extra, "sign_ascent_value": lower.value})
+        lower = replace(
+            lower,
+            value=floor,
+            method="max-exact-row",
+            extra={**lower.extra, "sign_ascent_value": lower.value},
+        )
     lower = replace(lower, seed=seed, extra={**lower.extra, "max_exact_row": floor})
     estimates = [l11, lower, max_row]
     if l2_norm is not None:
@@ -159,7 +187,16 @@ def measure_linf(
         >>> [(e.quantity, round(e.value, 3)) for e in measure_linf(H, hvps=8, l2_norm=3.0)]
         [('l11_norm', 4.5), ('linf_lower', 4.5), ('max_row', 3.0), ('rho', 0.5)]
     """
-    return run_linf(operator, method=method, hvps=hvps, confidence=confidence, restarts=restarts,
-                    generator=generator, l2_norm=l2_norm, ascent_iters=ascent_iters,
-                    max_row_hvps=max_row_hvps, chunk_size=chunk_size,
-                    memory_limit=memory_limit).estimates
+    return run_linf(
+        operator,
+        method=method,
+        hvps=hvps,
+        confidence=confidence,
+        restarts=restarts,
+        generator=generator,
+        l2_norm=l2_norm,
+        ascent_iters=ascent_iters,
+        max_row_hvps=max_row_hvps,
+        chunk_size=chunk_size,
+        memory_limit=memory_limit,
+    ).estimates
