@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.estimate import Estimate
+from smoothprobe.estimate import Bound, Estimate
 from smoothprobe.estimators.frobenius import frobenius_sq
 from smoothprobe.estimators.lanczos import lanczos, mixed_start
 from smoothprobe.estimators.power_iteration import power_iteration
@@ -37,7 +37,10 @@ def matrix(d: int = 150, seed: int = 0) -> torch.Tensor:
 def test_measure_l2_quantities_and_values():
     h = matrix()
     eigs = torch.linalg.eigvalsh(h)
-    ests = measure_l2(h, tol=1e-8, top_k=2, extras="trace, frobenius,density", generator=3)
+    found = measure_l2(h, tol=1e-8, top_k=2, extras="trace, frobenius,density", generator=3)
+    ests = [e for e in found if e.bound is not Bound.PROB_UPPER]
+    prob = [e for e in found if e.bound is Bound.PROB_UPPER]
+    assert found[-3:] == prob and [e.quantity for e in prob] == ["lambda_max", "l2_norm", "d_l2"]
     by = {e.quantity: e for e in ests}
     assert [e.quantity for e in ests] == [
         "lambda_max",
@@ -83,12 +86,13 @@ def test_measure_l2_starts_from_the_gradient_when_the_operator_has_one():
     problem = examples.build_example("mlp")
     h = examples.exact_hessian("mlp")
     eigs = torch.linalg.eigvalsh((h + h.T) / 2)
-    est = {e.quantity: e for e in measure_l2(problem, tol=1e-8, generator=0)}
+    est = {e.quantity: e for e in measure_l2(problem, tol=1e-8, start="gradient", generator=0)}
     assert est["lambda_max"].settings["start"] == "gradient+random"
     assert est["lambda_max"].value == pytest.approx(float(eigs[-1]), rel=1e-7)
     assert est["lambda_min"].value == pytest.approx(float(eigs[0]), rel=1e-7)
     assert est["lambda_max"].gradients >= 1  # the gradient graph was built
-    rand = {e.quantity: e for e in measure_l2(problem, tol=1e-8, start="random", generator=0)}
+    found = measure_l2(problem, tol=1e-8, start="random", generator=0)
+    rand = {e.quantity: e for e in found if e.bound is not Bound.PROB_UPPER}
     assert rand["lambda_max"].settings["start"] == "random"
     assert measure_l2(h, generator=0)[0].settings["start"] == "random"  # dense: no gradient
     with pytest.raises(SmoothprobeError):

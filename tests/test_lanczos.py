@@ -121,17 +121,28 @@ def test_to_estimates_bounds_and_intervals():
     h = negative_dominant(200, 4)
     eigs = torch.linalg.eigvalsh(h)
     r = lanczos(DenseOperator(h), tol=1e-7, generator=0)
-    est = {e.quantity: e for e in r.to_estimates()}
-    assert list(est) == ["lambda_max", "lambda_min", "l2_norm", "d_l2"]
+    ests = r.to_estimates()
+    certified = {e.quantity: e for e in ests if e.bound is not Bound.PROB_UPPER}
+    prob = {e.quantity: e for e in ests if e.bound is Bound.PROB_UPPER}
+    assert list(certified) == ["lambda_max", "lambda_min", "l2_norm", "d_l2"]
+    assert list(prob) == ["lambda_max", "l2_norm", "d_l2"]  # random start: KW upper ends
+    est = certified
     assert est["lambda_max"].bound is Bound.LOWER and est["lambda_min"].bound is Bound.UPPER
-    assert est["lambda_max"].ci_low <= float(eigs[-1]) <= est["lambda_max"].ci_high
-    assert est["lambda_min"].ci_low <= float(eigs[0]) <= est["lambda_min"].ci_high
+    assert est["lambda_max"].value <= float(eigs[-1]) <= prob["lambda_max"].value
+    assert est["l2_norm"].value <= float(eigs.abs().max()) <= prob["l2_norm"].value
+    assert all(e.ci_high is None for e in est.values())  # θ + r is no certified end
+    assert all(e.failure_prob == 1e-3 for e in prob.values())
     assert est["l2_norm"].value == pytest.approx(-r.lambda_min)  # the negative end dominates
-    assert est["l2_norm"].extra["residual"] == r.residual_min
+    top = max(r.lambda_max + r.residual_max, -r.lambda_min + r.residual_min)
+    assert est["l2_norm"].value + est["l2_norm"].extra["residual"] == pytest.approx(top)
     assert est["d_l2"].value == pytest.approx(200 * est["l2_norm"].value)
-    for e in est.values():
+    for e in ests:
         assert e.hvps == r.hvps and e.geometry == "l2" and e.method == "lanczos"
-        assert e.extra["converged"] and e.seed == 0
+        assert e.seed == 0
+    for e in est.values():
+        assert e.extra["converged"]
+    user = lanczos(DenseOperator(h), tol=1e-7, start=torch.ones(200, dtype=torch.float64))
+    assert all(e.bound is not Bound.PROB_UPPER for e in user.to_estimates())
 
 
 def test_gap_criterion_stops_near_the_oracle_step():

@@ -22,207 +22,38 @@ start vector is (nearly) orthogonal to its eigenvector; a random start makes tha
 zero event, a user start (e.g. the gradient) can do it, so after a breakdown from a user start
 the iteration continues with a fresh random direction.
 
-Everything except the HVP runs in float64 on the operator's device: the basis (m × d float64,
-so the memory is 8·m·d bytes), the recurrence, the re-orthogonalization (two classical
-Gram–Schmidt passes against the whole basis per step) and the m × m tridiagonal eigenproblem,
-which is solved after every step (cheap next to one HVP) so the iteration stops at the first
-step where every wanted Ritz pair meets the tolerance.
+Everything except the HVP runs in float64 on the operator's device: the recurrence, the
+re-orthogonalization (two classical Gram–Schmidt passes against the whole basis per step, over
+column chunks) and the m × m projected eigenproblem, which is solved after every step (cheap next
+to one HVP) so the iteration stops at the first step where every wanted Ritz pair meets the
+tolerance. The basis itself is the memory: ``max_basis`` rows × d in ``basis_dtype``
+(``krylov_store``). When it is full, a thick restart keeps the Ritz vectors of both ends
+(about half the rows): T becomes diag(θ_kept) coupled to the next vector by β_m s_{m,i}, the
+relation H Q = Q T + w e_mᵀ still holds with T = QᵀHQ (arrow plus tridiagonal) and the residual
+formula is unchanged. The probabilistic upper ends are in ``spectrum_result``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.estimate import Bound, Estimate
+from smoothprobe.estimators.krylov_bound import lanczos_upper_bounds
+from smoothprobe.estimators.krylov_store import BasisStore
 from smoothprobe.estimators.sampling import gaussian, resolve_generator
+from smoothprobe.estimators.spectrum_result import KrylovBasis, SpectrumResult, summarize
 from smoothprobe.linear_operator import Operator
+
+__all__ = ["KrylovBasis", "SpectrumResult", "lanczos", "mixed_start", "start_vector"]
 
 WHICH = ("both", "largest", "smallest")
 CRITERIA = ("residual", "gap")
 FLOOR_EPS_FACTOR = 100.0  # residuals below FLOOR_EPS_FACTOR·eps(dtype)·‖T‖ are rounding noise
-
-
-@dataclass(frozen=True)
-class KrylovBasis:
-    """The Lanczos basis and tridiagonal of a run, kept for deflation (``keep_basis=True``).
-
-    Attributes:
-        basis: (m, d) float64 orthonormal rows q_1 … q_m.
-        alpha: (m,) diagonal of T_m.
-        beta: (m − 1,) off-diagonal of T_m (0 where the run restarted).
-        residual: (d,) β_m q_{m+1}, orthogonal to the basis.
-    """
-
-    basis: torch.Tensor
-    alpha: torch.Tensor
-    beta: torch.Tensor
-    residual: torch.Tensor
-
-    def images(self) -> torch.Tensor:
-        """Returns H q_j for every basis row from the three-term recurrence (no HVP).
-
-        H q_j = β_{j−1} q_{j−1} + α_j q_j + β_j q_{j+1}, with β_m q_{m+1} the residual; exact up to
-        rounding because the basis was fully re-orthogonalized.
-        """
-        q = self.basis
-        hq = self.alpha[:, None] * q
-        hq[1:] += self.beta[:, None] * q[:-1]
-        hq[:-1] += self.beta[:, None] * q[1:]
-        hq[-1] += self.residual
-        return hq
-
-
-@dataclass(frozen=True)
-class SpectrumResult:
-    """Extreme eigenvalue estimates of a symmetric operator (Lanczos or power iteration).
-
-    Attributes:
-        lambda_max: largest Ritz value θ_max (≤ λ_max up to rounding).
-        lambda_min: smallest Ritz value θ_min (≥ λ_min up to rounding).
-        l2_norm: max(|θ_max|, |θ_min|) (≤ ‖H‖₂ up to rounding).
-        residual_max, residual_min: ‖H y − θ y‖ of the corresponding Ritz vectors; some
-            eigenvalue lies within this distance (the nearest one, unless the Krylov space
-            missed it).
-        error_max, error_min: Kato–Temple estimate min(r, r²/gap) of the eigenvalue error.
-        converged_max, converged_min: whether that end met the stopping rule.
-        top_values: the top-k largest Ritz values, descending.
-        top_residuals, top_errors: their residuals and error estimates.
-        ritz_values, ritz_residuals: all final Ritz values (ascending) and their residuals.
-        iterations: Krylov dimension reached (power iteration: number of iterations).
-        hvps: HVPs used (measured on ``operator.cost``).
-        converged: every wanted eigenpair met the stopping rule.
-        stop_reason: ``"converged"``, ``"budget"`` (max_hvps spent), ``"invariant"`` (an
-            invariant subspace was found: the Ritz values are exact eigenvalues) or
-            ``"exhausted"`` (the Krylov space is all of R^d).
-        d: dimension.
-        seconds: wall time.
-        seed: seed of the generator the start vector came from.
-        method: ``"lanczos"`` or ``"power_iteration"``.
-        settings: options the estimator ran with.
-        history: per-iteration ``lambda_max``, ``residual_max``, ``lambda_min``,
-            ``residual_min`` (tuples), for convergence plots and benchmarks.
-        krylov: the basis and tridiagonal when asked for (``keep_basis=True``), else None.
-    """
-
-    lambda_max: float
-    lambda_min: float
-    l2_norm: float
-    residual_max: float
-    residual_min: float
-    error_max: float
-    error_min: float
-    converged_max: bool
-    converged_min: bool
-    top_values: tuple[float, ...]
-    top_residuals: tuple[float, ...]
-    top_errors: tuple[float, ...]
-    ritz_values: tuple[float, ...]
-    ritz_residuals: tuple[float, ...]
-    iterations: int
-    hvps: int
-    converged: bool
-    stop_reason: str
-    d: int
-    seconds: float
-    seed: int | None
-    method: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    history: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    krylov: KrylovBasis | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def residual_l2(self) -> float:
-        """Residual of the end that attains ``l2_norm``."""
-        return self.residual_max if self.lambda_max >= -self.lambda_min else self.residual_min
-
-    def to_estimates(self) -> list[Estimate]:
-        """Returns the standard ℓ2 quantities ``lambda_max``, ``lambda_min``, ``l2_norm``, ``d_l2``.
-
-        ``value`` is the Ritz value, a certified lower bound for λ_max, ‖H‖₂ and d·‖H‖₂ and an
-        upper bound for λ_min (Cauchy interlacing). ``ci_low``/``ci_high`` is the residual
-        interval [θ, θ + r] (resp. [θ − r, θ]), which contains the eigenvalue unless the
-        Krylov space missed it; ``confidence`` is None because it is not a statistical
-        interval. ``extra`` holds the residual, the Kato–Temple error estimate, whether the
-        stopping rule was met, the iteration count and the top-k Ritz values. The four
-        estimates share one run: ``hvps`` and ``seconds`` are that run's, not additive.
-        """
-        shared = {
-            "iterations": self.iterations,
-            "stop_reason": self.stop_reason,
-            "converged_all": self.converged,
-            "top_values": list(self.top_values),
-            "top_residuals": list(self.top_residuals),
-            "top_errors": list(self.top_errors),
-            "shared_run": True,
-        }
-        l2_is_max = self.lambda_max >= -self.lambda_min
-        rows = [
-            (
-                "lambda_max",
-                self.lambda_max,
-                Bound.LOWER,
-                self.residual_max,
-                self.error_max,
-                self.converged_max,
-            ),
-            (
-                "lambda_min",
-                self.lambda_min,
-                Bound.UPPER,
-                self.residual_min,
-                self.error_min,
-                self.converged_min,
-            ),
-            (
-                "l2_norm",
-                self.l2_norm,
-                Bound.LOWER,
-                self.residual_l2,
-                self.error_max if l2_is_max else self.error_min,
-                self.converged_max if l2_is_max else self.converged_min,
-            ),
-            (
-                "d_l2",
-                self.d * self.l2_norm,
-                Bound.LOWER,
-                self.d * self.residual_l2,
-                self.d * (self.error_max if l2_is_max else self.error_min),
-                self.converged_max if l2_is_max else self.converged_min,
-            ),
-        ]
-        out = []
-        for name, value, bound, residual, error, ok in rows:
-            upper = bound is Bound.UPPER
-            low, high = (value - residual, value) if upper else (value, value + residual)
-            out.append(
-                Estimate(
-                    quantity=name,
-                    value=float(value),
-                    bound=bound,
-                    ci_low=float(low),
-                    ci_high=float(high),
-                    hvps=self.hvps,
-                    seconds=self.seconds,
-                    seed=self.seed,
-                    method=self.method,
-                    geometry="l2",
-                    settings=dict(self.settings),
-                    extra={
-                        **shared,
-                        "residual": float(residual),
-                        "error_estimate": float(error),
-                        "converged": bool(ok),
-                    },
-                )
-            )
-        return out
 
 
 def mixed_start(
@@ -380,6 +211,25 @@ def validate_options(
         raise SmoothprobeError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
 
 
+def restart_keep(theta: np.ndarray, *, which: str, top_k: int, capacity: int) -> np.ndarray:
+    """Indices of the Ritz vectors a thick restart keeps: about half the basis, by end.
+
+    The largest ``n_top`` (at least ``top_k``) and the smallest ``n_bottom`` Ritz values are
+    kept (one end only for ``which="largest"``/``"smallest"``), leaving room for ≥ 2 new steps.
+    """
+    m = len(theta)
+    keep = min(m - 1, max(top_k + 1, capacity // 2), capacity - 2)
+    if which == "largest":
+        n_top, n_bottom = keep, 0
+    elif which == "smallest":
+        n_top, n_bottom = 0, keep
+    else:
+        n_top = max(top_k, keep - keep // 2)
+        n_bottom = max(1, keep - n_top)
+    chosen = set(range(n_bottom)) | set(range(m - n_top, m))
+    return np.array(sorted(chosen), dtype=int)
+
+
 def lanczos(
     operator: Operator,
     *,
@@ -391,28 +241,45 @@ def lanczos(
     generator: torch.Generator | int | None = 0,
     start: torch.Tensor | None = None,
     keep_basis: bool = False,
+    max_basis: int | None = None,
+    basis_dtype: torch.dtype = torch.float64,
+    failure_prob: float = 1e-3,
 ) -> SpectrumResult:
     """Extreme eigenvalues of a symmetric operator by Lanczos with full re-orthogonalization.
 
     Stops after the first step at which every wanted Ritz pair (the top-k largest when
     ``which`` is ``"both"``/``"largest"``, the smallest when ``"both"``/``"smallest"``) has
-    r ≤ tol·|θ| (``criterion="residual"``; the eigenvalue error is then ≤ tol·|θ|) or
-    Kato–Temple error estimate min(r, r²/gap) ≤ tol·|θ| (``criterion="gap"``: the eigenvalue
-    error shrinks like r², so this stops a few steps earlier, within 0–2 steps of the first step
-    whose Ritz value is within tol in tests), or when ``max_hvps`` HVPs are spent. Residuals
-    below 100·eps(operator dtype)·‖T‖ count as converged (rounding noise). One HVP per step.
+    r ≤ tol·|θ| (``criterion="residual"``) or Kato–Temple error estimate min(r, r²/gap) ≤
+    tol·|θ| (``criterion="gap"``), or when ``max_hvps`` HVPs are spent. Residuals below
+    100·eps(operator dtype)·‖T‖ count as converged (rounding noise). One HVP per step.
+
+    Memory: the basis holds at most ``max_basis`` rows of d entries in ``basis_dtype``
+    (default: one per step, float64 — plain Lanczos). When the basis is full, a thick restart
+    (Wu & Simon) keeps about half of it as Ritz vectors of both ends and continues; θ_max only
+    grows and θ_min only falls across restarts, so the certified ends stay certified.
+
+    Upper ends: from a random start (``start=None``) the result carries Kuczyński–Woźniakowski
+    bounds (``prob_bounds``) that hold with probability ≥ 1 − ``failure_prob``, computed from
+    the tridiagonal of the first basis-full of steps; the probability is split over every step
+    the run could have stopped at (a union bound), so the data-dependent stopping rule is
+    covered. A user start gets none (θ + r is only a diagnostic, see ``spectrum_result``).
 
     Args:
-        operator: symmetric operator (``DenseOperator`` for a matrix).
+        operator: symmetric operator (or a matrix, anything ``as_operator`` accepts).
         tol: relative tolerance.
         max_hvps: HVP budget (at most d steps are taken).
         top_k: number of largest eigenvalues to report and converge.
         which: ``"both"``, ``"largest"`` or ``"smallest"`` end(s) to converge.
         criterion: ``"residual"`` or ``"gap"`` (see above).
         generator: generator or int seed for the random start vector.
-        start: optional start direction, e.g. the gradient (any scale).
+        start: optional start direction, e.g. the gradient (any scale); voids the
+            probabilistic upper ends.
         keep_basis: return the Krylov basis in ``result.krylov`` (m·d float64), e.g. to deflate
             the trace and Frobenius estimators (``trace.deflated_probes``).
+        max_basis: rows the basis may hold (None: ``max_hvps``); at least ``top_k + 3``.
+        basis_dtype: ``torch.float64`` or ``torch.float32`` (half the memory; Ritz values agree
+            with float64 storage to ~1e-7 relative).
+        failure_prob: δ of the probabilistic upper ends.
 
     Returns:
         The result; ``to_estimates()`` turns it into Estimates.
@@ -428,30 +295,43 @@ def lanczos(
         >>> round(r.lambda_max, 8), round(r.lambda_min, 8), r.converged
         (50.0, 1.0, True)
     """
+    from smoothprobe.suites.l2 import as_operator
+
+    operator = as_operator(operator)
     validate_options(
         operator, tol=tol, max_hvps=max_hvps, top_k=top_k, which=which, criterion=criterion
     )
+    validate_memory_options(max_basis, basis_dtype, failure_prob, top_k=top_k)
     t0 = time.perf_counter()
     generator, seed = resolve_generator(generator)
     hvps0 = operator.cost.hvps
     eps = torch.finfo(operator.dtype).eps if operator.dtype.is_floating_point else 1e-16
     max_steps = min(max_hvps, operator.d)
     need = min(operator.d, top_k + (1 if which == "both" else 0))
+    capacity = min(max_steps, max_basis or max_steps)
 
-    basis = torch.empty(max_steps, operator.d, dtype=torch.float64, device=operator.device)
-    basis[0] = start_vector(operator, start, generator)
-    alpha: list[float] = []
+    store = BasisStore(capacity, operator.d, dtype=basis_dtype, device=operator.device)
+    q = store.append(start_vector(operator, start, generator))
+    proj = np.zeros((capacity, capacity))
+    alpha: list[float] = []  # tridiagonal of the first basis-full, for the KW bound
     beta: list[float] = []
+    first_beta_last = 0.0
     history: dict[str, list[float]] = {
         k: [] for k in ("lambda_max", "residual_max", "lambda_min", "residual_min")
     }
-    stop_reason = "budget"
-    for j in range(max_steps):
-        w = operator.matvec(basis[j].to(operator.dtype)).to(torch.float64)
-        w, coeffs = orthogonalize(basis[: j + 1], w)
-        alpha.append(float(coeffs[j]))
+    stop_reason, steps, restarts = "budget", 0, 0
+    while True:
+        m = store.size
+        w = operator.matvec(q.to(operator.dtype)).to(torch.float64)
+        steps += 1
+        w, coeffs = store.orthogonalize(w)
+        proj[:m, m - 1] = proj[m - 1, :m] = coeffs.cpu().numpy()
         beta_last = float(w.norm())
-        theta, res, _ = ritz_pairs(alpha, beta, beta_last)
+        if restarts == 0:
+            alpha.append(float(proj[m - 1, m - 1]))
+            first_beta_last = beta_last
+        theta, vectors = np.linalg.eigh(proj[:m, :m])
+        res = beta_last * np.abs(vectors[m - 1, :])
         scale = max(float(np.abs(theta).max()), beta_last)
         res = np.maximum(res, eps * scale)  # no residual is certain below rounding (s_m underflows)
         floor = FLOOR_EPS_FACTOR * eps * scale
@@ -465,26 +345,57 @@ def lanczos(
             history[key].append(float(value))
         ok = meets_tolerance(theta, res, errs, tol=tol, floor=floor, criterion=criterion)
         invariant = beta_last <= floor
-        if invariant and start is not None and j + 1 < max_steps:
+        if invariant and start is not None and steps < max_steps and m < capacity:
             # a user start may span an invariant subspace that misses λ_max: continue elsewhere
-            w, norm = fresh_direction(basis[: j + 1], operator, generator)
+            w, norm = fresh_direction(store, operator, generator)
             if norm > 0.0:
-                basis[j + 1] = w
-                beta.append(0.0)  # T splits: the new block is decoupled from the old one
+                q = store.append(w)
+                if restarts == 0:
+                    beta.append(0.0)  # T splits: the new block is decoupled from the old one
                 continue
-        wanted = wanted_indices(j + 1, which=which, top_k=top_k)
-        if all(ok[wanted]) and (j + 1 >= need or invariant):
+        wanted = wanted_indices(m, which=which, top_k=top_k)
+        if all(ok[wanted]) and (m >= need or invariant):
             stop_reason = "converged"
             break
         if invariant:
             stop_reason = "invariant"
             break
-        if j + 1 == max_steps:
-            stop_reason = "exhausted" if max_steps == operator.d else "budget"
+        if steps == max_steps:
+            stop_reason = "exhausted" if max_steps == operator.d and restarts == 0 else "budget"
             break
-        basis[j + 1] = w / beta_last
-        beta.append(beta_last)
+        if m == capacity:  # thick restart: keep Ritz vectors of both ends, continue from w
+            keep = restart_keep(theta, which=which, top_k=top_k, capacity=capacity)
+            store.rotate(vectors[:, keep])
+            proj[:] = 0.0
+            proj[np.arange(len(keep)), np.arange(len(keep))] = theta[keep]
+            restarts += 1
+        elif restarts == 0:
+            beta.append(beta_last)
+        q = store.append(w / beta_last)
 
+    prob = None
+    if start is None:
+        # δ split over every step the first basis-full could have stopped at (union bound)
+        prob = lanczos_upper_bounds(
+            alpha, beta[: len(alpha) - 1], first_beta_last, d=operator.d,
+            failure_prob=failure_prob / capacity,
+        )  # fmt: skip
+        margin = 100 * torch.finfo(basis_dtype).eps * float(np.abs(theta).max())
+        prob = replace(
+            prob,
+            lambda_max_upper=prob.lambda_max_upper + margin,
+            lambda_min_lower=prob.lambda_min_lower - margin,
+            norm_upper=prob.norm_upper + margin,
+            failure_prob=failure_prob,
+        )
+    m = store.size
+    krylov = None
+    if keep_basis:
+        krylov = KrylovBasis(
+            basis=store.matrix(),
+            projection=torch.tensor(proj[:m, :m], dtype=torch.float64, device=operator.device),
+            residual=w,
+        )
     return summarize(
         theta,
         res,
@@ -492,22 +403,18 @@ def lanczos(
         ok,
         which=which,
         top_k=top_k,
-        iterations=len(alpha),
-        hvps=operator.cost.hvps - hvps0,
         stop_reason=stop_reason,
+        iterations=steps,
+        hvps=operator.cost.hvps - hvps0,
         d=operator.d,
         seconds=time.perf_counter() - t0,
         seed=seed,
         method="lanczos",
         history=history,
-        krylov=KrylovBasis(
-            basis=basis[: len(alpha)],
-            alpha=torch.tensor(alpha, dtype=torch.float64, device=operator.device),
-            beta=torch.tensor(beta[: len(alpha) - 1], dtype=torch.float64, device=operator.device),
-            residual=w,
-        )
-        if keep_basis
-        else None,
+        krylov=krylov,
+        prob_bounds=prob,
+        restarts=restarts,
+        basis_bytes=store.nbytes,
         settings={
             "tol": tol,
             "max_hvps": max_hvps,
@@ -515,86 +422,41 @@ def lanczos(
             "which": which,
             "criterion": criterion,
             "start": "random" if start is None else "user",
+            "max_basis": capacity,
+            "basis_dtype": str(basis_dtype).removeprefix("torch."),
+            "failure_prob": failure_prob,
         },
     )
 
 
-def fresh_direction(
-    basis: torch.Tensor, operator: Operator, generator: torch.Generator, *, tries: int = 5
-) -> tuple[torch.Tensor, float]:
-    """A random unit vector orthogonal to ``basis`` (norm 0.0 when none is found).
+def validate_memory_options(
+    max_basis: int | None, basis_dtype: torch.dtype, failure_prob: float, *, top_k: int
+) -> None:
+    """Raises SmoothprobeError for a basis that cannot restart, a bad dtype or probability."""
+    if max_basis is not None and max_basis < top_k + 3:
+        raise SmoothprobeError(
+            f"max_basis must be at least top_k + 3 = {top_k + 3} rows, got {max_basis}"
+        )
+    if basis_dtype not in (torch.float64, torch.float32):
+        raise SmoothprobeError(
+            f"basis_dtype must be torch.float64 or torch.float32, got {basis_dtype}"
+        )
+    if not 0 < failure_prob < 1:
+        raise SmoothprobeError(f"failure_prob must lie in (0, 1), got {failure_prob}")
 
-    Args:
-        basis: (m, d) orthonormal rows, m < d.
-        operator: the operator (for d and device).
-        generator: source of the random draws.
-        tries: draws before giving up (a draw lies in the span with probability 0).
+
+def fresh_direction(
+    store: BasisStore, operator: Operator, generator: torch.Generator, *, tries: int = 5
+) -> tuple[torch.Tensor, float]:
+    """A random unit vector orthogonal to the stored basis (norm 0.0 when none is found).
 
     Returns:
         (unit vector, norm of its orthogonal part before normalization).
     """
     for _ in range(tries):
         v = gaussian(operator.d, generator=generator, device=operator.device)
-        v, _ = orthogonalize(basis, v / v.norm())
+        v, _ = store.orthogonalize(v / v.norm())
         norm = float(v.norm())
         if norm > 1e-8:
             return v / norm, norm
     return v, 0.0
-
-
-def summarize(
-    theta: np.ndarray,
-    res: np.ndarray,
-    errs: np.ndarray,
-    ok: np.ndarray,
-    *,
-    which: str,
-    top_k: int,
-    iterations: int,
-    hvps: int,
-    stop_reason: str,
-    d: int,
-    seconds: float,
-    seed: int | None,
-    method: str,
-    history: dict[str, list[float]],
-    settings: dict[str, Any],
-    krylov: KrylovBasis | None = None,
-) -> SpectrumResult:
-    """Builds a SpectrumResult from the final Ritz values (ascending) and their diagnostics."""
-    top = list(range(len(theta) - 1, max(-1, len(theta) - 1 - top_k), -1))
-    want_max = which in ("both", "largest")
-    want_min = which in ("both", "smallest")
-    converged_max, converged_min = bool(ok[-1]), bool(ok[0])
-    if want_max:
-        converged_max = bool(all(ok[top]))
-    converged = (converged_max or not want_max) and (converged_min or not want_min)
-    if stop_reason in ("invariant", "exhausted"):
-        converged = converged_max = converged_min = True
-    return SpectrumResult(
-        lambda_max=float(theta[-1]),
-        lambda_min=float(theta[0]),
-        l2_norm=float(max(theta[-1], -theta[0])),
-        residual_max=float(res[-1]),
-        residual_min=float(res[0]),
-        error_max=float(errs[-1]),
-        error_min=float(errs[0]),
-        converged_max=converged_max,
-        converged_min=converged_min,
-        top_values=tuple(float(theta[i]) for i in top),
-        top_residuals=tuple(float(res[i]) for i in top),
-        top_errors=tuple(float(errs[i]) for i in top),
-        ritz_values=tuple(float(t) for t in theta),
-        ritz_residuals=tuple(float(r) for r in res),
-        iterations=iterations,
-        hvps=hvps,
-        converged=converged,
-        stop_reason=stop_reason,
-        d=d,
-        seconds=seconds,
-        seed=seed,
-        method=method,
-        settings=settings,
-        history={k: tuple(v) for k, v in history.items()},
-        krylov=krylov,
-    )

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.estimate import Estimate
+from smoothprobe.estimate import Bound, Estimate
 from smoothprobe.estimators.frobenius import frobenius_sq
 from smoothprobe.estimators.lanczos import lanczos, mixed_start, validate_options
 from smoothprobe.estimators.sampling import resolve_generator
@@ -114,7 +114,10 @@ def measure_l2(
     density_steps: int = 80,
     confidence: float = 0.95,
     generator: torch.Generator | int | None = 0,
-    start: torch.Tensor | str | None = "gradient",
+    start: torch.Tensor | str | None = "random",
+    max_basis: int | None = None,
+    basis_dtype: torch.dtype = torch.float64,
+    failure_prob: float = 1e-3,
 ) -> list[Estimate]:
     """Measures the ℓ2 geometry of H: extreme eigenvalues, ‖H‖₂, d·‖H‖₂ and optional extras.
 
@@ -144,14 +147,19 @@ def measure_l2(
         density_steps: Lanczos steps per density start vector.
         confidence: level of the trace/Frobenius intervals.
         generator: generator or int seed (default 0: reproducible).
-        start: Lanczos start: ``"gradient"`` (default: g/‖g‖ + z/‖z‖ with the operator's
-            gradient g when it has one, e.g. a ``Problem``'s operator, else a random z; about 2
-            HVPs fewer on network Hessians, see ``lanczos.mixed_start``), ``"random"``/None,
-            or a (d,) tensor.
+        start: Lanczos start: ``"random"``/None (default: uniformly random, which is what
+            the probabilistic upper ends of λ_max and ‖H‖₂ need), ``"gradient"``
+            (g/‖g‖ + z/‖z‖ with the operator's gradient g when it has one; about 2 HVPs fewer
+            on network Hessians, see ``lanczos.mixed_start``, but no upper end), or a (d,)
+            tensor (no upper end either).
+        max_basis, basis_dtype: Lanczos basis memory (rows kept, storage dtype; see
+            ``lanczos``).
+        failure_prob: δ of the probabilistic upper ends.
 
     Returns:
         Estimates ``lambda_max``, ``lambda_min``, ``l2_norm``, ``d_l2`` then, as requested,
-        ``trace``, ``frobenius_sq``, ``spectral_density``.
+        ``trace``, ``frobenius_sq``, ``spectral_density``, then (random start) the
+        ``Bound.PROB_UPPER`` ends of ``lambda_max``, ``l2_norm`` and ``d_l2``.
 
     Raises:
         SmoothprobeError: invalid options or input.
@@ -173,12 +181,17 @@ def measure_l2(
         generator=generator,
         start=start_vec,
         keep_basis=bool(sums),
+        max_basis=max_basis,
+        basis_dtype=basis_dtype,
+        failure_prob=failure_prob,
     )
     gradients = op.cost.gradients - gradients0
-    out = [
+    found = [
         replace(e, gradients=gradients, settings={**e.settings, "start": label})
         for e in result.to_estimates()
     ]
+    out = [e for e in found if e.bound is not Bound.PROB_UPPER]
+    probabilistic = [e for e in found if e.bound is Bound.PROB_UPPER]  # listed last
     if sums:
         krylov = result.krylov
         shared = deflated_probes(
@@ -201,4 +214,4 @@ def measure_l2(
                 op, num_probes=density_probes, steps=density_steps, generator=generator
             ).to_estimate()
         )
-    return out
+    return out + probabilistic

@@ -1,0 +1,145 @@
+"""Scale benchmark: a GPT-2-small (124M) nanoGPT checkpoint measured on this machine.
+
+Every phase runs in its own child process so its peak RSS is its own (``os.wait4``); results
+are appended to a JSON-lines file as they come (so a long run can be read while it goes on).
+
+    python bench/scale.py make  DIR            # checkpoint + synthetic val.bin (no download)
+    python bench/scale.py costs DIR --k 1 8    # seconds per gradient and per HVP (blocks of k)
+    python bench/scale.py suites DIR           # `smoothprobe measure` per suite: wall time, peak RSS
+    python bench/scale.py all DIR
+
+Records: bench/results/scale_cpu.jsonl (phase, seconds, peak_rss_gib, load average, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "scale_cpu.jsonl"
+GIB = 1 << 30
+
+
+def record(row: dict) -> None:
+    """Appends one result row (with the load average at the end of the phase)."""
+    row = {**row, "loadavg": os.getloadavg(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
+def run_child(argv: list[str], *, limit_gib: float) -> tuple[int, float, float, str]:
+    """Runs argv niced with an address-space cap; returns (rc, seconds, peak RSS GiB, stderr tail)."""
+
+    def cap() -> None:
+        os.nice(5)
+        limit = int(limit_gib * GIB)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, preexec_fn=cap, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate()
+    _, status, usage = os.wait4(proc.pid, 0) if proc.returncode is None else (0, 0, None)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / (1 << 20)
+    if usage is not None:
+        peak = usage.ru_maxrss / (1 << 20)
+    tail = (out.decode()[-2000:] + err.decode()[-2000:]).strip()
+    return proc.returncode, seconds, peak, tail
+
+
+def costs_child(root: str, k: int, batch_size: int, block_size: int, chunk: int | None) -> None:
+    """In a child: seconds of one gradient and of HVP blocks of k probes (JSON on stdout)."""
+    import torch
+
+    from smoothprobe.checkpoints import DataOptions, load_checkpoint
+
+    data = DataOptions(
+        path=f"{root}/val.bin", batch_size=batch_size, num_batches=1, block_size=block_size, seed=0
+    )
+    problem = load_checkpoint(f"{root}/ckpt.pt", data=data).problem
+    t0 = time.perf_counter()
+    problem.gradient()
+    grad_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    op = problem.hvp_operator(retain_graphs=True, chunk_size=chunk)
+    graph_s = time.perf_counter() - t0
+    v = torch.randn(k, problem.d, generator=torch.Generator().manual_seed(0))
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        op.matvec(v)
+        times.append(time.perf_counter() - t0)
+    print(
+        json.dumps(
+            {
+                "gradient_s": grad_s,
+                "graph_build_s": graph_s,
+                "graph_gib": op.graph_bytes / GIB,
+                "hvp_block_s": times,
+                "d": problem.d,
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["make", "costs", "costs-child", "suites", "all"])
+    parser.add_argument("root")
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--chunk", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--limit-gib", type=float, default=18.0)
+    args = parser.parse_args()
+    if args.what == "costs-child":
+        costs_child(args.root, args.k[0], args.batch_size, args.block_size, args.chunk)
+        return
+    if args.what in ("make", "all") and not Path(args.root, "ckpt.pt").exists():
+        subprocess.run(
+            [sys.executable, str(Path(__file__).parent / "make_gpt2_small.py"), args.root],
+            check=True,
+        )
+    if args.what in ("costs", "all"):
+        for k in args.k:
+            argv = [
+                sys.executable,
+                __file__,
+                "costs-child",
+                args.root,
+                "--k",
+                str(k),
+                "--batch-size",
+                str(args.batch_size),
+                "--block-size",
+                str(args.block_size),
+            ]
+            if args.chunk:
+                argv += ["--chunk", str(args.chunk)]
+            rc, seconds, peak, tail = run_child(argv, limit_gib=args.limit_gib)
+            row = {
+                "phase": f"costs k={k}",
+                "rc": rc,
+                "wall_s": seconds,
+                "peak_rss_gib": peak,
+                "batch_size": args.batch_size,
+                "block_size": args.block_size,
+                "chunk": args.chunk,
+            }
+            try:
+                row.update(json.loads(tail.splitlines()[0]))
+            except (ValueError, IndexError):
+                row["tail"] = tail[-500:]
+            record(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Storage of a Krylov basis in bounded memory: rows in a chosen dtype, products chunked.
+
+Lanczos keeps its orthonormal basis Q (m × d) to re-orthogonalize every new vector against it.
+At d = 124M one float64 row is 1 GB, so the basis is the largest object of a run: this store
+holds at most ``capacity`` rows (thick restart keeps it there), in ``dtype`` (float64, or float32
+for half the memory), and never materializes a float64 copy of Q — every product with Q runs
+over row chunks with a float64 temporary of at most ``chunk_rows`` rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+CHUNK_BYTES = 64 << 20  # float64 temporaries of at most this many bytes per product
+
+
+class BasisStore:
+    """At most ``capacity`` orthonormal rows of length d, stored in ``dtype``.
+
+    Args:
+        capacity: rows the store can hold.
+        d: row length.
+        dtype: storage dtype (float64 or float32).
+        device: storage device.
+    """
+
+    def __init__(self, capacity: int, d: int, *, dtype: torch.dtype, device: torch.device):
+        self.rows = torch.empty(capacity, d, dtype=dtype, device=device)
+        self.size = 0
+        self.d = d
+        self.chunk_cols = max(1, CHUNK_BYTES // (8 * max(1, capacity)))
+
+    @property
+    def capacity(self) -> int:
+        return self.rows.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.numel() * self.rows.element_size()
+
+    def append(self, v: torch.Tensor) -> torch.Tensor:
+        """Stores v (float64, unit) and returns the stored row as float64 (what Q really holds)."""
+        self.rows[self.size] = v
+        self.size += 1
+        return self.row(self.size - 1)
+
+    def row(self, i: int) -> torch.Tensor:
+        return self.rows[i].to(torch.float64)
+
+    def coefficients(self, w: torch.Tensor) -> torch.Tensor:
+        """Qᵀ-products Q w (size,) in float64, without a float64 copy of Q."""
+        out = torch.zeros(self.size, dtype=torch.float64, device=w.device)
+        for a in range(0, self.d, self.chunk_cols):
+            b = min(self.d, a + self.chunk_cols)
+            out += self.rows[: self.size, a:b].to(torch.float64) @ w[a:b]
+        return out
+
+    def subtract(self, w: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+        """w − Qᵀ c in place on w (float64)."""
+        for a in range(0, self.d, self.chunk_cols):
+            b = min(self.d, a + self.chunk_cols)
+            w[a:b] -= coeffs @ self.rows[: self.size, a:b].to(torch.float64)
+        return w
+
+    def orthogonalize(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Removes from w its components along the stored rows (two Gram–Schmidt passes).
+
+        Returns:
+            (w minus its projection, the total projection coefficients (size,)).
+        """
+        if self.size == 0:
+            return w, torch.zeros(0, dtype=torch.float64, device=w.device)
+        c1 = self.coefficients(w)
+        w = self.subtract(w, c1)
+        c2 = self.coefficients(w)
+        return self.subtract(w, c2), c1 + c2
+
+    def rotate(self, vectors: np.ndarray) -> None:
+        """Replaces the rows by Sᵀ Q (S: (size, l) columns, l ≤ size) in place, chunk by chunk."""
+        s = torch.as_tensor(vectors, dtype=torch.float64, device=self.rows.device)
+        keep = s.shape[1]
+        for a in range(0, self.d, self.chunk_cols):
+            b = min(self.d, a + self.chunk_cols)
+            block = s.T @ self.rows[: self.size, a:b].to(torch.float64)
+            self.rows[:keep, a:b] = block.to(self.rows.dtype)
+        self.size = keep
+
+    def matrix(self) -> torch.Tensor:
+        """The stored rows (size, d) as float64 (allocates size·d·8 bytes)."""
+        return self.rows[: self.size].to(torch.float64)
