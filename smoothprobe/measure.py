@@ -47,6 +47,8 @@ class MeasureSettings:
         seed: seed of every random choice.
         chunk_size: probes per batched backward (memory knob).
         retain_graphs: keep all batches' gradient graphs (None: decide by measured memory).
+        memory: byte budget of the run (None: 80% of what is available now); the memory plan
+            (``smoothprobe.memory_plan``) sizes graphs, probe blocks and the Lanczos basis.
     """
 
     norm: str = "both"
@@ -67,6 +69,7 @@ class MeasureSettings:
     seed: int = 0
     chunk_size: int | None = None
     retain_graphs: bool | None = None
+    memory: int | None = None
 
     def key(self) -> str:
         """A short hash of the settings (identical runs share it)."""
@@ -87,6 +90,7 @@ class MeasureSettings:
             (self.noise_batch_size >= 0, "--noise batch size must be ≥ 0"),
             (self.chunk_size is None or self.chunk_size >= 1, "--chunk-size must be ≥ 1"),
             (self.seed >= 0, f"--seed {self.seed}: use a non-negative integer"),
+            (self.memory is None or self.memory > 0, "--memory must be a positive size"),
         ]
         for ok, message in checks:
             if not ok:
@@ -104,6 +108,31 @@ class MeasureResult:
 def _log(message: str, *, enabled: bool) -> None:
     if enabled:
         print(f"[smoothprobe] {message}", file=sys.stderr, flush=True)
+
+
+NOISE_GROUPS = 10  # jackknife groups of the noise estimate when the budget allows
+
+
+def plan_run(problem, operator, settings: MeasureSettings):
+    """The memory plan of a run (``smoothprobe.memory_plan``), from the measured graph size."""
+    from smoothprobe.memory_plan import default_budget, plan_memory
+
+    noise_groups = 0
+    if settings.noise_batch_size:  # as many jackknife groups as fit, at most NOISE_GROUPS
+        budget = settings.memory or default_budget()
+        noise_groups = max(2, min(NOISE_GROUPS, budget // (4 * 16 * problem.d)))
+    return plan_memory(
+        budget=settings.memory or default_budget(),
+        d=problem.d,
+        element_bytes=torch.finfo(problem.dtype).bits // 8,
+        graph_bytes=operator.graph_bytes,
+        num_batches=len(problem.batches),
+        lanczos_steps=settings.max_hvps if settings.norm in ("l2", "both") else 0,
+        graddiff_samples=settings.graddiff_samples if settings.graddiff else 0,
+        noise_groups=noise_groups,
+        retain_graphs=settings.retain_graphs,
+        chunk_size=settings.chunk_size,
+    )
 
 
 def run_measurement(
@@ -142,6 +171,12 @@ def run_measurement(
     if settings.graddiff and graddiff_geometry not in ("l2", "linf"):
         graddiff_geometry = build_partition(graddiff_geometry, problem.layout, n_head=loaded.n_head)
     loss = problem.loss()
+    base = problem.hvp_operator(
+        chunk_size=settings.chunk_size, retain_graphs=settings.retain_graphs
+    )
+    plan = plan_run(problem, base, settings)
+    base.configure(retain_graphs=plan.retain_graphs, chunk_size=plan.chunk_size)
+    _log(plan.summary(), enabled=progress)
     if check_determinism:
         problem.check_determinism(seed=settings.seed)
     context = RunContext(
@@ -155,6 +190,7 @@ def run_measurement(
         batch_size=len(problem.batches[0].targets),
         extra={
             "settings_key": settings.key(),
+            "memory_plan": plan.to_dict(),
             "kind": loaded.kind,
             **({"data": loaded.data_path} if loaded.data_path else {}),
         },
@@ -169,9 +205,6 @@ def run_measurement(
             gradients=len(problem.batches),
         )
     ]
-    base = problem.hvp_operator(
-        chunk_size=settings.chunk_size, retain_graphs=settings.retain_graphs
-    )
     identity = settings.basis == "identity"
     operator = base if identity else RotatedOperator(base, basis)
     gen = torch.Generator().manual_seed(settings.seed)
@@ -196,6 +229,8 @@ def run_measurement(
             extras=settings.extras,
             generator=gen,
             confidence=settings.confidence,
+            max_basis=None if plan.basis_rows >= settings.max_hvps else plan.basis_rows,
+            basis_dtype=getattr(torch, plan.basis_dtype),
         )
         op.close()
         estimates += found
@@ -216,6 +251,8 @@ def run_measurement(
             confidence=settings.confidence,
             generator=gen,
             l2_norm=None if l2_estimate is None else abs(float(l2_estimate.value)),
+            chunk_size=plan.chunk_size,
+            memory_limit=plan.sketch,
         )
         op.close()
         rows = row_norm_payload(linf.rows.estimates, operator.layout)
@@ -250,6 +287,7 @@ def run_measurement(
             generator=gen,
             operator=base,
             basis=None if identity else basis,
+            chunk_size=plan.chunk_size,
         )
         estimates += diff.to_estimates(confidence=settings.confidence)
     if settings.noise_batch_size:
@@ -261,6 +299,8 @@ def run_measurement(
             batch_size=settings.noise_batch_size,
             generator=gen,
             basis=None if identity else basis,
+            groups=plan.noise_groups,
+            chunk_size=plan.chunk_size,
         )
         estimates += noise.to_estimates()
     records = [make_record(e, context) for e in estimates]

@@ -94,6 +94,13 @@ class HessianOperator:
         if self.retained:
             self._graphs[0] = first
 
+    def configure(self, *, retain_graphs: bool, chunk_size: int | None) -> None:
+        """Applies a memory plan: keep every batch's graph or one at a time; probe chunk."""
+        self.retained = bool(retain_graphs) or len(self.problem.batches) == 1
+        if not self.retained:
+            self._graphs.clear()
+        self.chunk_size = chunk_size
+
     def _build(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient graph of batch ``index``: (leaf θ, ∇ℓ_b with create_graph)."""
         leaf = self.theta.clone().requires_grad_(True)

@@ -80,12 +80,16 @@ def data_options(fn):
         ),
         click.option(
             "--dtype",
-            type=click.Choice(["checkpoint", "float32", "float64"]),
+            type=click.Choice(["checkpoint", "float32", "float64", "bfloat16"]),
             default="checkpoint",
             show_default=True,
-            help="Compute dtype.",
+            help="Compute dtype (estimator accumulations stay float64).",
         ),
-        click.option("--device", default=None, help="Compute device, e.g. cuda (default: cpu)."),
+        click.option(
+            "--device",
+            default=None,
+            help="Compute device: cpu, cuda or cuda:N (default: cuda when available).",
+        ),
         click.option(
             "--include-frozen",
             is_flag=True,
@@ -126,6 +130,9 @@ def load(
 ):
     """Loads a checkpoint with the shared options."""
     from smoothprobe.checkpoints import DataOptions, load_checkpoint
+    from smoothprobe.devices import check_dtype, resolve_device
+
+    device = resolve_device(device)
 
     data = DataOptions(
         path=data_path,
@@ -134,7 +141,7 @@ def load(
         block_size=block_size,
         seed=seed,
     )
-    return load_checkpoint(
+    loaded = load_checkpoint(
         checkpoint,
         data=data,
         spec=spec,
@@ -143,6 +150,8 @@ def load(
         include_frozen=include_frozen,
         trust_pickle=trust_pickle,
     )
+    check_dtype(loaded.problem.dtype, loaded.problem.device)
+    return loaded
 
 
 def pass_loaded(fn):

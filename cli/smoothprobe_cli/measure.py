@@ -8,6 +8,20 @@ from smoothprobe_cli.main import cli, data_options, pass_loaded
 from smoothprobe_cli.output import FORMATS, render
 
 
+def _memory(ctx, param, value):
+    """Parses --memory before any work (a bad value is a usage error, exit 2)."""
+    if value is None:
+        return None
+    from smoothprobe.errors import SmoothprobeError
+    from smoothprobe.memory_plan import parse_memory
+
+    try:
+        parse_memory(value)
+    except SmoothprobeError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _split_list(ctx, param, value):
     """Accepts repeated options and comma-separated lists alike."""
     out: list[str] = []
@@ -126,6 +140,14 @@ MEASURE_OPTIONS = [
         help="At most this many probes per batched backward (lower: less memory).",
     ),
     click.option(
+        "--memory",
+        default=None,
+        callback=_memory,
+        help="Memory budget of the run, e.g. 16GiB, or a fraction of the memory available "
+        "now (default: 0.8). Sizes graphs, probe blocks and the Lanczos basis; the plan is "
+        "printed before any work.",
+    ),
+    click.option(
         "--retain-graphs",
         type=click.Choice(["auto", "yes", "no"]),
         default="auto",
@@ -162,9 +184,11 @@ def make_settings(
     noise_batch_size,
     chunk_size,
     retain_graphs,
+    memory=None,
 ):
     """Builds MeasureSettings from the options of ``measure_options``."""
     from smoothprobe.measure import MeasureSettings
+    from smoothprobe.memory_plan import parse_memory
 
     return MeasureSettings(
         norm=norm,
@@ -185,6 +209,7 @@ def make_settings(
         seed=seed,
         chunk_size=chunk_size,
         retain_graphs={"auto": None, "yes": True, "no": False}[retain_graphs],
+        memory=None if memory is None else parse_memory(memory),
     )
 
 

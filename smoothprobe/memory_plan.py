@@ -1,0 +1,210 @@
+"""Plan a run's memory before it starts: probe blocks, retained graphs, Lanczos basis, sketches.
+
+Every object of a measurement that grows with d is sized here from one byte budget, so a
+124M-parameter model fits a workstation and a tiny model keeps the fastest settings. The
+sizes (bytes, d = parameters, s = bytes per compute element):
+
+- fixed: model parameters and the point θ (2·d·s), a handful of float64 work vectors (6·8·d);
+- one batch's gradient graph (measured: saved tensors of the first batch, ``graph``), all
+  batches' when retained;
+- per probe of a block: its input and output (2·d·s) plus the double backward's transient,
+  taken as ``TRANSIENT_PER_PROBE`` × graph (measured on GPT-2-small: 0.5–0.7);
+- the Lanczos basis: rows × d × (8 or 4) (``krylov_store``);
+- the (1,1)-norm sketch (exact Cauchy quantiles hold k·d float32 values) and its row sums;
+- gradient differences: samples × d float64 in ~5 arrays; gradient noise: 2·groups·d float64.
+
+``plan_memory`` chooses, in order: retain graphs if all fit in a third of what is left after the
+fixed part; the largest probe block (≤ 32) that fits in a third; Lanczos basis rows (float64,
+then float32) in what remains, at least ``MIN_BASIS`` rows; the rest bounds the sketches. It
+raises ``MemoryBudgetError`` with one line when even the smallest plan does not fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from smoothprobe.errors import SmoothprobeError
+
+GIB = 1 << 30
+TRANSIENT_PER_PROBE = 1.0  # × one batch's graph bytes, per probe in a batched double backward
+MIN_BASIS = 8  # Lanczos rows: thick restart needs top_k + 3; fewer restarts converge slower
+MAX_BLOCK = 32
+WORK_VECTORS = 4  # float64 d-vectors alive in any estimator at once (w, q, Hq, next q)
+
+
+class MemoryBudgetError(SmoothprobeError):
+    """The run cannot fit the memory it was given."""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How a run uses its byte budget (all sizes in bytes).
+
+    Attributes:
+        budget: the budget.
+        fixed: parameters, θ and work vectors.
+        graph: one batch's retained gradient graph (measured).
+        retain_graphs: whether all batches' graphs stay alive.
+        chunk_size: probes per batched backward.
+        basis_rows, basis_dtype: Lanczos basis (rows × d in that dtype).
+        sketch: bytes the (1,1)-norm estimators may hold (exact Cauchy quantiles).
+        graddiff_samples, noise_groups: what fits of those suites (0: not requested).
+        peak: planned peak of the largest phase.
+    """
+
+    budget: int
+    fixed: int
+    graph: int
+    retain_graphs: bool
+    chunk_size: int
+    basis_rows: int
+    basis_dtype: str
+    sketch: int
+    graddiff_samples: int
+    noise_groups: int
+    peak: int
+
+    def summary(self) -> str:
+        """One line for the run header."""
+        g = lambda b: f"{b / GIB:.2f} GiB"  # noqa: E731
+        return (
+            f"memory plan: budget {g(self.budget)}; fixed {g(self.fixed)}; gradient graph "
+            f"{g(self.graph)}/batch, {'all retained' if self.retain_graphs else 'one at a time'}; "
+            f"probe blocks of {self.chunk_size}; Lanczos basis {self.basis_rows} rows "
+            f"{self.basis_dtype}; (1,1) sketch ≤ {g(self.sketch)}; planned peak {g(self.peak)}"
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_memory(
+    *,
+    budget: int,
+    d: int,
+    element_bytes: int,
+    graph_bytes: int,
+    num_batches: int,
+    lanczos_steps: int,
+    graddiff_samples: int = 0,
+    noise_groups: int = 0,
+    retain_graphs: bool | None = None,
+    chunk_size: int | None = None,
+) -> MemoryPlan:
+    """Sizes every d-proportional object of a run to ``budget`` bytes (see the module doc).
+
+    Args:
+        budget: bytes the run may use.
+        d: parameters.
+        element_bytes: bytes per element of the compute dtype.
+        graph_bytes: saved-tensor bytes of one batch's gradient graph.
+        num_batches: batches of the evaluation sample.
+        lanczos_steps: the Lanczos HVP budget (the basis never needs more rows).
+        graddiff_samples: directions of gradient differences (0: off).
+        noise_groups: jackknife groups of gradient noise (0: off).
+        retain_graphs, chunk_size: the user's choice, kept when given (checked against the
+            budget).
+
+    Raises:
+        MemoryBudgetError: when even one probe, one graph and ``MIN_BASIS`` float32 rows do not
+            fit; the message names the smallest budget that would.
+    """
+    vec = d * element_bytes
+    fixed = 2 * vec + WORK_VECTORS * 8 * d
+    per_probe = 2 * vec + int(TRANSIENT_PER_PROBE * graph_bytes)
+    min_rows = min(MIN_BASIS, max(lanczos_steps, 1))
+    smallest = fixed + graph_bytes + per_probe + min_rows * 4 * d
+    if smallest > budget:
+        raise MemoryBudgetError(
+            f"a run on this model needs at least {smallest / GIB:.1f} GiB "
+            f"(parameters, one gradient graph of {graph_bytes / GIB:.1f} GiB, one probe, "
+            f"{min_rows} Lanczos rows) but the memory budget is {budget / GIB:.1f} GiB: "
+            "raise the budget, or use a smaller batch or block size"
+        )
+    left = budget - fixed
+    all_graphs = graph_bytes * num_batches
+    if retain_graphs is None:
+        retain_graphs = num_batches == 1 or all_graphs <= left / 3
+    graphs = all_graphs if retain_graphs else graph_bytes
+    if graphs + per_probe + min_rows * 4 * d > left:
+        raise MemoryBudgetError(
+            f"retaining {num_batches} gradient graphs ({all_graphs / GIB:.1f} GiB) does not fit "
+            f"the memory budget of {budget / GIB:.1f} GiB: let graphs be rebuilt instead"
+        )
+    left -= graphs
+    if chunk_size is None:
+        chunk_size = int(max(1, min(MAX_BLOCK, (left // 3) // per_probe)))
+    probes = chunk_size * per_probe
+    if probes + min_rows * 4 * d > left:
+        raise MemoryBudgetError(
+            f"probe blocks of {chunk_size} need {probes / GIB:.1f} GiB, more than the "
+            f"{(left - min_rows * 4 * d) / GIB:.1f} GiB the memory budget leaves: use smaller blocks"
+        )
+    after_probes = left - probes
+    rows = min(lanczos_steps, after_probes // (8 * d))
+    dtype = "float64"
+    if rows < min(lanczos_steps, 2 * MIN_BASIS):
+        rows, dtype = min(lanczos_steps, after_probes // (4 * d)), "float32"
+    rows = int(max(min_rows, rows))
+    basis = rows * (8 if dtype == "float64" else 4) * d
+    sketch = int(max(0, after_probes))  # phases run one after another: the sketch reuses it
+    graddiff_need = graddiff_samples * 5 * 8 * d
+    noise_need = noise_groups * 2 * 8 * d
+    for name, need in (("gradient differences", graddiff_need), ("gradient noise", noise_need)):
+        if need > left:
+            raise MemoryBudgetError(
+                f"{name} need {need / GIB:.1f} GiB for this model, more than the "
+                f"{left / GIB:.1f} GiB the memory budget leaves: "
+                + ("use fewer samples" if "differences" in name else "use fewer groups")
+            )
+    peak = fixed + graphs + max(probes + basis, graddiff_need, noise_need)
+    return MemoryPlan(
+        budget=int(budget),
+        fixed=int(fixed),
+        graph=int(graph_bytes),
+        retain_graphs=bool(retain_graphs),
+        chunk_size=int(chunk_size),
+        basis_rows=rows,
+        basis_dtype=dtype,
+        sketch=sketch,
+        graddiff_samples=graddiff_samples,
+        noise_groups=noise_groups,
+        peak=int(peak),
+    )
+
+
+def default_budget(fraction: float = 0.8) -> int:
+    """``fraction`` of the memory psutil reports available now."""
+    import psutil
+
+    return int(fraction * psutil.virtual_memory().available)
+
+
+def parse_memory(text: str) -> int:
+    """Parses ``16GiB``, ``800MB``, ``12G``, ``0.5`` (a fraction of available memory) to bytes.
+
+    Raises:
+        SmoothprobeError: an unreadable value.
+    """
+    raw = str(text).strip()
+    units = {"tib": 1 << 40, "gib": GIB, "mib": 1 << 20, "kib": 1 << 10,
+             "tb": 10**12, "gb": 10**9, "mb": 10**6, "kb": 10**3,
+             "t": 1 << 40, "g": GIB, "m": 1 << 20, "k": 1 << 10, "b": 1}  # fmt: skip
+    low = raw.lower()
+    for unit, factor in units.items():
+        if low.endswith(unit):
+            number = low[: -len(unit)].strip()
+            break
+    else:
+        number, factor = low, None
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if factor is None and 0 < value <= 1:
+        return default_budget(value)
+    if factor is None or value <= 0:
+        raise SmoothprobeError(
+            f"memory budget {raw!r} is not a size: use e.g. 16GiB, 800MiB or a fraction like 0.5"
+        )
+    return int(value * factor)

@@ -1,0 +1,75 @@
+"""The memory plan sizes a run before it starts, and refuses plans that cannot fit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from smoothprobe.devices import DeviceError, resolve_device
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.memory_plan import GIB, MemoryBudgetError, parse_memory, plan_memory
+
+GPT2 = dict(d=124_475_904, element_bytes=4, lanczos_steps=300)
+
+
+def test_gpt2_small_fits_16_gib_with_a_bounded_basis():
+    plan = plan_memory(budget=16 * GIB, graph_bytes=int(1.7 * GIB), num_batches=1, **GPT2)
+    assert plan.peak <= 16 * GIB and plan.retain_graphs
+    assert 8 <= plan.basis_rows < 300  # never the (max_hvps × d) float64 basis of 300 GB
+    assert plan.chunk_size >= 1
+    four = plan_memory(budget=16 * GIB, graph_bytes=int(3.3 * GIB), num_batches=4, **GPT2)
+    assert not four.retain_graphs and four.peak <= 16 * GIB  # 13 GiB of graphs do not fit
+    assert "memory plan" in four.summary() and "one at a time" in four.summary()
+
+
+def test_tiny_model_keeps_the_fastest_settings():
+    plan = plan_memory(budget=2 * GIB, d=2410, element_bytes=4, graph_bytes=10_000,
+                       num_batches=4, lanczos_steps=300)  # fmt: skip
+    assert plan.retain_graphs and plan.chunk_size == 32
+    assert plan.basis_rows == 300 and plan.basis_dtype == "float64"  # plain Lanczos
+
+
+def test_a_plan_that_cannot_fit_is_one_clear_line():
+    with pytest.raises(MemoryBudgetError, match=r"needs at least .* GiB") as info:
+        plan_memory(budget=2 * GIB, graph_bytes=GIB, num_batches=1, **GPT2)
+    assert "\n" not in str(info.value)
+    with pytest.raises(MemoryBudgetError, match="gradient differences"):
+        plan_memory(budget=16 * GIB, graph_bytes=GIB, num_batches=1, graddiff_samples=16, **GPT2)
+
+
+def test_parse_memory():
+    assert parse_memory("16GiB") == 16 * GIB and parse_memory("800MB") == 800 * 10**6
+    assert 0 < parse_memory("0.5") <= parse_memory("1.0")
+    for bad in ("lots", "-3G", "0"):
+        with pytest.raises(SmoothprobeError, match="not a size"):
+            parse_memory(bad)
+
+
+def test_devices_are_checked():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DeviceError, match="unknown device"):
+        resolve_device("tpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA"):
+            resolve_device("cuda:1")
+
+
+def test_cli_prints_the_plan_and_rejects_bad_budgets_and_devices():
+    from smoothprobe_cli.main import cli
+
+    runner = CliRunner()
+    bad = runner.invoke(cli, ["measure", "example:mlp", "--memory", "lots"])
+    assert bad.exit_code == 2 and "not a size" in bad.output
+    small = runner.invoke(cli, ["measure", "example:mlp", "--memory", "1KiB", "--norm", "l2"])
+    assert small.exit_code == 1 and "needs at least" in small.output
+    assert len(small.output.strip().splitlines()) == 1
+    if not torch.cuda.is_available():
+        dev = runner.invoke(cli, ["measure", "example:mlp", "--device", "cuda"])
+        assert dev.exit_code == 1 and "no CUDA" in dev.output
+    ok = runner.invoke(
+        cli, ["measure", "example:mlp", "--norm", "l2", "--max-hvps", "30", "--memory", "1GiB"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "memory plan: budget 1.00 GiB" in ok.output
