@@ -19,6 +19,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +37,10 @@ def record(row: dict) -> None:
 
 
 def run_child(argv: list[str], *, limit_gib: float) -> tuple[int, float, float, str]:
-    """Runs argv niced with an address-space cap; returns (rc, seconds, peak RSS GiB, stderr tail)."""
+    """Runs argv niced under an address-space cap; returns (rc, seconds, peak RSS GiB, output tail).
+
+    The peak is the child's own ``ru_maxrss`` (``os.wait4``), so phases do not mix.
+    """
 
     def cap() -> None:
         os.nice(5)
@@ -44,15 +48,29 @@ def run_child(argv: list[str], *, limit_gib: float) -> tuple[int, float, float, 
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, preexec_fn=cap, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = proc.communicate()
-    _, status, usage = os.wait4(proc.pid, 0) if proc.returncode is None else (0, 0, None)
-    seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / (1 << 20)
-    if usage is not None:
-        peak = usage.ru_maxrss / (1 << 20)
-    tail = (out.decode()[-2000:] + err.decode()[-2000:]).strip()
-    return proc.returncode, seconds, peak, tail
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, preexec_fn=cap, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        tail = out.read().decode()[-3000:] + "\n" + err.read().decode()[-1500:]
+    rc = os.waitstatus_to_exitcode(status)
+    return rc, seconds, usage.ru_maxrss / (1 << 20), tail.strip()
+
+
+BASE = ["--batch-size", "4", "--block-size", "128"]
+# Budgets are cut to what this shared CPU finishes in minutes; seconds per HVP (costs) give the
+# default-budget time. Every suite runs the same code path as the defaults (plan, graphs, blocks).
+SUITES = {
+    "heldout-l2": ["--norm", "l2", "--tol", "1e-3", "--batch-size", "2", "--num-batches", "1",
+                   "--block-size", "128", "--max-hvps", "3"],
+    "l2": [*BASE, "--norm", "l2", "--max-hvps", "3"],
+    "linf": [*BASE, "--norm", "linf", "--hvps", "4"],
+    "blockwise-tensor": [*BASE, "--norm", "none", "--blocks", "tensor", "--block-hvps", "8"],
+    "graddiff": [*BASE, "--norm", "none", "--graddiff", "1e-3", "--graddiff-samples", "2"],
+    "noise": [*BASE, "--norm", "none", "--noise", "2"],
+}  # fmt: skip
 
 
 def costs_child(root: str, k: int, batch_size: int, block_size: int, chunk: int | None) -> None:
@@ -98,7 +116,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--block-size", type=int, default=128)
-    parser.add_argument("--limit-gib", type=float, default=18.0)
+    parser.add_argument("--limit-gib", type=float, default=17.0)
+    parser.add_argument("--memory", default="14GiB", help="--memory of every suite run")
+    parser.add_argument("--only", nargs="*", default=None, help="suites to run (default all)")
     args = parser.parse_args()
     if args.what == "costs-child":
         costs_child(args.root, args.k[0], args.batch_size, args.block_size, args.chunk)
@@ -139,6 +159,16 @@ def main() -> None:
             except (ValueError, IndexError):
                 row["tail"] = tail[-500:]
             record(row)
+    if args.what in ("suites", "all"):
+        for name, flags in SUITES.items():
+            if args.only and name not in args.only:
+                continue
+            argv = [sys.executable, "-m", "smoothprobe", "measure", f"{args.root}/ckpt.pt",
+                    "--data", f"{args.root}/val.bin", "--memory", args.memory, *flags]  # fmt: skip
+            rc, seconds, peak, tail = run_child(argv, limit_gib=args.limit_gib)
+            plan = next((ln for ln in tail.splitlines() if "memory plan" in ln), "")
+            record({"phase": f"suite {name}", "rc": rc, "wall_s": seconds, "peak_rss_gib": peak,
+                    "argv": " ".join(argv[3:]), "plan": plan, "tail": tail[-1500:]})  # fmt: skip
 
 
 if __name__ == "__main__":

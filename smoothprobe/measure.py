@@ -126,7 +126,7 @@ def plan_run(problem, operator, settings: MeasureSettings):
         d=problem.d,
         element_bytes=torch.finfo(problem.dtype).bits // 8,
         graph_bytes=operator.graph_bytes,
-        num_batches=len(problem.batches),
+        num_batches=len(getattr(operator, "shard", problem.batches)),
         lanczos_steps=settings.max_hvps if settings.norm in ("l2", "both") else 0,
         graddiff_samples=settings.graddiff_samples if settings.graddiff else 0,
         noise_groups=noise_groups,
@@ -170,10 +170,27 @@ def run_measurement(
     graddiff_geometry = settings.graddiff_geometry
     if settings.graddiff and graddiff_geometry not in ("l2", "linf"):
         graddiff_geometry = build_partition(graddiff_geometry, problem.layout, n_head=loaded.n_head)
+    from smoothprobe.distributed import DistributedHessianOperator, current
+
+    dist = current()
+    progress = progress and (dist is None or dist.is_main)  # only rank 0 talks
     loss = problem.loss()
-    base = problem.hvp_operator(
-        chunk_size=settings.chunk_size, retain_graphs=settings.retain_graphs
-    )
+    if dist is None:
+        base = problem.hvp_operator(
+            chunk_size=settings.chunk_size, retain_graphs=settings.retain_graphs
+        )
+    else:
+        base = DistributedHessianOperator(
+            problem,
+            context=dist,
+            chunk_size=settings.chunk_size,
+            retain_graphs=settings.retain_graphs,
+        )
+        _log(
+            f"data-parallel over {dist.world_size} ranks ({dist.backend}): this rank evaluates "
+            f"batches {base.shard} of {len(problem.batches)}",
+            enabled=progress,
+        )
     plan = plan_run(problem, base, settings)
     base.configure(retain_graphs=plan.retain_graphs, chunk_size=plan.chunk_size)
     _log(plan.summary(), enabled=progress)

@@ -55,6 +55,8 @@ class HessianOperator:
         chunk_size: at most this many probes per batched backward (default: all of a block).
         retain_graphs: keep every batch's gradient graph alive (see the module docstring).
         graph_memory_limit: byte budget for ``retain_graphs=None``.
+        shard: evaluate only these batches (with the whole sample's weights), e.g. one rank's
+            share in ``DistributedHessianOperator``; default all.
 
     Attributes:
         d, dtype, device, layout, cost: as in the ``Operator`` protocol.
@@ -70,6 +72,7 @@ class HessianOperator:
         chunk_size: int | None = None,
         retain_graphs: bool | None = None,
         graph_memory_limit: int = DEFAULT_GRAPH_MEMORY_LIMIT,
+        shard: list[int] | None = None,
     ):
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be ≥ 1, got {chunk_size}")
@@ -87,16 +90,17 @@ class HessianOperator:
         self._graphs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._batched_ok = True
         self._gradient: torch.Tensor | None = None
-        first, self.graph_bytes = _saved_bytes(lambda: self._build(0))
+        self.shard = list(range(len(problem.batches))) if shard is None else list(shard)
+        first, self.graph_bytes = _saved_bytes(lambda: self._build(self.shard[0]))
         if retain_graphs is None:
-            retain_graphs = self.graph_bytes * len(problem.batches) <= graph_memory_limit
-        self.retained = bool(retain_graphs) or len(problem.batches) == 1
+            retain_graphs = self.graph_bytes * len(self.shard) <= graph_memory_limit
+        self.retained = bool(retain_graphs) or len(self.shard) == 1
         if self.retained:
-            self._graphs[0] = first
+            self._graphs[self.shard[0]] = first
 
     def configure(self, *, retain_graphs: bool, chunk_size: int | None) -> None:
         """Applies a memory plan: keep every batch's graph or one at a time; probe chunk."""
-        self.retained = bool(retain_graphs) or len(self.problem.batches) == 1
+        self.retained = bool(retain_graphs) or len(self.shard) == 1
         if not self.retained:
             self._graphs.clear()
         self.chunk_size = chunk_size
@@ -160,7 +164,8 @@ class HessianOperator:
         block = block.detach().to(self.device, self.dtype)
         out = torch.zeros_like(block)
         step = self.chunk_size or block.shape[0]
-        for index, weight in enumerate(self._weights):
+        for index in self.shard:
+            weight = self._weights[index]
             leaf, grad = self._graph(index)
             for start in range(0, block.shape[0], step):
                 chunk = block[start : start + step]
@@ -172,9 +177,9 @@ class HessianOperator:
     def gradient(self) -> torch.Tensor:
         """∇L(θ) (d,), from the gradient graphs when they are retained."""
         if self._gradient is None:
-            if self.retained:
+            if self.retained or len(self.shard) < len(self._weights):
                 self._gradient = sum(
-                    w * self._graph(i)[1].detach() for i, w in enumerate(self._weights)
+                    self._weights[i] * self._graph(i)[1].detach() for i in self.shard
                 )
             else:
                 self._gradient = self.problem.gradient(self.theta)

@@ -190,6 +190,35 @@ def pass_loaded(fn):
     return wrapper
 
 
+def resolve_device_name(device):
+    """The --device value as a checked torch.device."""
+    from smoothprobe.devices import resolve_device
+
+    return resolve_device(device)
+
+
+def join_distributed(device):
+    """Joins torchrun's process group when launched by it; returns (context or None, is_main)."""
+    import atexit
+
+    from smoothprobe.distributed import init_distributed
+
+    ctx = init_distributed(device)
+    if ctx is not None:
+        atexit.register(_leave_distributed)
+    return ctx, ctx is None or ctx.is_main
+
+
+def _leave_distributed() -> None:
+    import torch.distributed as dist
+
+    try:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 (a peer may already be gone; nothing to tidy then)
+        pass
+
+
 def _register() -> None:
     from smoothprobe_cli import (  # noqa: F401  (commands attach themselves)
         demo,

@@ -242,12 +242,17 @@ def measure(loaded, seed, fmt, out, append, quiet, **options):
       smoothprobe measure out/ckpt.pt --data val.bin --norm linf --hvps 512
       smoothprobe measure ckpt.pt --data val.bin --blocks tensor,head --basis hadamard
       smoothprobe measure model.safetensors --spec my_spec.py --data eval.pt --out m.jsonl
+      torchrun --standalone --nproc_per_node 2 -m smoothprobe measure ckpt.pt --data val.bin
     """
     from smoothprobe.measure import run_measurement
     from smoothprobe.records import write_records
+    from smoothprobe_cli.main import join_distributed
 
     settings = make_settings(seed=seed, **options)
+    _, is_main = join_distributed(loaded.problem.device)
     result = run_measurement(loaded, settings, progress=not quiet)
+    if not is_main:  # under torchrun only rank 0 prints and writes
+        return
     if out:
         write_records(out, result.records, append=append)
     click.echo(render(result.records, fmt), nl=False)

@@ -64,9 +64,13 @@ def trajectory(
     from smoothprobe.measure import run_measurement
     from smoothprobe.partitions import build_partition
     from smoothprobe.trajectory import run_trajectory, trajectory_table
+    from smoothprobe_cli.main import join_distributed, resolve_device_name
 
     settings = make_settings(seed=seed, **options)
     settings.validate()
+    ctx, is_main = join_distributed(resolve_device_name(device))
+    if ctx is not None:  # other ranks resume from a private copy of rank 0's file; it writes
+        out, quiet = _rank_output(out, quiet, is_main=is_main)
     load_kwargs = dict(
         data_path=data_path,
         spec=spec,
@@ -120,4 +124,23 @@ def trajectory(
         order=order,
         progress=not quiet,
     )
-    click.echo(trajectory_table(records).to_string())
+    if is_main:
+        click.echo(trajectory_table(records).to_string())
+
+
+def _rank_output(out, quiet, *, is_main):
+    """Rank 0 keeps ``out``; the others get a private copy of it as it is now (so every rank
+    resumes at the same checkpoint), taken before a barrier that rank 0 waits at."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    if not is_main:
+        copy = Path(tempfile.mkdtemp(prefix="smoothprobe-rank-")) / "trajectory.jsonl"
+        if out and Path(out).exists():
+            shutil.copyfile(out, copy)
+        out, quiet = str(copy), True
+    dist.barrier()
+    return out, quiet

@@ -1,0 +1,245 @@
+"""Data-parallel Hessian-vector products over ``torch.distributed`` (launched by ``torchrun``).
+
+Every rank loads the same checkpoint and the same evaluation sample (same seed), evaluates only
+its shard of the batches (batch b goes to rank b mod world size) and all-reduces the weighted
+partial products: H·V = Σ_ranks Σ_{b in shard} w_b H_b·V with the weights w_b of the *whole*
+sample, so ragged shards give the one-process Hessian. Estimators run the same code on every
+rank with the same seeds; the all-reduced products are identical everywhere, so every rank
+draws the same probes and takes the same branches. Only rank 0 prints and writes.
+
+Failures: a rank whose shard fails (non-finite gradient, bad data) sends a failure flag in the
+same all-reduce, so every rank stops together with one error; a rank that dies (killed) breaks
+the connection and the others raise ``DistributedError`` instead of hanging; collectives time
+out after ``SMOOTHPROBE_DIST_TIMEOUT`` seconds (default 1800).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+
+from smoothprobe.errors import SmoothprobeError
+
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+class DistributedError(SmoothprobeError):
+    """Another rank failed, died or the process group cannot be set up."""
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """The process group this process belongs to: its rank and the world size."""
+
+    rank: int
+    world_size: int
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise DistributedError(f"{name}={raw!r} is not an integer; launch with torchrun") from None
+
+
+def launched_world() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) when not launched by it.
+
+    Raises:
+        DistributedError: malformed or inconsistent RANK / WORLD_SIZE.
+    """
+    world, rank = _env_int("WORLD_SIZE"), _env_int("RANK")
+    if world is None:
+        return 0, 1
+    if world < 1:
+        raise DistributedError(f"WORLD_SIZE={world}: the world size must be at least 1")
+    if rank is None or not 0 <= rank < world:
+        raise DistributedError(f"RANK={rank} is not in 0 … {world - 1} (WORLD_SIZE={world})")
+    return rank, world
+
+
+def init_distributed(device: torch.device) -> DistContext | None:
+    """Joins torchrun's process group (gloo on CPU, nccl on CUDA); None in a single process.
+
+    Raises:
+        DistributedError: bad environment, or the group cannot be formed in time.
+    """
+    import torch.distributed as dist
+
+    rank, world = launched_world()
+    if world == 1:
+        return None
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), dist.get_backend())
+    timeout = float(os.environ.get("SMOOTHPROBE_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    if device.type == "cuda":
+        local = _env_int("LOCAL_RANK") or 0
+        torch.cuda.set_device(device.index if device.index is not None else local)
+    try:
+        dist.init_process_group(
+            backend=backend,
+            timeout=datetime.timedelta(seconds=timeout),
+            rank=rank,
+            world_size=world,
+        )
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DistributedError(f"cannot join the process group of {world} ranks: {first}") from None
+    return DistContext(rank, world, backend)
+
+
+def current() -> DistContext | None:
+    """The process group in use, or None."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    return DistContext(dist.get_rank(), dist.get_world_size(), dist.get_backend())
+
+
+def shard_of(num_batches: int, ctx: DistContext) -> list[int]:
+    """Batch indices of this rank (round robin).
+
+    Raises:
+        DistributedError: more ranks than batches (a rank would have nothing to do).
+    """
+    if num_batches < ctx.world_size:
+        raise DistributedError(
+            f"{ctx.world_size} ranks but only {num_batches} batches in the evaluation sample: "
+            f"use at least {ctx.world_size} batches or fewer processes"
+        )
+    return list(range(ctx.rank, num_batches, ctx.world_size))
+
+
+def all_reduce_checked(tensor: torch.Tensor, failed: bool) -> torch.Tensor:
+    """Sums ``tensor`` over ranks in float64 with a failure flag; raises on any failure.
+
+    Raises:
+        DistributedError: a rank reported a failure or the group broke (a rank died).
+    """
+    import torch.distributed as dist
+
+    flat = tensor.reshape(-1).to(torch.float64)
+    flag = torch.tensor([1.0 if failed else 0.0], dtype=torch.float64, device=flat.device)
+    buf = torch.cat([flat, flag])
+    try:
+        dist.all_reduce(buf)
+    except RuntimeError as exc:  # DistBackendError and gloo's connection errors subclass it
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise DistributedError(
+            f"rank {dist.get_rank()}: another rank stopped responding (killed or crashed): {first}"
+        ) from None
+    if buf[-1] > 0:
+        raise DistributedError(
+            f"rank {dist.get_rank()}: {int(buf[-1])} other rank(s) failed on their shard "
+            "(their error is printed above); stopping"
+        )
+    return buf[:-1].reshape(tensor.shape)
+
+
+class DistributedHessianOperator:
+    """H·V summed over the shards of every rank (an ``Operator``; see the module docstring).
+
+    Args:
+        problem: the loss (the whole evaluation sample; this rank evaluates its shard).
+        context: the process group (default: ``current()``).
+        theta, chunk_size, retain_graphs: as for ``HessianOperator``.
+
+    Attributes:
+        d, dtype, device, layout, cost: as in the ``Operator`` protocol (``cost`` counts the
+            products the estimator asked for, not this rank's share).
+        local: this rank's ``HessianOperator`` over its shard.
+        shard: batch indices of this rank.
+    """
+
+    def __init__(self, problem, *, context: DistContext | None = None, theta=None,
+                 chunk_size: int | None = None, retain_graphs: bool | None = None):  # fmt: skip
+        from smoothprobe.operators import HessianOperator
+
+        self.context = context or current()
+        if self.context is None:
+            raise DistributedError("no process group: launch with torchrun (or init one first)")
+        self.shard = shard_of(len(problem.batches), self.context)
+        self.local = self._guarded(
+            lambda: HessianOperator(
+                problem,
+                theta=theta,
+                chunk_size=chunk_size,
+                retain_graphs=retain_graphs,
+                shard=self.shard,
+            )  # fmt: skip
+        )
+        self.problem = problem
+        self.d, self.dtype, self.device = problem.d, problem.dtype, problem.device
+        self.layout = problem.layout
+        self.cost = self.local.cost
+        self.graph_bytes = self.local.graph_bytes
+        self._gradient: torch.Tensor | None = None
+
+    def _guarded(self, fn):
+        """Runs fn; a failure here is announced to every rank before it is raised."""
+        try:
+            out = fn()
+        except Exception:
+            try:
+                all_reduce_checked(torch.zeros(1), failed=True)
+            except DistributedError:
+                pass
+            raise
+        all_reduce_checked(torch.zeros(1), failed=False)
+        return out
+
+    @property
+    def retained(self) -> bool:
+        return self.local.retained
+
+    @property
+    def chunk_size(self) -> int | None:
+        return self.local.chunk_size
+
+    def configure(self, *, retain_graphs: bool, chunk_size: int | None) -> None:
+        self.local.configure(retain_graphs=retain_graphs, chunk_size=chunk_size)
+
+    def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
+        """H·V for each row of ``vectors``: local shard products, then one float64 all-reduce."""
+        try:
+            partial, failed, error = self.local.matvec(vectors), False, None
+        except Exception as exc:  # announce, then raise our own error
+            partial, failed, error = torch.zeros_like(vectors), True, exc
+        try:
+            total = all_reduce_checked(partial, failed)
+        except DistributedError:
+            if error is not None:
+                raise error from None
+            raise
+        return total.to(vectors.dtype)
+
+    def gradient(self) -> torch.Tensor:
+        """∇L(θ) (d,), summed over the shards of every rank."""
+        if self._gradient is None:
+            try:
+                local, failed, error = self.local.gradient(), False, None
+            except Exception as exc:
+                local, failed, error = torch.zeros(self.d, dtype=self.dtype), True, exc
+            try:
+                self._gradient = all_reduce_checked(local, failed).to(self.dtype)
+            except DistributedError:
+                if error is not None:
+                    raise error from None
+                raise
+        return self._gradient
+
+    def release(self) -> None:
+        self.local.release()
