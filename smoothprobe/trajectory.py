@@ -433,13 +433,20 @@ def trajectory_records(
 
 
 def column_label(record: dict[str, Any]) -> str:
-    """``quantity`` or ``quantity[geometry]`` / ``quantity[block:partition]``."""
+    """``quantity`` or ``quantity[geometry]`` / ``quantity[block:partition]``.
+
+    A probabilistic upper end (bound ``prob_upper``) of a quantity gets its own column,
+    ``quantity_prob_upper[geometry]``.
+    """
     geometry = record.get("geometry") or ""
+    quantity = record["quantity"]
+    if record.get("bound") == "prob_upper":
+        quantity = f"{quantity}_prob_upper"
     if not geometry:
-        return record["quantity"]
+        return quantity
     if geometry == "block":
-        return f"{record['quantity']}[block:{record.get('partition', '')}]"
-    return f"{record['quantity']}[{geometry}]"
+        return f"{quantity}[block:{record.get('partition', '')}]"
+    return f"{quantity}[{geometry}]"
 
 
 def trajectory_table(records: Sequence[dict[str, Any]]):
