@@ -270,6 +270,7 @@ def run_measurement(
             l2_norm=None if l2_estimate is None else abs(float(l2_estimate.value)),
             chunk_size=plan.chunk_size,
             memory_limit=plan.sketch,
+            restarts=plan.ascent_restarts,
         )
         op.close()
         rows = row_norm_payload(linf.rows.estimates, operator.layout)

@@ -29,6 +29,7 @@ GIB = 1 << 30
 TRANSIENT_PER_PROBE = 1.0  # × one batch's graph bytes, per probe in a batched double backward
 MIN_BASIS = 8  # Lanczos rows: thick restart needs top_k + 3; fewer restarts converge slower
 MAX_BLOCK = 32
+MAX_ASCENT_RESTARTS = 8  # the ℓ∞ suite's default
 WORK_VECTORS = 4  # float64 d-vectors alive in any estimator at once (w, q, Hq, next q)
 
 
@@ -48,6 +49,8 @@ class MemoryPlan:
         chunk_size: probes per batched backward.
         basis_rows, basis_dtype: Lanczos basis (rows × d in that dtype).
         sketch: bytes the (1,1)-norm estimators may hold (exact Cauchy quantiles).
+        ascent_restarts: random starts of the ℓ∞ sign ascent (its block of starts, their
+            images and signs, and a float64 reduction, all × d, live at once).
         graddiff_samples, noise_groups: what fits of those suites (0: not requested).
         peak: planned peak of the largest phase.
     """
@@ -60,6 +63,7 @@ class MemoryPlan:
     basis_rows: int
     basis_dtype: str
     sketch: int
+    ascent_restarts: int
     graddiff_samples: int
     noise_groups: int
     peak: int
@@ -71,7 +75,8 @@ class MemoryPlan:
             f"memory plan: budget {g(self.budget)}; fixed {g(self.fixed)}; gradient graph "
             f"{g(self.graph)}/batch, {'all retained' if self.retain_graphs else 'one at a time'}; "
             f"probe blocks of {self.chunk_size}; Lanczos basis {self.basis_rows} rows "
-            f"{self.basis_dtype}; (1,1) sketch ≤ {g(self.sketch)}; planned peak {g(self.peak)}"
+            f"{self.basis_dtype}; (1,1) sketch ≤ {g(self.sketch)}; sign ascent "
+            f"{self.ascent_restarts} restarts; planned peak {g(self.peak)}"
         )
 
     def to_dict(self) -> dict:
@@ -148,6 +153,8 @@ def plan_memory(
     rows = int(max(min_rows, rows))
     basis = rows * (8 if dtype == "float64" else 4) * d
     sketch = int(max(0, after_probes))  # phases run one after another: the sketch reuses it
+    per_start = d * (3 * element_bytes + 8)  # start, image, signs + the float64 row sums
+    ascent = int(max(1, min(MAX_ASCENT_RESTARTS, left // (2 * per_start) - 1)))
     graddiff_need = graddiff_samples * 5 * 8 * d
     noise_need = noise_groups * 2 * 8 * d
     for name, need in (("gradient differences", graddiff_need), ("gradient noise", noise_need)):
@@ -157,7 +164,7 @@ def plan_memory(
                 f"{left / GIB:.1f} GiB the memory budget leaves: "
                 + ("use fewer samples" if "differences" in name else "use fewer groups")
             )
-    peak = fixed + graphs + max(probes + basis, graddiff_need, noise_need)
+    peak = fixed + graphs + max(probes + basis, (ascent + 1) * per_start, graddiff_need, noise_need)
     return MemoryPlan(
         budget=int(budget),
         fixed=int(fixed),
@@ -167,6 +174,7 @@ def plan_memory(
         basis_rows=rows,
         basis_dtype=dtype,
         sketch=sketch,
+        ascent_restarts=ascent,
         graddiff_samples=graddiff_samples,
         noise_groups=noise_groups,
         peak=int(peak),

@@ -32,6 +32,12 @@ from smoothprobe.problem import Problem
 DEFAULT_GRAPH_MEMORY_LIMIT = 2 << 30  # bytes of retained gradient graphs (all batches together)
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether an autograd RuntimeError is an allocation failure (CPU or CUDA)."""
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text
+
+
 def _saved_bytes(fn) -> tuple[object, int]:
     """Runs ``fn()`` and returns its result and the bytes of tensors autograd saved meanwhile."""
     total = 0
@@ -139,6 +145,19 @@ class HessianOperator:
                 )
                 return torch.zeros_like(block) if out is None else out
             except RuntimeError as exc:  # an op without a batching rule for its double backward
+                if _out_of_memory(exc):  # not a missing rule: halve the block and go on
+                    half = block.shape[0] // 2
+                    self.chunk_size = half
+                    warnings.warn(
+                        f"a batched HVP of {block.shape[0]} probes ran out of memory; "
+                        f"continuing with blocks of {half} (plan a smaller memory budget)",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                    return torch.cat(
+                        [self._products(leaf, grad, block[:half]),
+                         self._products(leaf, grad, block[half:])]
+                    )  # fmt: skip
                 self._batched_ok = False
                 warnings.warn(
                     f"batched HVPs unavailable for this model ({str(exc)[:120]}...); "
