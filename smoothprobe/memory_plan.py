@@ -164,7 +164,8 @@ def plan_memory(
                 f"{left / GIB:.1f} GiB the memory budget leaves: "
                 + ("use fewer samples" if "differences" in name else "use fewer groups")
             )
-    peak = fixed + graphs + max(probes + basis, (ascent + 1) * per_start, graddiff_need, noise_need)
+    ascent_need = (ascent + 1) * per_start
+    peak = fixed + graphs + max(probes + basis, ascent_need, graddiff_need, noise_need)
     return MemoryPlan(
         budget=int(budget),
         fixed=int(fixed),
@@ -199,12 +200,9 @@ def parse_memory(text: str) -> int:
              "tb": 10**12, "gb": 10**9, "mb": 10**6, "kb": 10**3,
              "t": 1 << 40, "g": GIB, "m": 1 << 20, "k": 1 << 10, "b": 1}  # fmt: skip
     low = raw.lower()
-    for unit, factor in units.items():
-        if low.endswith(unit):
-            number = low[: -len(unit)].strip()
-            break
-    else:
-        number, factor = low, None
+    unit = next((u for u in units if low.endswith(u)), None)
+    number = low[: -len(unit)].strip() if unit else low
+    factor = units[unit] if unit else None
     try:
         value = float(number)
     except ValueError:
