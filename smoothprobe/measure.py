@@ -47,7 +47,7 @@ class MeasureSettings:
         seed: seed of every random choice.
         chunk_size: probes per batched backward (memory knob).
         retain_graphs: keep all batches' gradient graphs (None: decide by measured memory).
-        memory: byte budget of the run (None: 80% of what is available now); the memory plan
+        memory: byte budget of the run (None: 60% of what is available now); the memory plan
             (``smoothprobe.memory_plan``) sizes graphs, probe blocks and the Lanczos basis.
     """
 

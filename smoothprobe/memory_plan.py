@@ -29,6 +29,7 @@ GIB = 1 << 30
 TRANSIENT_PER_PROBE = 1.0  # × one batch's graph bytes, per probe in a batched double backward
 MIN_BASIS = 8  # Lanczos rows: thick restart needs top_k + 3; fewer restarts converge slower
 MAX_BLOCK = 32
+DEFAULT_FRACTION = 0.6  # of available memory: leaves room for the estimate's own error
 MAX_ASCENT_RESTARTS = 8  # the ℓ∞ suite's default
 WORK_VECTORS = 4  # float64 d-vectors alive in any estimator at once (w, q, Hq, next q)
 
@@ -143,7 +144,8 @@ def plan_memory(
     if probes + min_rows * 4 * d > left:
         raise MemoryBudgetError(
             f"probe blocks of {chunk_size} need {probes / GIB:.1f} GiB, more than the "
-            f"{(left - min_rows * 4 * d) / GIB:.1f} GiB the memory budget leaves: use smaller blocks"
+            f"{(left - min_rows * 4 * d) / GIB:.1f} GiB the memory budget leaves: "
+            "use smaller blocks"
         )
     after_probes = left - probes
     rows = min(lanczos_steps, after_probes // (8 * d))
@@ -182,7 +184,7 @@ def plan_memory(
     )
 
 
-def default_budget(fraction: float = 0.8) -> int:
+def default_budget(fraction: float = DEFAULT_FRACTION) -> int:
     """``fraction`` of the memory psutil reports available now."""
     import psutil
 

@@ -144,7 +144,7 @@ MEASURE_OPTIONS = [
         default=None,
         callback=_memory,
         help="Memory budget of the run, e.g. 16GiB, or a fraction of the memory available "
-        "now (default: 0.8). Sizes graphs, probe blocks and the Lanczos basis; the plan is "
+        "now (default: 0.6). Sizes graphs, probe blocks and the Lanczos basis; the plan is "
         "printed before any work.",
     ),
     click.option(
