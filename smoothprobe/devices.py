@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from smoothprobe.errors import SmoothprobeError
@@ -16,11 +18,13 @@ class DeviceError(SmoothprobeError):
 def resolve_device(name: str | torch.device | None) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N`` (None: cuda when available, else cpu), checked.
 
+    Under torchrun (``LOCAL_RANK`` set) a plain ``cuda`` means ``cuda:LOCAL_RANK``.
+
     Raises:
         DeviceError: an unknown name, no CUDA, or a CUDA index out of range.
     """
     if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
@@ -32,6 +36,9 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     if not torch.cuda.is_available():
         raise DeviceError(f"device {name!r} is not available: this machine has no CUDA; use cpu")
     count = torch.cuda.device_count()
+    local = os.environ.get("LOCAL_RANK", "")
+    if device.index is None and local.isdigit():  # under torchrun: one GPU per local rank
+        device = torch.device("cuda", int(local))
     if device.index is not None and device.index >= count:
         raise DeviceError(
             f"device {name!r} is not available: this machine has {count} CUDA device(s), "
