@@ -73,3 +73,23 @@ def test_cli_prints_the_plan_and_rejects_bad_budgets_and_devices():
     )
     assert ok.exit_code == 0, ok.output
     assert "memory plan: budget 1.00 GiB" in ok.output
+
+
+def test_a_batched_hvp_out_of_memory_halves_the_block(monkeypatch):
+    examples = pytest.importorskip("smoothprobe.examples")
+    problem = examples.build_example("mlp", dtype=torch.float64)
+    op = problem.hvp_operator()
+    v = torch.randn(8, problem.d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = op.matvec(v)
+    real = torch.autograd.grad
+
+    def tight(*args, **kwargs):
+        if kwargs.get("is_grads_batched") and kwargs["grad_outputs"].shape[0] > 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to ...")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", tight)
+    with pytest.warns(RuntimeWarning, match="ran out of memory"):
+        got = op.matvec(v)
+    torch.testing.assert_close(got, expected)
+    assert op.chunk_size == 2 and op._batched_ok  # still batched, in smaller blocks
