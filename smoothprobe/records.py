@@ -112,7 +112,7 @@ def make_record(
     Returns:
         A dict with the keys of ``RECORD_COLUMNS``.
     """
-    from smoothprobe import __version__
+    from smoothprobe._version import __version__
 
     est = estimate.to_dict()
     part = partition or estimate.settings.get("partition") or context.partition

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from smoothprobe import __version__
+from smoothprobe._version import __version__
 from smoothprobe.errors import SmoothprobeError
 
 

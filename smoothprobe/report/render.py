@@ -435,7 +435,7 @@ def _csv_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def _provenance(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    from smoothprobe import __version__
+    from smoothprobe._version import __version__
 
     pairs = []
     for checkpoint, step in bounds.checkpoint_order(frame):
