@@ -15,9 +15,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from smoothprobe._version import __version__
-
 _EXPORTS = {
+    "__version__": "smoothprobe._version",
     "Bound": "smoothprobe.estimate",
     "Estimate": "smoothprobe.estimate",
     "CostCounter": "smoothprobe.linear_operator",
@@ -40,7 +39,29 @@ _EXPORTS = {
     "measure_l2": "smoothprobe.suites.l2",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [
+    "Bound",
+    "CostCounter",
+    "DataOptions",
+    "DenseOperator",
+    "Estimate",
+    "HessianOperator",
+    "Operator",
+    "ParameterLayout",
+    "Partition",
+    "Problem",
+    "RotatedOperator",
+    "TensorSlot",
+    "build_basis",
+    "build_partition",
+    "dense_matrix",
+    "load_checkpoint",
+    "load_records",
+    "measure_blockwise",
+    "measure_l2",
+    "problem_from_module",
+    "__version__",
+]
 
 
 def __getattr__(name: str):
@@ -58,6 +79,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from smoothprobe._version import __version__
     from smoothprobe.bases import build_basis
     from smoothprobe.checkpoints import DataOptions, load_checkpoint
     from smoothprobe.estimate import Bound, Estimate
