@@ -237,9 +237,9 @@ def test_compare_identity_with_rotated_compares_original_with_rotated(tmp_path):
         "Basis                        Constant  Optimizer  original value     original ρ      "
         "rotated value   rotated ρ      rotated/original\n"
         "───────────────────────────  ────────  ─────────  ─────────────────  ──────────────  "
-        "──────────────  ─────────────  ───────────────────────────────────────────\n"
+        "──────────────  ─────────────  ────────────────────────────────────────────────\n"
         "identity vs hadamard:seed=0  d·L₂      SGD        200 [200, 200]     [1.00, 1.00]    "
-        "200 [200, 200]  [1.00, 1.00]   [1.00, 1.00] (Lanczos residual)\n"
+        "200 [200, 200]  [1.00, 1.00]   1.00 [1.00, 1.00] (Lanczos residual)\n"
         "identity vs hadamard:seed=0  H∞        Adam       50.0 [30.0, 50.0]  [0.150, 0.250]  "
-        "200 [120, 200]  [0.600, 1.00]  [2.40, 6.67] (certified / Lanczos residual)\n"
+        "200 [120, 200]  [0.600, 1.00]  4.00 [2.40, 6.67] (certified / Lanczos residual)\n"
     )

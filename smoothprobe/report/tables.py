@@ -322,7 +322,9 @@ def compare_frame(
                 row[f"{name} ρ"] = fmt_interval(rho) if rho is not None else "—"
             if ca is not None and cb is not None:
                 ratio = interval_from_row(cb) / interval_from_row(ca)
-                row[f"{b_name}/{a_name}"] = f"{fmt_interval(ratio)} ({fmt_ends(ratio)})"
+                row[f"{b_name}/{a_name}"] = (
+                    f"{fmt_num(ratio.value)} {fmt_interval(ratio)} ({fmt_ends(ratio)})"
+                )
             else:
                 row[f"{b_name}/{a_name}"] = "—"
             rows.append(row)
