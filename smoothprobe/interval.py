@@ -144,7 +144,7 @@ class Interval:
         """
         if not bound < self.high:
             return self
-        return replace(self, high=bound, high_kind=kind, high_alpha=alpha).clipped()
+        return replace(self, high=bound, high_kind=kind, high_alpha=alpha).resolved()
 
     def raise_low(self, bound: float, kind: Kind, *, alpha: float = 0.0) -> Interval:
         """Replaces the lower end by ``bound`` (miscoverage ``alpha``) when that is tighter.
@@ -153,7 +153,21 @@ class Interval:
         """
         if not bound > self.low:
             return self
-        return replace(self, low=bound, low_kind=kind, low_alpha=alpha).clipped()
+        return replace(self, low=bound, low_kind=kind, low_alpha=alpha).resolved()
+
+    def resolved(self) -> Interval:
+        """Settles ends that cross (low > high: one of them is wrong), then clips the point.
+
+        The weaker end is the one that was wrong (a proven end never is), so it is dropped: the
+        interval says nothing on that side rather than something contradicted.
+        """
+        if not self.low > self.high:
+            return self.clipped()
+        if _RANK[self.low_kind] <= _RANK[self.high_kind]:
+            out = replace(self, high=math.inf, high_kind=Kind.NONE, high_alpha=0.0)
+        else:
+            out = replace(self, low=-math.inf, low_kind=Kind.NONE, low_alpha=0.0)
+        return out.clipped()
 
     def clipped(self) -> Interval:
         """The same interval with its point value moved into [low, high] (NaN stays NaN)."""

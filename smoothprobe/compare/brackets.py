@@ -44,15 +44,15 @@ def bracket(
     """
     low, low_kind, low_alpha = best_end([(iv.low, iv.low_kind, iv.low_alpha) for iv in lows])
     neg, high_kind, high_alpha = best_end([(-iv.high, iv.high_kind, iv.high_alpha) for iv in ups])
-    iv = Interval(math.nan, low, -neg, low_kind, high_kind, low_alpha, high_alpha)
-    if low_kind is Kind.NONE:
-        iv = Interval(math.nan, 0.0, iv.high, Kind.NONE, high_kind, 0.0, high_alpha)
+    iv = Interval(math.nan, low, -neg, low_kind, high_kind, low_alpha, high_alpha).resolved()
+    if iv.low_kind is Kind.NONE:
+        iv = Interval(math.nan, 0.0, iv.high, Kind.NONE, iv.high_kind, 0.0, iv.high_alpha)
     if dl2 is not None:
         iv = iv.cap_high(dl2.high, dl2.high_kind, alpha=dl2.high_alpha)
     if l2 is not None:
         iv = iv.raise_low(l2.low, l2.low_kind, alpha=l2.low_alpha)
     if surrogate is None or not math.isfinite(surrogate.value):
-        if low_kind is Kind.NONE:
+        if iv.low_kind is Kind.NONE:
             return replace(iv, value=iv.high), "upper end (nothing else measured)"
         return replace(iv, value=iv.low), "lower end (no surrogate measured)"
     sketched = surrogate.low_kind is Kind.NONE and surrogate.high_kind is Kind.PROBABILISTIC

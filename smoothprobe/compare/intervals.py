@@ -170,10 +170,6 @@ def combine_intervals(intervals: Sequence[Interval]) -> Interval | None:
     low, low_kind, low_alpha = best_end(lows)
     high, high_kind, high_alpha = best_end(highs)
     high = -high
-    if low > high:  # statistical ends that contradict each other: keep the widest claim
-        low, high = min(iv.low for iv in intervals), max(iv.high for iv in intervals)
-        low_kind = weaker(*(iv.low_kind for iv in intervals))
-        high_kind = weaker(*(iv.high_kind for iv in intervals))
 
     def width(iv: Interval) -> float:
         scale = abs(iv.value) if iv.value and math.isfinite(iv.value) else 1.0
@@ -183,7 +179,7 @@ def combine_intervals(intervals: Sequence[Interval]) -> Interval | None:
     value = min(reversed(finite), key=width).value if finite else math.nan
     if not lows and not highs:  # only points without error bars: keep the latest one
         return intervals[-1]
-    return Interval(value, low, high, low_kind, high_kind, low_alpha, high_alpha).clipped()
+    return Interval(value, low, high, low_kind, high_kind, low_alpha, high_alpha).resolved()
 
 
 def best_end(ends: list[tuple[float, Kind, float]]) -> tuple[float, Kind, float]:

@@ -25,8 +25,9 @@ THEORY_NOTE = (
 def rho_table(frame: pd.DataFrame) -> pd.DataFrame:
     """ρ(Φ) = H(Φ)/(d·L₂) and the predicted T_Φ/T_SGD per checkpoint × basis × geometry/partition.
 
-    ``rho_value`` is the surrogate ratio (the seed paper's ‖H‖₁,₁/(d·L₂) for ℓ∞, which can exceed
-    1 when the surrogate is loose); [``rho_low``, ``rho_high``] brackets the true ρ(Φ) ≤ 1.
+    [``rho_low``, ``rho_high``] brackets the true ρ(Φ) ≤ 1; ``rho_value`` is the capped surrogate
+    ratio min(‖H‖₁,₁, d·L₂)/(d·L₂) (U(Φ) for blocks), clipped into that bracket (the seed paper's
+    uncapped ‖H‖₁,₁/(d·L₂) is the constants table's ``surrogate`` over d·L₂).
     ``advantage_*`` is 1/ρ: how many times smaller than d·L₂ the constant is, i.e. the predicted
     T_SGD/T_Φ. Rows without a d·L₂ for their checkpoint are dropped (ρ is undefined).
 

@@ -39,8 +39,9 @@ def summary_table(frame: pd.DataFrame, *, checkpoint_column: bool = True) -> pd.
 
     Returns:
         DataFrame with columns Checkpoint, Basis, Geometry, Constant (H(Φ=partition)),
-        Optimizer, Value, Bracket, Ends (lower / upper), ρ̂, ρ bracket, T_Φ/T_SGD (one row per
-        constant). Rows without d·L₂ show "—" for ρ.
+        Optimizer, Bracket, Ends (lower / upper), Point, Point is (what the point value is), ρ
+        bracket, ρ point, T_Φ/T_SGD (one row per constant): the proven bracket comes first.
+        Rows without d·L₂ show "—" for ρ.
     """
     consts = bounds.constants_table(frame)
     rho = bounds.rho_table(frame)
@@ -63,12 +64,13 @@ def summary_table(frame: pd.DataFrame, *, checkpoint_column: bool = True) -> pd.
                 "Geometry": GEOMETRY_NAMES.get(row["geometry"], row["geometry"]),
                 "Constant": row["constant"],
                 "Optimizer": row["optimizer"],
-                "Value": fmt_num(iv.value),
                 "Bracket": fmt_interval(iv),
                 "Ends (lower / upper)": fmt_ends(iv),
-                "ρ̂": fmt_num(r.value) if r else "—",
+                "Point": fmt_num(iv.value),
+                "Point is": row["point"],
                 "ρ bracket": fmt_interval(r) if r else "—",
-                "T_Φ/T_SGD": f"= ρ̂, {status}" if r else "—",
+                "ρ point": fmt_num(r.value) if r else "—",
+                "T_Φ/T_SGD": f"= ρ, {status}" if r else "—",
             }
         )
     columns = _SUMMARY_COLUMNS if checkpoint_column else _SUMMARY_COLUMNS[1:]
@@ -81,11 +83,12 @@ _SUMMARY_COLUMNS = [
     "Geometry",
     "Constant",
     "Optimizer",
-    "Value",
     "Bracket",
     "Ends (lower / upper)",
-    "ρ̂",
+    "Point",
+    "Point is",
     "ρ bracket",
+    "ρ point",
     "T_Φ/T_SGD",
 ]
 
