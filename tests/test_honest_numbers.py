@@ -335,3 +335,45 @@ def test_hinf_records_are_the_h_inf_bracket_when_present():
     rho = compare.rho_table(pd.DataFrame(base + hinf)).query("geometry == 'linf'").iloc[0]
     assert rho["rho_low"] == pytest.approx(90.0 / 200.0) and rho["rho_high"] == pytest.approx(0.55)
     assert rho["rho_high_alpha"] == pytest.approx(1e-3)
+
+
+def test_cli_table_says_what_a_sketched_bound_is_with_its_real_level():
+    """Issue 16.6: `block_upper 779585 estimate [779585, 2.95678e+07] (100%)`."""
+    from smoothprobe_cli.output import render_table
+
+    sketched = _rec(
+        Estimate(
+            "block_upper",
+            779585.0,
+            Bound.ESTIMATE,
+            ci_low=779585.0,
+            ci_high=2.95678e7,
+            confidence=0.998,
+            geometry="block",
+            extra={"upper_whp": 2.95678e7, "upper_whp_failure_probability": 1e-3},
+        ),
+        "identity",
+        100,
+        "tensor",
+    )
+    ci = _rec(Estimate("l11_norm", 5.0, ci_low=4.0, ci_high=6.0, confidence=0.998), "identity", 9)
+    text = render_table([sketched, ci])
+    assert "(100%)" not in text
+    assert (
+        "sketched estimate (≤ the exact U(Φ)); U(Φ) ≤ 2.95678e+07 with probability ≥ 99.9%" in text
+    )
+    assert "[4, 6] (99.8% CI)" in text
+    prob = _rec(Estimate("lambda_max", 3.0, Bound.PROB_UPPER, failure_prob=1e-3), "identity", 9)
+    assert "upper bound with probability ≥ 99.9%" in render_table([prob])
+    unconverged = _rec(
+        Estimate(
+            "lambda_max",
+            3.0,
+            Bound.LOWER,
+            geometry="l2",
+            extra={"residual": 0.1, "converged": False},
+        ),
+        "identity",
+        9,
+    )
+    assert "not converged: no upper bound" in render_table([unconverged])
