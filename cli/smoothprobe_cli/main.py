@@ -187,6 +187,7 @@ def _register() -> None:
         info,
         measure,
         report,
+        reproduce,
         trajectory,
     )
 

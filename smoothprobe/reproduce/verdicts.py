@@ -1,0 +1,253 @@
+"""The comparison tables and one verdict per claim of the seed paper, computed from the numbers.
+
+``analyse(runs, records)`` is everything the report shows; the verdicts are recomputed from the
+committed records by the tests. A verdict is ``reproduced``, ``not reproduced`` or
+``inconclusive`` (the error bars — the range over seeds for steps, the bracket for constants —
+straddle the threshold).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from smoothprobe.reproduce.compare import (
+    chosen_lr,
+    chosen_runs,
+    constants_table,
+    describe_ratios,
+    lr_table,
+    mean_final,
+    paired_ratios,
+    ratio_side,
+    running_min,
+    steps_to_target,
+    trajectory_bracket,
+)
+from smoothprobe.reproduce.optimizers import FAMILY
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+BLOCKWISE = (("adam", "singleton"), ("adam_mini", "mini"), ("adam_tensor", "tensor"))
+BLOCKWISE += (("adalayer", "layer"), ("adasgd", "one"))
+INVARIANCE_TOL = 1e-3  # SGD rotated vs original: largest relative difference of the loss curves
+
+
+def _geometry(model: str, opt: str, table) -> dict[str, float] | None:
+    """The constant of an optimizer's own geometry along the trajectory it is read on."""
+    spec = {s.name: s for s in FAMILY}[opt]
+    if spec.partition == "one":
+        return {"rho_lower": 1.0, "rho_upper": 1.0, "source": "d*L2 by definition"}
+    traj, basis = ("adam_rot", "hadamard") if spec.basis == "hadamard" else ("adam", "identity")
+    found = trajectory_bracket(
+        table, model=model, trajectory=traj, basis=basis, partition=spec.partition
+    )
+    return None if found is None else {**found, "source": f"{traj} trajectory, {basis} basis"}
+
+
+def _verdict_from_side(side: str, *, want: str) -> str:
+    if side == "mixed":
+        return INCONCLUSIVE
+    return REPRODUCED if side == want else NOT_REPRODUCED
+
+
+def _bracket_side(lower: float, upper: float, threshold: float) -> str:
+    return "below" if upper < threshold else "above" if lower > threshold else "mixed"
+
+
+def analyse_model(model: str, runs: Sequence[dict], table: Sequence[dict]) -> dict[str, Any]:
+    """Tables 1–3 and the verdicts of one model."""
+    lrs = chosen_lr(lr_table(runs))
+    chosen = {opt: by_seed for (m, opt), by_seed in chosen_runs(runs, lrs).items() if m == model}
+    sgd = chosen["sgd"]
+    target = mean_final(sgd)
+    predicted = []
+    for spec in FAMILY:
+        geo = _geometry(model, spec.name, table)
+        rows = paired_ratios(chosen[spec.name], sgd, target)
+        predicted.append(
+            {
+                "optimizer": spec.name,
+                "label": spec.label,
+                "lr": lrs[(model, spec.name)],
+                "rho_lower": None if geo is None else geo["rho_lower"],
+                "rho_upper": None if geo is None else geo["rho_upper"],
+                "geometry_from": None if geo is None else geo["source"],
+                "steps_vs_sgd": describe_ratios(rows),
+                "observed_side": ratio_side(rows),
+                "ratios": rows,
+            }
+        )
+    verdicts = []
+
+    def add(claim: str, verdict: str, evidence: str) -> None:
+        verdicts.append({"model": model, "claim": claim, "verdict": verdict, "evidence": evidence})
+
+    # C1: the ℓ∞ geometry is better than the ℓ2 one along Adam's trajectory (ρ < 1).
+    adam_geo = _geometry(model, "adam", table)
+    side = _bracket_side(adam_geo["rho_lower"], adam_geo["rho_upper"], 1.0)
+    add(
+        "C1 ℓ∞ smoothness beats ℓ2: H∞/(d·L₂) < 1 along Adam's trajectory",
+        _verdict_from_side(side, want="below"),
+        f"H∞/(d·L₂) ∈ [{adam_geo['rho_lower']:.3g}, {adam_geo['rho_upper']:.3g}]",
+    )
+    # C2: Adam is faster than the better-tuned of SGD and SGD with momentum.
+    base = min(("sgd", "sgdm"), key=lambda o: mean_final(chosen[o]))
+    base_target = mean_final(chosen[base])
+    rows = paired_ratios(chosen["adam"], chosen[base], base_target)
+    add(
+        f"C2 Adam reaches the loss of tuned {base.upper()} in fewer steps",
+        _verdict_from_side(ratio_side(rows), want="below"),
+        f"steps Adam/{base.upper()} to loss {base_target:.4g}: {describe_ratios(rows)}",
+    )
+    # C3, C4: rotation raises H∞ and slows Adam.
+    rot = _geometry(model, "adam_rot", table)
+    lo, up = rot["lower"] / adam_geo["upper"], rot["upper"] / adam_geo["lower"]
+    add(
+        "C3 rotating the parameters raises H∞",
+        _verdict_from_side(_bracket_side(lo, up, 1.0), want="above"),
+        f"H∞ rotated/original ∈ [{lo:.3g}, {up:.3g}]",
+    )
+    rot_target = max(mean_final(chosen["adam"]), mean_final(chosen["adam_rot"]))
+    rot_rows = paired_ratios(chosen["adam_rot"], chosen["adam"], rot_target)
+    add(
+        "C4 rotating the parameters slows Adam",
+        _verdict_from_side(ratio_side(rot_rows), want="above"),
+        f"steps rotated/original to loss {rot_target:.4g}: {describe_ratios(rot_rows)}",
+    )
+    # C5: SGD is rotation invariant.
+    sgd_rows = []
+    if "sgd_rot" in chosen:
+        worst_final = max(
+            running_min(r["loss"])[-1] for r in (*sgd.values(), *chosen["sgd_rot"].values())
+        )
+        sgd_rows = paired_ratios(chosen["sgd_rot"], sgd, worst_final)
+    diffs = [
+        max(
+            abs(a - b) / max(abs(b), 1e-12)
+            for a, b in zip(chosen["sgd_rot"][s]["loss"], sgd[s]["loss"], strict=True)
+            if a is not None and b is not None
+        )
+        for s in sorted(set(chosen.get("sgd_rot", {})) & set(sgd))
+    ]
+    worst = max(diffs) if diffs else math.nan
+    add(
+        "C5 SGD is unaffected by the rotation",
+        INCONCLUSIVE if not diffs else REPRODUCED if worst <= INVARIANCE_TOL else NOT_REPRODUCED,
+        f"largest relative loss difference over the run {worst:.2g}; "
+        f"steps rotated/original {describe_ratios(sgd_rows)}",
+    )
+    # C6: blockwise speed follows H(Φ).
+    block_target = max(mean_final(chosen[o]) for o, _ in BLOCKWISE)
+    blockwise = []
+    for opt, part in BLOCKWISE:
+        geo = _geometry(model, opt, table)
+        steps = []
+        for run in chosen[opt].values():
+            s = steps_to_target(run, block_target)
+            steps.append(math.inf if s is None else s)
+        blockwise.append(
+            {
+                "optimizer": opt,
+                "partition": part,
+                "rho_lower": None if geo is None else geo["rho_lower"],
+                "rho_upper": None if geo is None else geo["rho_upper"],
+                "steps_mean": sum(steps) / len(steps),
+                "steps_min": min(steps),
+                "steps_max": max(steps),
+            }
+        )
+    concordant = discordant = 0
+    for i, a in enumerate(blockwise):
+        for b in blockwise[i + 1 :]:
+            if a["rho_upper"] is None or b["rho_upper"] is None:
+                continue
+            if a["rho_upper"] < b["rho_lower"]:
+                smaller, larger = a, b
+            elif b["rho_upper"] < a["rho_lower"]:
+                smaller, larger = b, a
+            else:
+                continue
+            if smaller["steps_max"] < larger["steps_min"]:
+                concordant += 1
+            elif smaller["steps_min"] > larger["steps_max"]:
+                discordant += 1
+    verdict = (
+        REPRODUCED
+        if concordant and not discordant
+        else NOT_REPRODUCED
+        if discordant > concordant
+        else INCONCLUSIVE
+    )
+    add(
+        "C6 blockwise Adam: fewer steps where H(Φ) is smaller",
+        verdict,
+        f"decided pairs (disjoint H(Φ) brackets and step ranges): {concordant} agree, "
+        f"{discordant} disagree, of {len(blockwise) * (len(blockwise) - 1) // 2}; "
+        f"target loss {block_target:.4g}",
+    )
+    # C7: ρ(Φ) < 1 predicts beating SGD.
+    agree = disagree = 0
+    for row in predicted:
+        if row["rho_upper"] is not None and row["rho_upper"] < 1 and row["optimizer"] != "sgd":
+            agree += row["observed_side"] == "below"
+            disagree += row["observed_side"] == "above"
+    add(
+        "C7 an optimizer whose geometry has ρ(Φ) < 1 beats SGD",
+        REPRODUCED
+        if agree and not disagree
+        else NOT_REPRODUCED
+        if disagree > agree
+        else INCONCLUSIVE,
+        f"of the optimizers with ρ(Φ) bracket below 1: {agree} faster than SGD on every seed, "
+        f"{disagree} slower on every seed, the rest undecided (SGD's final loss {target:.4g})",
+    )
+    rotation = [
+        {
+            "optimizer": "adam",
+            "slowdown": describe_ratios(rot_rows),
+            "constant": "H∞ (trajectory sup)",
+            "ratio_lower": lo,
+            "ratio_upper": up,
+        },
+        {
+            "optimizer": "sgd",
+            "slowdown": describe_ratios(sgd_rows),
+            "constant": "L₂ (same θ, both bases)",
+            **_l2_ratio(table, model),
+        },
+    ]
+    return {
+        "model": model,
+        "target_loss": target,
+        "predicted": predicted,
+        "rotation": rotation,
+        "blockwise": blockwise,
+        "verdicts": verdicts,
+    }
+
+
+def _l2_ratio(table: Sequence[dict], model: str) -> dict[str, float]:
+    """Range over points measured in both bases of L₂(rotated)/L₂(original)."""
+    by_point = {}
+    for r in table:
+        if r["model"] == model and r["partition"] == "one":
+            by_point.setdefault((r["trajectory"], r["step"]), {})[r["basis"]] = r["l2"]
+    ratios = [p["hadamard"] / p["identity"] for p in by_point.values() if len(p) == 2]
+    return {
+        "ratio_lower": min(ratios, default=math.nan),
+        "ratio_upper": max(ratios, default=math.nan),
+    }
+
+
+def analyse(runs: Sequence[dict], records: Sequence[dict]) -> dict[str, Any]:
+    """Everything the report shows: lr table, constants table, per-model tables and verdicts."""
+    table = constants_table(records)
+    models = sorted({r["model"] for r in runs}, key=lambda m: (m != "gpt", m))
+    per_model = [analyse_model(m, runs, table) for m in models]
+    return {
+        "lr_table": lr_table(runs),
+        "constants": table,
+        "models": per_model,
+        "verdicts": [v for m in per_model for v in m["verdicts"]],
+    }
