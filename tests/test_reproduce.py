@@ -178,7 +178,7 @@ def test_quick_reproduction_end_to_end_and_resume(tmp_path):
     # the verdicts follow from the records alone
     assert analyse(runs, records)["verdicts"] == verdicts
     assert {v["verdict"] for v in verdicts} <= {"reproduced", "not reproduced", "inconclusive"}
-    assert len(verdicts) == 7 and all(v["model"] == "gpt" for v in verdicts)
+    assert len(verdicts) == 8 and all(v["model"] == "gpt" for v in verdicts)
     # every optimizer × 4 learning rates × 3 seeds, plus SGD rotated × 3 seeds
     assert len(runs) == 8 * 4 * 3 + 3
     # no point value outside its bracket
@@ -208,3 +208,14 @@ def test_reproduce_rejects_bad_options(tmp_path):
     bad = runner.invoke(cli, ["reproduce", "--quick", "--model", "example:nope", "--out", out])
     assert bad.exit_code == 1 and "unknown model" in bad.output
     assert not out.exists()
+
+
+def test_checkpoint_task_fine_tunes_from_its_weights(nanogpt_run):
+    ckpt, data = nanogpt_run
+    task = build_task(str(ckpt), data_path=str(data), batch_size=4)
+    assert task.n_head == 2 and task.mini_partition == "head"
+    summary, keep = train(task, BY_NAME["adam_mini"], RunConfig(1e-2, 0, 6, 3))
+    state = torch.load(ckpt, weights_only=True)["model"]
+    first = state["transformer.wte.weight"].reshape(-1).to(torch.float64)
+    assert torch.allclose(keep["step_0"][: first.numel()], first)
+    assert summary["loss"][-1] < summary["loss"][0]

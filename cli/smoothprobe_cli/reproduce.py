@@ -36,8 +36,10 @@ from smoothprobe_cli.main import cli
     type=click.Path(file_okay=False),
     help="Report directory; its .cache/ holds finished runs (rerun to resume).",
 )
-@click.option("--quick", is_flag=True, help="Small test setting: the tiny GPT, 24 steps (~1 min).")
-@click.option("--steps", type=click.IntRange(min=4), help="Steps per run (default 240; quick 24).")
+@click.option(
+    "--quick", is_flag=True, help="Small test setting: the tiny GPT, 16 steps (under a minute)."
+)
+@click.option("--steps", type=click.IntRange(min=4), help="Steps per run (default 240; quick 16).")
 @click.option(
     "--seeds", type=click.IntRange(min=1), help="Seeds per optimizer and learning rate (default 3)."
 )

@@ -171,6 +171,13 @@ def _upper_end(record: Record | None) -> float:
     return float(high) if high is not None else float(record["value"])
 
 
+def _lower_end(record: Record | None) -> float:
+    if record is None:
+        return math.nan
+    low = record.get("ci_low")
+    return float(low) if low is not None else float(record["value"])
+
+
 def point_constants(point: dict[tuple[str, str], Record]) -> dict[str, Any]:
     """Constants at one point: L₂, d·L₂ and the brackets of H∞ and every measured H(Φ).
 
@@ -201,6 +208,8 @@ def point_constants(point: dict[tuple[str, str], Record]) -> dict[str, Any]:
         "d_l2": dl2,
         "d_l2_upper": dl2_up,
         "l11": float(l11["value"]) if l11 else math.nan,
+        "l11_low": _lower_end(l11),
+        "l11_high": _upper_end(l11),
         "hinf_source": "hinf suite" if h_up else "linf_lower, min(l11 CI upper, d*L2)",
         "blocks": blocks,
         "noise": noise,
@@ -225,6 +234,8 @@ def constants_table(records: Sequence[Record]) -> list[dict[str, Any]]:
                     "l2": c["l2"],
                     "d_l2": c["d_l2"],
                     "l11_surrogate": c["l11"] if part == "singleton" else None,
+                    "l11_low": c["l11_low"] if part == "singleton" else None,
+                    "l11_high": c["l11_high"] if part == "singleton" else None,
                     "lower": lo,
                     "upper": up,
                     "rho_lower": lo / c["d_l2"],
@@ -248,7 +259,11 @@ def trajectory_bracket(
     ]
     if not rows:
         return None
+    surrogate = [r for r in rows if r.get("l11_surrogate") is not None]
     return {
+        "l11": max((r["l11_surrogate"] for r in surrogate), default=math.nan),
+        "l11_low": max((r["l11_low"] for r in surrogate), default=math.nan),
+        "l11_high": max((r["l11_high"] for r in surrogate), default=math.nan),
         "lower": max(r["lower"] for r in rows),
         "upper": max(r["upper"] for r in rows),
         "rho_lower": max(r["rho_lower"] for r in rows),

@@ -100,7 +100,7 @@ def lr_sweep(model: str, table: Sequence[dict]):
 
 def predicted_vs_observed(result: dict[str, Any]):
     """x: ρ(Φ) bracket of the optimizer's own geometry; y: steps relative to SGD (seed range)."""
-    fig = _fig(7.0, 4.6)
+    fig = _fig(9.0, 4.6)
     ax = fig.subplots()
     for row in result["predicted"]:
         if row["rho_upper"] is None:
@@ -121,20 +121,19 @@ def predicted_vs_observed(result: dict[str, Any]):
             capsize=3,
             label=row["label"],
         )
-        if any(r["kind"] == "lower" for r in row["ratios"]):
-            ax.annotate(
-                "censored: ≥", (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points"
-            )
     ax.axhline(1.0, color="k", lw=0.6, ls=":")
     ax.axvline(1.0, color="k", lw=0.6, ls=":")
-    ax.plot([1e-3, 1.5], [1e-3, 1.5], color="#999", lw=0.8, ls="--", label="bound's ratio (y = x)")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlim(left=max(1e-3, ax.get_xlim()[0]))
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    lo, hi = min(x0, y0), max(x1, y1)
+    ax.plot([lo, hi], [lo, hi], color="#999", lw=0.8, ls="--", label="bound's ratio (y = x)")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
     ax.set_xlabel("ρ(Φ) = H(Φ)/(d·L₂) of the optimizer's geometry (bracket)")
     ax.set_ylabel("steps to SGD's final loss, relative to SGD")
     ax.set_title(f"{result['model']}: predicted vs observed (error bars: bracket, seed range)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -162,6 +161,7 @@ def rotation(result: dict[str, Any]):
             pass
         a, b = row["ratio_lower"], row["ratio_upper"]
         if math.isfinite(a) and math.isfinite(b):
+            ax.plot([i + 0.12] * 2, [a, b], "_", color="#d62728", ms=14, mew=2)
             ax.vlines(
                 i + 0.12,
                 a,
@@ -182,36 +182,45 @@ def rotation(result: dict[str, Any]):
 
 
 def constants(model: str, table: Sequence[dict]):
-    """ρ brackets along the measured trajectories, per geometry and basis."""
+    """ρ brackets along the trajectories: (left) every partition along Adam's, identity basis;
+    (right) H∞ in both bases along the three measured trajectories."""
+    fig = _fig(10.0, 4.2)
+    left, right = fig.subplots(1, 2, sharey=True)
     rows = [r for r in table if r["model"] == model and r["partition"] != "one"]
-    keys = sorted({(r["trajectory"], r["basis"], r["partition"]) for r in rows})
-    fig = _fig(7.5, 4.2)
-    ax = fig.subplots()
-    for j, key in enumerate(keys):
-        pts = sorted(
-            (r for r in rows if (r["trajectory"], r["basis"], r["partition"]) == key),
-            key=lambda r: r["step"],
-        )
-        xs = [r["step"] + (j - len(keys) / 2) * 0.6 for r in pts]
-        mid = [math.sqrt(r["rho_lower"] * r["rho_upper"]) for r in pts]
-        err = [
-            [m - r["rho_lower"] for m, r in zip(mid, pts, strict=True)],
-            [r["rho_upper"] - m for m, r in zip(mid, pts, strict=True)],
-        ]
-        ax.errorbar(
-            xs,
-            mid,
-            yerr=err,
-            fmt="o-",
-            ms=3,
-            capsize=2,
-            lw=0.8,
-            label=f"{key[0]} · {key[1]} · {key[2]}",
-        )
-    ax.axhline(1.0, color="k", lw=0.6, ls=":")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("ρ(Φ) = H(Φ)/(d·L₂) bracket")
-    ax.set_title(f"{model}: constants along the trajectories (trajectory · basis · partition)")
-    ax.legend(fontsize=6, ncols=2)
+    panels = (
+        (
+            left,
+            lambda r: r["trajectory"] == "adam" and r["basis"] == "identity",
+            "partition",
+            "Adam's trajectory, identity basis",
+        ),
+        (right, lambda r: r["partition"] == "singleton", None, "H∞ (singleton blocks)"),
+    )
+    for ax, keep, by, title in panels:
+        chosen = [r for r in rows if keep(r)]
+        keys = sorted({(r["partition"],) if by else (r["trajectory"], r["basis"]) for r in chosen})
+        for j, key in enumerate(keys):
+            pts = sorted(
+                (
+                    r
+                    for r in chosen
+                    if ((r["partition"],) if by else (r["trajectory"], r["basis"])) == key
+                ),
+                key=lambda r: r["step"],
+            )
+            shift = (j - len(keys) / 2) * 0.01 * max(1, pts[-1]["step"])
+            xs = [r["step"] + shift for r in pts]
+            mid = [math.sqrt(r["rho_lower"] * r["rho_upper"]) for r in pts]
+            err = [
+                [m - r["rho_lower"] for m, r in zip(mid, pts, strict=True)],
+                [r["rho_upper"] - m for m, r in zip(mid, pts, strict=True)],
+            ]
+            ax.errorbar(xs, mid, yerr=err, fmt="o-", ms=3, capsize=2, lw=0.8, label=" · ".join(key))
+        ax.axhline(1.0, color="k", lw=0.6, ls=":")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    left.set_ylabel("ρ(Φ) = H(Φ)/(d·L₂) bracket")
+    fig.suptitle(f"{model}: constants at start, middle and end (bracket: lower to upper)")
     return fig

@@ -79,9 +79,9 @@ class ReproduceConfig:
 
 
 def quick_config(**changes: Any) -> ReproduceConfig:
-    """The ``--quick`` setting: the tiny GPT, 24 steps, 4-value grids, 3 seeds, tiny budgets."""
+    """The ``--quick`` setting: the tiny GPT, 16 steps, 4-value grids, 3 seeds, tiny budgets."""
     base = ReproduceConfig(
-        models=("example:gpt",), steps=24, eval_every=4, budget=QUICK_BUDGET, quick=True
+        models=("example:gpt",), steps=16, eval_every=4, budget=QUICK_BUDGET, quick=True
     )
     return replace(base, **changes)
 
