@@ -75,7 +75,7 @@ def curves(model: str, runs: Sequence[dict]):
 
 def lr_sweep(model: str, table: Sequence[dict]):
     """Mean final loss against learning rate; the chosen rate circled."""
-    fig = _fig(7.5, 3.8)
+    fig = _fig(9.0, 3.8)
     ax = fig.subplots()
     by_opt: dict[str, list[dict]] = defaultdict(list)
     for row in table:
@@ -83,18 +83,37 @@ def lr_sweep(model: str, table: Sequence[dict]):
             by_opt[row["optimizer"]].append(row)
     for opt, rows in by_opt.items():
         rows.sort(key=lambda r: r["lr"])
-        ys = [min(r["mean_final_loss"], 1e3) for r in rows]
+        ok = [r for r in rows if math.isfinite(r["mean_final_loss"])]
         ax.plot(
-            [r["lr"] for r in rows], ys, "o-", ms=3, color=COLORS[opt], label=BY_NAME[opt].label
+            [r["lr"] for r in ok],
+            [r["mean_final_loss"] for r in ok],
+            "o-",
+            ms=3,
+            color=COLORS[opt],
+            label=BY_NAME[opt].label,
         )
         best = next(r for r in rows if r["chosen"])
         ax.plot(best["lr"], best["mean_final_loss"], "o", ms=9, mfc="none", color=COLORS[opt])
+        for r in rows:
+            if not math.isfinite(r["mean_final_loss"]):
+                ax.annotate(
+                    "diverged",
+                    (r["lr"], 1.0),
+                    xycoords=("data", "axes fraction"),
+                    fontsize=7,
+                    color=COLORS[opt],
+                    ha="center",
+                    va="top",
+                )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    all_lrs = [r["lr"] for rows in by_opt.values() for r in rows]
+    if all_lrs:
+        ax.set_xlim(min(all_lrs) / 1.5, max(all_lrs) * 1.5)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("mean final training loss")
     ax.set_title(f"{model}: learning-rate grids (circle: chosen)")
-    ax.legend(fontsize=7, ncols=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 

@@ -212,8 +212,21 @@ def run_reproduction(
         records += model_records
         info["models"][task.name] = {
             "describe": task.describe,
+            "d": model_runs[0]["d"],
             "train_seconds": round(t1 - t0, 1),
             "measure_seconds": round(time.perf_counter() - t1, 1),
+            "train_compute_seconds": round(sum(r["seconds"] for r in model_runs), 1),
+            "measure_compute_seconds": round(
+                sum(
+                    {
+                        r["extra"]["run_key"] + str(r["step"]) + r["extra"]["measure_basis"]: r[
+                            "extra"
+                        ]["measure_seconds"]
+                        for r in model_records
+                    }.values()
+                ),
+                1,
+            ),
             "load_average": load_average(),
         }
         analysis = analyse(runs, records)

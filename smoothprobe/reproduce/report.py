@@ -113,7 +113,9 @@ def sections(analysis: dict[str, Any], info: dict[str, Any]) -> list[tuple[str, 
             f"Machine: {info.get('cpu_count')} CPUs shared with other jobs; load average "
             f"(1, 5, 15 min) at start {load[0]}, at end {load[1]}; per model: "
             + "; ".join(
-                f"{m}: training {v['train_seconds']} s, measuring {v['measure_seconds']} s"
+                f"{m} (d = {v.get('d')}): training {v['train_compute_seconds']} s and measuring "
+                f"{v['measure_compute_seconds']} s of compute (this invocation: "
+                f"{v['train_seconds']} s and {v['measure_seconds']} s, less when cached)"
                 for m, v in info["models"].items()
             ),
         ),
@@ -228,6 +230,8 @@ def sections(analysis: dict[str, Any], info: dict[str, Any]) -> list[tuple[str, 
                 r["steps_mean"],
                 r["steps_min"],
                 r["steps_max"],
+                r["rank_h"],
+                r["rank_steps"],
             ]
             for r in res["blockwise"]
         ]
@@ -239,7 +243,11 @@ def sections(analysis: dict[str, Any], info: dict[str, Any]) -> list[tuple[str, 
             ),
             (
                 "table",
-                (["optimizer", "partition", "ρ(Φ) bracket", "steps mean", "min", "max"], blk),
+                (
+                    ["optimizer", "partition", "ρ(Φ) bracket", "steps mean", "min", "max"]
+                    + ["rank by H(Φ)", "rank by steps"],
+                    blk,
+                ),
             ),
             ("img", f"figures/{m}_constants.png"),
         ]

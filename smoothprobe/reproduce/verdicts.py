@@ -164,6 +164,7 @@ def analyse_model(model: str, runs: Sequence[dict], table: Sequence[dict]) -> di
                 "steps_max": max(steps),
             }
         )
+    _add_ranks(blockwise)
     concordant = discordant = 0
     for i, a in enumerate(blockwise):
         for b in blockwise[i + 1 :]:
@@ -235,6 +236,18 @@ def analyse_model(model: str, runs: Sequence[dict], table: Sequence[dict]) -> di
         "blockwise": blockwise,
         "verdicts": verdicts,
     }
+
+
+def _add_ranks(rows: list[dict[str, Any]]) -> None:
+    """Descriptive ranks: by the bracket's geometric midpoint and by mean steps (1 = smallest)."""
+    mid = [
+        math.sqrt(r["rho_lower"] * r["rho_upper"]) if r["rho_upper"] is not None else math.inf
+        for r in rows
+    ]
+    for key, values in (("rank_h", mid), ("rank_steps", [r["steps_mean"] for r in rows])):
+        order = sorted(range(len(rows)), key=lambda i: values[i])
+        for rank, i in enumerate(order, 1):
+            rows[i][key] = rank
 
 
 def _l2_ratio(table: Sequence[dict], model: str) -> dict[str, float]:
