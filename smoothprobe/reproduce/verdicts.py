@@ -60,7 +60,7 @@ def analyse_model(model: str, runs: Sequence[dict], table: Sequence[dict]) -> di
     lrs = chosen_lr(lr_table(runs))
     chosen = {opt: by_seed for (m, opt), by_seed in chosen_runs(runs, lrs).items() if m == model}
     sgd = chosen["sgd"]
-    target = mean_final(sgd)
+    target = worst_final(sgd)
     predicted = []
     for spec in FAMILY:
         geo = _geometry(model, spec.name, table)
@@ -92,8 +92,8 @@ def analyse_model(model: str, runs: Sequence[dict], table: Sequence[dict]) -> di
         f"H∞/(d·L₂) ∈ [{adam_geo['rho_lower']:.3g}, {adam_geo['rho_upper']:.3g}]",
     )
     # C2: Adam is faster than the better-tuned of SGD and SGD with momentum.
-    base = min(("sgd", "sgdm"), key=lambda o: mean_final(chosen[o]))
-    base_target = mean_final(chosen[base])
+    base = min(("sgd", "sgdm"), key=lambda o: mean_final(chosen[o]))  # better tuned
+    base_target = worst_final(chosen[base])
     rows = paired_ratios(chosen["adam"], chosen[base], base_target)
     add(
         f"C2 Adam reaches the loss of tuned {base.upper()} in fewer steps",
@@ -115,37 +115,45 @@ def analyse_model(model: str, runs: Sequence[dict], table: Sequence[dict]) -> di
         f"‖H‖₁,₁ rotated/original {rot['l11'] / adam_geo['l11']:.3g}, from the 95% intervals "
         f"[{s_lo:.3g}, {s_up:.3g}]",
     )
-    rot_target = max(mean_final(chosen["adam"]), mean_final(chosen["adam_rot"]))
+    rot_target = worst_final(chosen["adam"], chosen["adam_rot"])
     rot_rows = paired_ratios(chosen["adam_rot"], chosen["adam"], rot_target)
     add(
         "C4 rotating the parameters slows Adam",
         _verdict_from_side(ratio_side(rot_rows), want="above"),
         f"steps rotated/original to loss {rot_target:.4g}: {describe_ratios(rot_rows)}",
     )
-    # C5: SGD is rotation invariant.
-    sgd_rows = []
+    # C5: SGD is unaffected by the rotation (exact in exact arithmetic; float32 rounding can be
+    # amplified by the dynamics, so the verdict compares the change of speed with the change a
+    # different seed makes).
+    sgd_rows, worst, spread = [], math.nan, math.nan
     if "sgd_rot" in chosen:
-        worst_final = max(
-            running_min(r["loss"])[-1] for r in (*sgd.values(), *chosen["sgd_rot"].values())
-        )
-        sgd_rows = paired_ratios(chosen["sgd_rot"], sgd, worst_final)
-    diffs = [
-        max(
+        rotated = chosen["sgd_rot"]
+        sgd_rows = paired_ratios(rotated, sgd, worst_final(sgd, rotated))
+        worst = max(
             abs(a - b) / max(abs(b), 1e-12)
-            for a, b in zip(chosen["sgd_rot"][s]["loss"], sgd[s]["loss"], strict=True)
+            for s in sorted(set(rotated) & set(sgd))
+            for a, b in zip(rotated[s]["loss"], sgd[s]["loss"], strict=True)
             if a is not None and b is not None
         )
-        for s in sorted(set(chosen.get("sgd_rot", {})) & set(sgd))
-    ]
-    worst = max(diffs) if diffs else math.nan
+        steps = [r["steps_b"] for r in sgd_rows if r["steps_b"] is not None]
+        spread = (max(steps) - min(steps)) / (sum(steps) / len(steps)) if steps else math.nan
+    changes = [abs(r["ratio"] - 1) for r in sgd_rows if r["kind"] == "exact"]
+    if len(changes) != len(sgd_rows) or not changes:
+        c5 = INCONCLUSIVE
+    elif max(changes) <= spread:
+        c5 = REPRODUCED
+    elif min(changes) > spread:
+        c5 = NOT_REPRODUCED
+    else:
+        c5 = INCONCLUSIVE
     add(
         "C5 SGD is unaffected by the rotation",
-        INCONCLUSIVE if not diffs else REPRODUCED if worst <= INVARIANCE_TOL else NOT_REPRODUCED,
-        f"largest relative loss difference over the run {worst:.2g}; "
-        f"steps rotated/original {describe_ratios(sgd_rows)}",
+        c5,
+        f"steps rotated/original {describe_ratios(sgd_rows)} vs seed-to-seed spread of SGD's "
+        f"steps {spread:.3g}; largest relative loss difference over the run {worst:.2g}",
     )
     # C6: blockwise speed follows H(Φ).
-    block_target = max(mean_final(chosen[o]) for o, _ in BLOCKWISE)
+    block_target = worst_final(*(chosen[o] for o, _ in BLOCKWISE))
     blockwise = []
     for opt, part in BLOCKWISE:
         geo = _geometry(model, opt, table)
@@ -208,7 +216,8 @@ def analyse_model(model: str, runs: Sequence[dict], table: Sequence[dict]) -> di
         if disagree > agree
         else INCONCLUSIVE,
         f"of the optimizers with ρ(Φ) bracket below 1: {agree} faster than SGD on every seed, "
-        f"{disagree} slower on every seed, the rest undecided (SGD's final loss {target:.4g})",
+        f"{disagree} slower on every seed, the rest undecided (target: SGD's worst final "
+        f"loss {target:.4g})",
     )
     rotation = [
         {
@@ -236,6 +245,12 @@ def analyse_model(model: str, runs: Sequence[dict], table: Sequence[dict]) -> di
         "blockwise": blockwise,
         "verdicts": verdicts,
     }
+
+
+def worst_final(*groups: dict[int, dict]) -> float:
+    """The largest final running-minimum loss over every run of the groups: all of them reach
+    it, so steps to it are never censored within the groups."""
+    return max(running_min(r["loss"])[-1] for g in groups for r in g.values())
 
 
 def _add_ranks(rows: list[dict[str, Any]]) -> None:
