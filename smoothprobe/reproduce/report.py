@@ -163,6 +163,7 @@ def sections(analysis: dict[str, Any], info: dict[str, Any]) -> list[tuple[str, 
                 r["geometry_from"],
                 r["steps_vs_sgd"],
                 r["observed_side"],
+                r["overlaps_bracket"],
             ]
             for r in res["predicted"]
         ]
@@ -186,6 +187,7 @@ def sections(analysis: dict[str, Any], info: dict[str, Any]) -> list[tuple[str, 
                         "constant read on",
                         "steps / SGD's",
                         "vs 1",
+                        "observed vs bracket",
                     ],
                     pred,
                 ),
@@ -391,6 +393,7 @@ def write_report(
                 "geometry_from",
                 "steps_vs_sgd",
                 "observed_side",
+                "overlaps_bracket",
             ],
         )
         tables[f"{m}_rotation"] = (

@@ -75,6 +75,7 @@ def analyse_model(model: str, runs: Sequence[dict], table: Sequence[dict]) -> di
                 "geometry_from": None if geo is None else geo["source"],
                 "steps_vs_sgd": describe_ratios(rows),
                 "observed_side": ratio_side(rows),
+                "overlaps_bracket": _overlaps(rows, geo),
                 "ratios": rows,
             }
         )
@@ -245,6 +246,15 @@ def analyse_model(model: str, runs: Sequence[dict], table: Sequence[dict]) -> di
         "blockwise": blockwise,
         "verdicts": verdicts,
     }
+
+
+def _overlaps(rows: Sequence[dict], geo: dict | None) -> str:
+    """Whether the seeds' range of observed step ratios meets the ρ(Φ) bracket."""
+    values = [r["ratio"] for r in rows if r["kind"] == "exact"]
+    if geo is None or not values or len(values) != len(rows):
+        return "n/a"
+    meets = min(values) <= geo["rho_upper"] and max(values) >= geo["rho_lower"]
+    return "yes" if meets else "faster" if max(values) < geo["rho_lower"] else "slower"
 
 
 def worst_final(*groups: dict[int, dict]) -> float:
