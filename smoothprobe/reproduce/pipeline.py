@@ -30,7 +30,12 @@ from smoothprobe.reproduce.measure_step import (
 from smoothprobe.reproduce.optimizers import BY_NAME, FAMILY, SGD_ROTATED
 from smoothprobe.reproduce.runs import RunConfig, cached_run
 
-GRIDS = {
+GRIDS = {  # the first default run chose 3e-2 (adaptive) and 0.3 (sgdm) at the grid's top: extended
+    "adaptive": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+    "sgd": (0.1, 0.3, 1.0, 3.0),
+    "sgdm": (0.01, 0.03, 0.1, 0.3, 1.0),
+}
+QUICK_GRIDS = {
     "adaptive": (1e-3, 3e-3, 1e-2, 3e-2),
     "sgd": (0.1, 0.3, 1.0, 3.0),
     "sgdm": (0.01, 0.03, 0.1, 0.3),
@@ -81,7 +86,12 @@ class ReproduceConfig:
 def quick_config(**changes: Any) -> ReproduceConfig:
     """The ``--quick`` setting: the tiny GPT, 16 steps, 4-value grids, 3 seeds, tiny budgets."""
     base = ReproduceConfig(
-        models=("example:gpt",), steps=16, eval_every=4, budget=QUICK_BUDGET, quick=True
+        models=("example:gpt",),
+        steps=16,
+        eval_every=4,
+        grids=dict(QUICK_GRIDS),
+        budget=QUICK_BUDGET,
+        quick=True,
     )
     return replace(base, **changes)
 
