@@ -62,7 +62,7 @@ def reproduce(models, data_path, batch_size, out, quick, steps, seeds, threads, 
 
     \b
     Examples:
-      smoothprobe reproduce                          # tiny GPT and small CNN, ≤ 30 min
+      smoothprobe reproduce                          # tiny GPT and small CNN (~8 CPU-min)
       smoothprobe reproduce --quick --out /tmp/repro
       smoothprobe reproduce --model ckpt.pt --data train.bin --batch-size 8
     """

@@ -135,23 +135,6 @@ def sections(analysis: dict[str, Any], info: dict[str, Any]) -> list[tuple[str, 
     for m, v in info["models"].items():
         setup.append(("p", f"{m}: {v['describe']}."))
     out.append(("Setup", setup))
-    lr_rows = [
-        [
-            r["model"],
-            r["optimizer"],
-            r["lr"],
-            r["mean_final_loss"],
-            r["seeds"],
-            "chosen" + (" (at edge)" if r["at_edge"] else "") if r["chosen"] else "",
-        ]
-        for r in analysis["lr_table"]
-    ]
-    out.append(
-        (
-            "Learning-rate grids",
-            [("table", (["model", "optimizer", "lr", "mean final loss", "seeds", ""], lr_rows))],
-        )
-    )
     for res in analysis["models"]:
         m = res["model"]
         items: list = [("img", f"figures/{m}_curves.png"), ("img", f"figures/{m}_lr.png")]
@@ -256,6 +239,23 @@ def sections(analysis: dict[str, Any], info: dict[str, Any]) -> list[tuple[str, 
             ("img", f"figures/{m}_constants.png"),
         ]
         out.append((f"Model {m}", items))
+    lr_rows = [
+        [
+            r["model"],
+            r["optimizer"],
+            r["lr"],
+            r["mean_final_loss"],
+            r["seeds"],
+            "chosen" + (" (at edge)" if r["at_edge"] else "") if r["chosen"] else "",
+        ]
+        for r in analysis["lr_table"]
+    ]
+    out.append(
+        (
+            "Learning-rate grids",
+            [("table", (["model", "optimizer", "lr", "mean final loss", "seeds", ""], lr_rows))],
+        )
+    )
     const_rows = [
         [
             r["model"],
