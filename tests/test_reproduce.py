@@ -249,3 +249,15 @@ def test_checkpoint_task_fine_tunes_from_its_weights(nanogpt_run):
     first = state["transformer.wte.weight"].reshape(-1).to(torch.float64)
     assert torch.allclose(keep["step_0"][: first.numel()], first)
     assert summary["loss"][-1] < summary["loss"][0]
+
+
+def test_committed_report_verdicts_follow_from_its_records():
+    from pathlib import Path
+
+    out = Path(__file__).resolve().parents[1] / "reports" / "reproduction"
+    if not (out / "verdicts.json").exists():
+        pytest.skip("no committed reproduction report")
+    runs, records, verdicts = read_outputs(out)
+    assert analyse(runs, records)["verdicts"] == verdicts
+    for row in constants_table(records):
+        assert row["lower"] <= row["upper"] * (1 + 1e-9), row
