@@ -197,6 +197,7 @@ def measure_spectral(
     max_hvps: int | None = None,
     restarts: int = 8,
     iterations: int = 100,
+    tol: float = 1e-6,
     generator: torch.Generator | int | None = 0,
     reference: Sequence[Estimate] = (),
 ) -> list[Estimate]:
@@ -210,7 +211,7 @@ def measure_spectral(
         geometries: ``"matrices"`` and/or ``"mixed"`` (mixed is skipped when every parameter
             is a matrix: it would repeat the matrix part).
         max_hvps: budget of the block upper bound (None: exact when d ≤ 20,000, else sketched).
-        restarts, iterations: polar ascent starts and steps.
+        restarts, iterations, tol: polar ascent starts, steps and relative stopping tolerance.
         generator: torch.Generator or int seed.
         reference: estimates already measured (ℓ2 and ℓ∞ records) for R·L₂, ρ_op, the Adam ratio.
 
@@ -251,7 +252,7 @@ def measure_spectral(
             block = _matrix_part(block, upper.matrix_value)
         block = replace(block, settings={**block.settings, **settings})
         lower = op_lower_bound(
-            operator, geo, restarts=restarts, iterations=iterations, generator=gen
+            operator, geo, restarts=restarts, iterations=iterations, tol=tol, generator=gen
         ).estimates()[0]
         lower = replace(lower, settings={**lower.settings, **settings})
         out += [block, lower]
