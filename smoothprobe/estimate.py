@@ -2,9 +2,9 @@
 
 Quantity names used across the package (records, reports and the CLI agree on these):
 
-======================  =====================================================  =========
+======================  =====================================================  ==============
 quantity                meaning (MATH.md symbols)                              geometry
-======================  =====================================================  =========
+======================  =====================================================  ==============
 ``loss``                L(θ) on the evaluation sample                          --
 ``lambda_max``          largest eigenvalue of H                                l2
 ``lambda_min``          smallest eigenvalue of H                               l2
@@ -31,7 +31,16 @@ quantity                meaning (MATH.md symbols)                              g
 ``snr_block``           Σ_b √d_b‖∇L_b‖₂ / Σ_b √d_b‖σ_b‖₂                       block
 ``grad_norm``           ‖∇L(θ)‖_* (trajectory)                                 any
 ``step_ratio``          ‖∇L(θ_{t+1})−∇L(θ_t)‖_*/‖θ_{t+1}−θ_t‖ (lower bound)    any
-======================  =====================================================  =========
+``op_lower``            certified lower bound on H_op (polar ascent)           spectral
+``op_upper``            Σ c_b c_b'‖H_bb'‖₂ ≥ H_op (c = √r/s, √d_b on ℓ∞)       spectral
+``op_upper_rl2``        R·L₂ ≥ H_op (L₂'s upper end)                           spectral
+``rho_op``              H_op/(R·L₂) = predicted T_Muon/T_SGD                   spectral
+``muon_adam_ratio``     H_op/(κ·H∞) = predicted T_Muon/T_Adam                  spectral
+``precond_lambda_max``  λ_max(P⁻¹H), P = diag(√v̂ + ε) from the Adam state      preconditioned
+``precond_lambda_min``  λ_min(P⁻¹H)                                            preconditioned
+``aeos_threshold``      (2 + 2β₁)/((1 − β₁)η), Adam's edge of stability        preconditioned
+``gd_threshold``        2/η, gradient descent's edge of stability              preconditioned
+======================  =====================================================  ==============
 """
 
 from __future__ import annotations
