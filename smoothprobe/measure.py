@@ -265,7 +265,7 @@ def run_measurement(
         estimates += found
         l2_estimate = next(e for e in found if e.quantity == "l2_norm")
     if "linf" in parts:
-        from smoothprobe.report.tables import row_norm_payload
+        from smoothprobe.estimators.row_norms import row_norm_payload
         from smoothprobe.suites.linf import run_linf
 
         _log(
