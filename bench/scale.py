@@ -5,7 +5,7 @@ are appended to a JSON-lines file as they come (so a long run can be read while 
 
     python bench/scale.py make  DIR            # checkpoint + synthetic val.bin (no download)
     python bench/scale.py costs DIR --k 1 8    # seconds per gradient and per HVP (blocks of k)
-    python bench/scale.py suites DIR           # `smoothprobe measure` per suite: wall time, peak RSS
+    python bench/scale.py suites DIR           # each suite: wall time, peak RSS
     python bench/scale.py all DIR
 
 Records: bench/results/scale_cpu.jsonl (phase, seconds, peak_rss_gib, load average, ...).

@@ -25,7 +25,7 @@ from smoothprobe.distributed import DistContext, DistributedError, launched_worl
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
 
-SPEC = '''
+SPEC = """
 import torch
 from torch import nn
 
@@ -39,18 +39,19 @@ def smoothprobe_spec(*, data_path, batch_size, num_batches, seed):
     y = torch.randn(7, 1, generator=g, dtype=torch.float64)
     if data_path == "bad":
         x[3] = 0.0  # batch 1 (examples 3-5) -> rank 1's shard
-    model = nn.Sequential(nn.Linear(6, HIDDEN, bias=False), nn.Tanh(), nn.Linear(HIDDEN, 1, bias=False))
+    model = nn.Sequential(
+        nn.Linear(6, HIDDEN, bias=False), nn.Tanh(), nn.Linear(HIDDEN, 1, bias=False)
+    )
     return {"model": model, "loss_fn": loss_fn, "data": (x, y)}
-'''
+"""
 
 
 def write_model(tmp: Path, hidden: int = 8, steps: int = 1) -> tuple[Path, list[Path]]:
     spec = tmp / "spec.py"
     spec.write_text(SPEC.replace("HIDDEN", str(hidden)))
     torch.manual_seed(1)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(6, hidden, bias=False), torch.nn.Tanh(), torch.nn.Linear(hidden, 1, bias=False)
-    ).double()
+    layers = [torch.nn.Linear(6, hidden, bias=False), torch.nn.Tanh()]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(hidden, 1, bias=False)).double()
     paths = []
     for step in range(steps):
         with torch.no_grad():
@@ -81,8 +82,11 @@ def launch(args: list[str], *, world: int = 2) -> list[subprocess.Popen]:
     port = free_port()
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "smoothprobe", *args], env=env_for(rank, world, port),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "smoothprobe", *args],
+            env=env_for(rank, world, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for rank in range(world)
     ]
@@ -133,7 +137,8 @@ COMMON = ["--num-batches", "3", "--batch-size", "3", "--dtype", "float64", "-q"]
 def test_measure_two_ranks_equal_one_process(tmp_path):
     spec, (ckpt,) = write_model(tmp_path)
     args = ["measure", str(ckpt), "--spec", str(spec), *COMMON, "--norm", "both",
-            "--max-hvps", "40", "--hvps", "16", "--blocks", "tensor", "--block-hvps", "1000"]  # fmt: skip
+            "--max-hvps", "40", "--hvps", "16",
+            "--blocks", "tensor", "--block-hvps", "1000"]  # fmt: skip
     ref = single([*args, "--out", str(tmp_path / "one.jsonl")])
     assert ref.returncode == 0, ref.stderr
     results = finish(launch([*args, "--out", str(tmp_path / "two.jsonl")]))
