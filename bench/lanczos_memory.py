@@ -3,12 +3,13 @@
 For each example (dense float64 Hessian as truth) and each basis setting, the HVPs to converge
 (tol 1e-8, random start, seed 0) and the relative errors of λ_max and λ_min:
 
-    python bench/lanczos_memory.py            # writes bench/results/lanczos_memory.csv
+    python bench/lanczos_memory.py [mlp cnn gpt]   # appends to bench/results/lanczos_memory.csv
 """
 
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import torch
@@ -25,9 +26,10 @@ SETTINGS = [
 ]
 
 
-def main() -> None:
+def main(models: list[str]) -> None:
+    out = Path(__file__).parent / "results" / "lanczos_memory.csv"
     rows = []
-    for name in ("mlp", "cnn", "gpt"):
+    for name in models:
         problem = build_example(name, dtype=torch.float64)
         h = exact_hessian(name)
         eigs = torch.linalg.eigvalsh((h + h.T) / 2)
@@ -43,12 +45,13 @@ def main() -> None:
                 "basis_bytes": r.basis_bytes,
             })  # fmt: skip
             print(rows[-1], flush=True)
-    out = Path(__file__).parent / "results" / "lanczos_memory.csv"
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+            new = not out.exists()
+            with out.open("a", newline="") as fh:  # row by row: a long run can be read meanwhile
+                writer = csv.DictWriter(fh, fieldnames=list(rows[-1]))
+                if new:
+                    writer.writeheader()
+                writer.writerow(rows[-1])
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or ["mlp", "cnn", "gpt"])
