@@ -10,6 +10,7 @@ from scipy.stats import binom
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound
 from smoothprobe.estimators.lanczos import lanczos
+from smoothprobe.estimators.power_iteration import power_iteration
 from smoothprobe.linear_operator import DenseOperator
 
 
@@ -113,3 +114,19 @@ def test_probabilistic_upper_end_holds_where_theta_plus_r_fails():
         assert ends["lambda_max"].failure_prob == delta
         misses += ends["lambda_max"].value < lam or ends["l2_norm"].value < lam
     assert misses <= binom.ppf(1 - 1e-3, trials, delta)
+
+
+def test_both_spectral_estimators_follow_the_estimator_contract():
+    h = outliers(60, 2)
+    before = torch.random.get_rng_state()
+    for fn in (lanczos, power_iteration):
+        a = fn(h, tol=1e-6, max_hvps=300, generator=0)  # a dense tensor is an operator
+        b = fn(DenseOperator(h), tol=1e-6, max_hvps=300, generator=torch.Generator().manual_seed(0))
+        assert a.lambda_max == b.lambda_max and a.hvps <= 300
+        assert [e.quantity for e in a.estimates()][:4] == [
+            "lambda_max",
+            "lambda_min",
+            "l2_norm",
+            "d_l2",
+        ]
+    assert torch.equal(before, torch.random.get_rng_state())  # the global RNG is untouched

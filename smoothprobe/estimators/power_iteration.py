@@ -73,7 +73,7 @@ def power_iteration(
     valid but loose bound) with residual inf and ``converged_*=False``.
 
     Args:
-        operator: symmetric operator.
+        operator: symmetric operator (or a matrix, anything ``as_operator`` accepts).
         tol: stop a run when ‖Hv − θv‖ ≤ tol·|θ|.
         max_hvps: total HVP budget of both runs.
         top_k: must be 1 (use ``lanczos`` for more).
@@ -83,11 +83,16 @@ def power_iteration(
         start: optional start direction.
 
     Returns:
-        A ``SpectrumResult`` (``iterations`` = ``hvps``).
+        A ``SpectrumResult`` (``iterations`` = ``hvps``; ``.estimates()`` for records). It has
+        no probabilistic upper end (``prob_bounds`` is None): power iteration's Rayleigh
+        quotients carry no Krylov guarantee.
 
     Raises:
         SmoothprobeError: invalid options, or ``top_k > 1``.
     """
+    from smoothprobe.suites.l2 import as_operator
+
+    operator = as_operator(operator)
     validate_options(
         operator, tol=tol, max_hvps=max_hvps, top_k=top_k, which=which, criterion=criterion
     )
