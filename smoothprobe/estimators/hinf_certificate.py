@@ -20,11 +20,11 @@ any λ⁺ ≥ λ_max(A − Diag(u)). Two ways to get λ⁺:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from smoothprobe.estimators.krylov_bound import kw_epsilon, lanczos_upper_bounds
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def lanczos_lambda_max(
         operator: symmetric operator (H).
         u: (2d,) certificate.
         steps: Lanczos steps (fixed in advance: the KW bound needs a fixed number of steps).
-        failure_prob: δ, split equally between the λ_max bound and the shift's norm bound.
+        failure_prob: δ, shared by the λ_max bound and the shift's norm bound (union bound).
         generator: source of the uniformly random start vector.
     """
     hvps0 = operator.cost.hvps
@@ -109,33 +109,52 @@ def lanczos_lambda_max(
     start = torch.randn(n, generator=generator, dtype=torch.float64, device=generator.device)
     basis[0] = start.cpu() / start.norm().cpu()
     alpha, beta = [], []
-    beta_last = 0.0
+    beta_last, scale = 0.0, 0.0
     for k in range(steps):
         w = _split_apply(operator, basis[k].to(operator.device), u.to(operator.device)).cpu()
         alpha.append(float(basis[k] @ w))
-        # Full reorthogonalisation, twice (classical Gram–Schmidt is stable when repeated).
-        for _ in range(2):
-            w -= basis[: k + 1].T @ (basis[: k + 1] @ w)
+        w -= alpha[-1] * basis[k]
+        if k:
+            w -= beta[-1] * basis[k - 1]
+        # Full reorthogonalisation (one classical Gram–Schmidt pass against every earlier vector
+        # after the three-term recurrence; a second pass when the norm dropped by half or more).
+        before = float(w.norm())
+        w -= basis[: k + 1].T @ (basis[: k + 1] @ w)
         norm = float(w.norm())
+        if norm < 0.5 * before:
+            w -= basis[: k + 1].T @ (basis[: k + 1] @ w)
+            norm = float(w.norm())
+        scale = max(scale, abs(alpha[-1]), norm)
         if k == steps - 1:
             beta_last = norm
             break
-        if norm <= 1e-12 * max(abs(a) for a in alpha + [1e-300]):
+        if norm <= 1e-12 * scale:
             break  # invariant subspace: the Ritz values are exact eigenvalues
         beta.append(norm)
         basis[k + 1] = w / norm
     del basis
-    half = failure_prob / 2
     k = len(alpha)
     theta = _ritz_max(alpha, beta)
-    if k < steps:  # breakdown: the Krylov space is invariant, θ is λ_max (a.s. for a random start)
-        return EigenBound(theta, theta, 0.0, "lanczos", k, 0.0, 0.0, operator.cost.hvps - hvps0)
-    eps = _kw_epsilon(n=n, steps=k, failure_prob=half)
-    shift = _norm_upper(alpha, beta, beta_last, n=n, failure_prob=half)
-    if eps >= 1.0:
-        upper = math.inf
-    else:
-        upper = theta + eps / (1.0 - eps) * (theta + shift)
+    if k < steps:
+        # Breakdown: the Krylov space is invariant, so more steps would not change θ and the KW
+        # bound with k → ∞ gives λ_max ≤ θ (the start has a component along the top eigenvector
+        # almost surely); the slack covers the round-off of the breakdown test.
+        upper = theta + 1e-9 * scale
+        return EigenBound(
+            upper, theta, failure_prob, "lanczos", k, 0.0, 0.0, operator.cost.hvps - hvps0
+        )
+    bounds = lanczos_upper_bounds(alpha, beta, beta_last, d=n, failure_prob=failure_prob)
+    eps = kw_epsilon(d=n, steps=k, failure_prob=failure_prob / 3)
+    return EigenBound(
+        bounds.lambda_max_upper,
+        theta,
+        failure_prob,
+        "lanczos",
+        k,
+        bounds.norm_upper,
+        eps,
+        operator.cost.hvps - hvps0,
+    )
     return EigenBound(
         upper, theta, failure_prob, "lanczos", k, shift, eps, operator.cost.hvps - hvps0
     )
@@ -147,27 +166,3 @@ def _ritz_max(alpha: list[float], beta: list[float]) -> float:
     if len(alpha) == 1:
         return alpha[0]
     return float(eigvalsh_tridiagonal(alpha, beta[: len(alpha) - 1])[-1])
-
-
-def _kw_epsilon(*, n: int, steps: int, failure_prob: float) -> float:
-    """ε with 1.648·√n·e^{−√ε(2·steps−1)} = failure_prob (KW 1992, Lanczos, PSD matrix)."""
-    return (math.log(1.648 * math.sqrt(n) / failure_prob) / (2 * steps - 1)) ** 2
-
-
-def _norm_upper(alpha, beta, beta_last: float, *, n: int, failure_prob: float) -> float:
-    """Upper bound on ‖M‖ from k Lanczos steps on M, failure probability ``failure_prob``.
-
-    K_k(M, v) ⊇ K_j(M², v) for j = ⌈k/2⌉, and the largest Rayleigh quotient of M² on K_k(M, v) is
-    σ_max([T_k; β_k e_kᵀ])², at least the j-step Lanczos value for M² (PSD): KW applies.
-    """
-    k = len(alpha)
-    t = torch.zeros(k + 1, k, dtype=torch.float64)
-    t[:k, :k] = torch.diag(torch.tensor(alpha, dtype=torch.float64))
-    if k > 1:
-        off = torch.tensor(beta[: k - 1], dtype=torch.float64)
-        t[: k - 1, 1:k] += torch.diag(off)
-        t[1:k, : k - 1] += torch.diag(off)
-    t[k, k - 1] = beta_last
-    sigma = float(torch.linalg.matrix_norm(t, ord=2))
-    eps = _kw_epsilon(n=n, steps=(k + 1) // 2, failure_prob=failure_prob)
-    return math.inf if eps >= 1.0 else sigma / math.sqrt(1.0 - eps)
