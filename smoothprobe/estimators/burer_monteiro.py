@@ -1,4 +1,4 @@
-"""Rank-r Burer–Monteiro factor of the bipartite Grothendieck SDP, by the mixing method (MATH.md §7).
+"""Rank-r Burer–Monteiro factor of the Grothendieck SDP by the mixing method (MATH.md §7).
 
 H∞ = ‖H‖∞→1 = max_{x,y∈{±1}^d} xᵀHy. Its SDP relaxation over unit-row factors X, Y ∈ R^{d×r}
 maximizes f(X, Y) = tr(XᵀHY) = ½·tr(VᵀAV) with V = [X; Y] and A = [[0, H], [H, 0]]. For this
@@ -73,7 +73,7 @@ def mixing_method(
     generator: torch.Generator,
     chunk_size: int = 32,
 ) -> MixingResult:
-    """Maximizes tr(XᵀHY) over unit-row X, Y ∈ R^{d×rank} by alternating X ← rownorm(HY), Y ← rownorm(HX).
+    """Maximizes tr(XᵀHY) over unit-row X, Y ∈ R^{d×rank}: X ← rownorm(HY), Y ← rownorm(HX).
 
     Args:
         operator: symmetric operator.

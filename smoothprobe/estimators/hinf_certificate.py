@@ -12,8 +12,8 @@ any λ⁺ ≥ λ_max(A − Diag(u)). Two ways to get λ⁺:
   1.648·√n·e^{−√ε(2k−1)}. Applied to the *fixed* PSD matrix P = M + c*·I with c* = −λ_min(M)
   (Ritz values shift with it), with probability ≥ 1 − δ₁:
   λ_max(M) ≤ θ_max + ε/(1 − ε)·(θ_max + c*) ≤ θ_max + ε/(1 − ε)·(θ_max + c) for any c ≥ c*.
-  The shift c is an upper bound on ‖M‖ ≥ c* from the same run (``krylov_bound.lanczos_upper_bounds``:
-  a KW bound on M², failure probability δ₂); a union bound gives failure probability δ₁ + δ₂ = δ.
+  The shift c is an upper bound on ‖M‖ ≥ c* from the same run (a KW bound on M²); a union
+  bound covers both (``krylov_bound.lanczos_upper_bounds`` splits δ in thirds).
   Memory: the Lanczos basis, (steps + 1)·2d float64 numbers (e.g. 1,001 × 57,088 × 8 B ≈ 457 MB
   for d = 28,544), plus O(steps) for the tridiagonal matrix.
 """
@@ -154,9 +154,6 @@ def lanczos_lambda_max(
         bounds.norm_upper,
         eps,
         operator.cost.hvps - hvps0,
-    )
-    return EigenBound(
-        upper, theta, failure_prob, "lanczos", k, shift, eps, operator.cost.hvps - hvps0
     )
 
 
