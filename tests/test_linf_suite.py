@@ -26,7 +26,8 @@ def test_quantities_bounds_and_hvp_accounting():
     result = run_linf(op, hvps=64, generator=3, l2_norm=l2)
     assert torch.equal(torch.get_rng_state(), before)
     est = {e.quantity: e for e in result.estimates}
-    assert [e.quantity for e in result.estimates] == ["l11_norm", "linf_lower", "max_row", "rho"]
+    names = ["l11_norm", "linf_lower", "max_row", "hinf_lower", "hinf_upper", "rho"]
+    assert [e.quantity for e in result.estimates] == names
     assert sum(e.hvps for e in result.estimates) == op.cost.hvps
     assert est["l11_norm"].hvps <= 64
     truth = float(h.abs().sum())
@@ -38,6 +39,11 @@ def test_quantities_bounds_and_hvp_accounting():
     assert lower.value >= est["max_row"].extra["certified_lower"] * (1 - 1e-12)
     assert est["max_row"].value == pytest.approx(float(h.abs().sum(1).max()), rel=1e-12)
     assert [r["name"] for r in est["max_row"].extra["per_tensor"]] == ["a", "b"]
+    low, high = est["hinf_lower"], est["hinf_upper"]
+    assert low.bound is Bound.LOWER and high.bound is Bound.UPPER  # d small: exact eigenvalue
+    assert lower.value <= low.value <= high.value < truth
+    assert high.extra["l11_norm"] == l11.value and high.extra["rank"] == 4
+    assert high.extra["l11_over_hinf_upper"] == pytest.approx(l11.value / high.value)
     rho = est["rho"]
     assert rho.value == pytest.approx(l11.value / (150 * l2))
     assert rho.ci_low == pytest.approx(l11.ci_low / (150 * l2))
@@ -59,6 +65,12 @@ def test_every_method_runs_in_the_suite(method):
         assert out["l11_norm"].bound is Bound.EXACT
         assert out["l11_norm"].value == pytest.approx(truth)
     assert "rho" not in out
+    assert out["linf_lower"].value <= out["hinf_lower"].value <= out["hinf_upper"].value
+
+
+def test_hinf_bracket_can_be_skipped():
+    out = [e.quantity for e in measure_linf(hessian(30, 3), hvps=16, hinf_hvps=0)]
+    assert out == ["l11_norm", "linf_lower", "max_row"]
 
 
 def test_rho_validation_and_errors():
@@ -71,3 +83,14 @@ def test_rho_validation_and_errors():
         measure_linf(torch.ones(3, 4))
     est = measure_linf(h, hvps=16)[0]
     assert rho_estimate(est, d=20, l2_norm=2.0).value == pytest.approx(est.value / 40)
+
+
+def test_hinf_defaults_agree_across_layers():
+    from smoothprobe.estimators.hinf_bracket import minimum_hvps
+    from smoothprobe.measure import MIN_HINF_HVPS, MeasureSettings
+    from smoothprobe.suites.linf import DEFAULT_HINF_HVPS
+
+    assert MeasureSettings().hinf_hvps == DEFAULT_HINF_HVPS and MIN_HINF_HVPS == minimum_hvps()
+    with pytest.raises(SmoothprobeError, match="hinf-hvps"):
+        MeasureSettings(hinf_hvps=10).validate()
+    MeasureSettings(hinf_hvps=0).validate()

@@ -133,6 +133,11 @@ def _rounding_starts(x: torch.Tensor, y: torch.Tensor, count: int, generator) ->
     return torch.where(signs < 0, -1.0, 1.0).to(torch.float64)
 
 
+def minimum_hvps(*, rank: int = 4, roundings: int = 16, restarts: int = 8) -> int:
+    """The smallest ``max_hvps`` :func:`hinf_bracket` accepts with these options."""
+    return 8 * rank + 2 * (2 * roundings + restarts) + 1 + 2 * MIN_LANCZOS_STEPS
+
+
 def hinf_bracket(
     operator,
     *,
@@ -198,7 +203,7 @@ def hinf_bracket(
     operator = as_operator(operator)
     d = operator.d
     gen, seed = resolve_generator(generator)
-    minimum = 8 * rank + 2 * starts + 1 + 2 * MIN_LANCZOS_STEPS
+    minimum = minimum_hvps(rank=rank, roundings=roundings, restarts=restarts)
     if max_hvps < minimum:
         raise SmoothprobeError(
             f"max_hvps={max_hvps} is too small for an H∞ bracket with rank {rank} and "
