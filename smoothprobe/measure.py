@@ -217,7 +217,7 @@ def run_measurement(
             f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent{bracket}",
             enabled=progress,
         )
-        op = tracked("l11", None)
+        op = tracked("linf", None)
         linf = run_linf(
             op,
             method=settings.method,
