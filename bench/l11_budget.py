@@ -113,7 +113,7 @@ def run_workload(name: str, args) -> list[dict]:
             for method, budget, label in group:
                 before = op.cost.hvps
                 t0 = time.perf_counter()
-                est = estimate_l11(op, method=method, hvps=budget, generator=seed)
+                est = estimate_l11(op, method=method, max_hvps=budget, generator=seed).estimate
                 rows.append(
                     {
                         "workload": name,

@@ -18,6 +18,7 @@ import torch
 from smoothprobe.checkpoints import LoadedCheckpoint
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
+from smoothprobe.estimators.sampling import derived_seed
 from smoothprobe.progress import ProgressOperator
 from smoothprobe.records import RunContext, make_record
 
@@ -174,8 +175,16 @@ def run_measurement(
     )
     identity = settings.basis == "identity"
     operator = base if identity else RotatedOperator(base, basis)
-    gen = torch.Generator().manual_seed(settings.seed)
     l2_estimate = None
+
+    def stream(name: str) -> torch.Generator:
+        return torch.Generator().manual_seed(derived_seed(settings.seed, name))
+
+    def tagged(found: list[Estimate], name: str) -> list[Estimate]:
+        """Records the run's seed and the estimator's own stream (see ``derived_seed``)."""
+        return [
+            replace(e, seed=settings.seed, settings={**e.settings, "stream": name}) for e in found
+        ]
 
     def tracked(desc: str, total: int | None) -> ProgressOperator:
         return ProgressOperator(operator, desc=desc, total=total, enabled=progress)
@@ -194,35 +203,39 @@ def run_measurement(
             max_hvps=settings.max_hvps,
             top_k=settings.top_k,
             extras=settings.extras,
-            generator=gen,
+            generator=stream("l2"),
             confidence=settings.confidence,
-        )
+        ).estimates()
+        found = tagged(found, "l2")
         op.close()
         estimates += found
         l2_estimate = next(e for e in found if e.quantity == "l2_norm")
     if settings.norm in ("linf", "both"):
         from smoothprobe.report.tables import row_norm_payload
-        from smoothprobe.suites.linf import run_linf
+        from smoothprobe.suites.linf import measure_linf
 
         _log(
             f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent",
             enabled=progress,
         )
         op = tracked("l11", None)
-        linf = run_linf(
+        linf = measure_linf(
             op,
             method=settings.method,
-            hvps=settings.hvps,
+            max_hvps=settings.hvps,
             confidence=settings.confidence,
-            generator=gen,
+            generator=stream("linf"),
             l2_norm=None if l2_estimate is None else abs(float(l2_estimate.value)),
         )
         op.close()
         rows = row_norm_payload(linf.rows.estimates, operator.layout)
-        estimates += [
-            replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
-            for e in linf.estimates
-        ]
+        estimates += tagged(
+            [
+                replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
+                for e in linf.estimates()
+            ],
+            "linf",
+        )
     blockwise: list[tuple[str, Estimate]] = []
     if partitions:
         from smoothprobe.suites.blockwise import measure_blockwise
@@ -233,10 +246,15 @@ def run_measurement(
                 enabled=progress,
             )
             op = tracked(f"H({partition.name})", settings.block_hvps)
-            for est in measure_blockwise(
-                op, partition, max_hvps=settings.block_hvps, generator=gen, l2_norm=l2_estimate
-            ):
-                blockwise.append((partition.name, est))
+            name = f"blockwise:{partition.name}"
+            found = measure_blockwise(
+                op,
+                partition,
+                max_hvps=settings.block_hvps,
+                generator=stream(name),
+                l2_norm=l2_estimate,
+            ).estimates()
+            blockwise += [(partition.name, est) for est in tagged(found, name)]
             op.close()
     if settings.graddiff:
         from smoothprobe.estimators.graddiff import gradient_differences
@@ -247,11 +265,11 @@ def run_measurement(
             radii=settings.graddiff,
             geometry=graddiff_geometry,
             samples=settings.graddiff_samples,
-            generator=gen,
+            generator=stream("graddiff"),
             operator=base,
             basis=None if identity else basis,
         )
-        estimates += diff.to_estimates(confidence=settings.confidence)
+        estimates += tagged(diff.estimates(confidence=settings.confidence), "graddiff")
     if settings.noise_batch_size:
         from smoothprobe.estimators.noise import gradient_noise
 
@@ -259,10 +277,11 @@ def run_measurement(
         noise = gradient_noise(
             problem,
             batch_size=settings.noise_batch_size,
-            generator=gen,
+            confidence=settings.confidence,
+            generator=stream("noise"),
             basis=None if identity else basis,
         )
-        estimates += noise.to_estimates()
+        estimates += tagged(noise.estimates(), "noise")
     records = [make_record(e, context) for e in estimates]
     records += [make_record(e, context, partition=name) for name, e in blockwise]
     _log(

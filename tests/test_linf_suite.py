@@ -7,7 +7,7 @@ import torch
 
 from smoothprobe import Bound, DenseOperator, ParameterLayout
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.suites.linf import measure_linf, rho_estimate, run_linf
+from smoothprobe.suites.linf import measure_linf, rho_estimate
 
 
 def hessian(d: int, seed: int) -> torch.Tensor:
@@ -23,11 +23,11 @@ def test_quantities_bounds_and_hvp_accounting():
     op = DenseOperator(h, layout=layout)
     l2 = float(torch.linalg.eigvalsh(h).abs().max())
     before = torch.get_rng_state()
-    result = run_linf(op, hvps=64, generator=3, l2_norm=l2)
+    result = measure_linf(op, max_hvps=64, generator=3, l2_norm=l2)
     assert torch.equal(torch.get_rng_state(), before)
-    est = {e.quantity: e for e in result.estimates}
-    assert [e.quantity for e in result.estimates] == ["l11_norm", "linf_lower", "max_row", "rho"]
-    assert sum(e.hvps for e in result.estimates) == op.cost.hvps
+    est = {e.quantity: e for e in result.estimates()}
+    assert [e.quantity for e in result.estimates()] == ["l11_norm", "linf_lower", "max_row", "rho"]
+    assert sum(e.hvps for e in result.estimates()) == op.cost.hvps
     assert est["l11_norm"].hvps <= 64
     truth = float(h.abs().sum())
     l11 = est["l11_norm"]
@@ -43,15 +43,18 @@ def test_quantities_bounds_and_hvp_accounting():
     assert rho.ci_low == pytest.approx(l11.ci_low / (150 * l2))
     assert rho.ci_high == pytest.approx(l11.ci_high / (150 * l2))
     assert rho.extra["d_l2"] == pytest.approx(150 * l2)
-    again = measure_linf(DenseOperator(h, layout=layout), hvps=64, generator=3, l2_norm=l2)
-    assert [e.value for e in again] == [e.value for e in result.estimates]
+    again = measure_linf(DenseOperator(h, layout=layout), max_hvps=64, generator=3, l2_norm=l2)
+    assert [e.value for e in again.estimates()] == [e.value for e in result.estimates()]
 
 
 @pytest.mark.parametrize("method", ["cauchy-iqr", "uniform", "stratified", "exact"])
 def test_every_method_runs_in_the_suite(method):
     h = hessian(60, 1)
     hvps = 60 if method == "exact" else 30
-    out = {e.quantity: e for e in measure_linf(h, method=method, hvps=hvps, generator=0)}
+    out = {
+        e.quantity: e
+        for e in measure_linf(h, method=method, max_hvps=hvps, generator=0).estimates()
+    }
     truth = float(h.abs().sum())
     assert out["linf_lower"].value <= truth
     assert out["max_row"].extra["certified_lower"] <= float(h.abs().sum(1).max()) * (1 + 1e-12)
@@ -64,10 +67,10 @@ def test_every_method_runs_in_the_suite(method):
 def test_rho_validation_and_errors():
     h = hessian(20, 2)
     with pytest.raises(SmoothprobeError):
-        measure_linf(h, hvps=16, l2_norm=0.0)
+        measure_linf(h, max_hvps=16, l2_norm=0.0)
     with pytest.raises(SmoothprobeError):
-        measure_linf(h, hvps=16, method="bogus")
+        measure_linf(h, max_hvps=16, method="bogus")
     with pytest.raises(SmoothprobeError):
         measure_linf(torch.ones(3, 4))
-    est = measure_linf(h, hvps=16)[0]
+    est = measure_linf(h, max_hvps=16).estimates()[0]
     assert rho_estimate(est, d=20, l2_norm=2.0).value == pytest.approx(est.value / 40)

@@ -37,7 +37,7 @@ absolute error is about eps·‖∇L(θ)‖_*/‖δ‖ (``extra["roundoff"]``).
 Example:
     >>> from smoothprobe.examples import build_example  # doctest: +SKIP
     >>> result = gradient_differences(build_example("mlp"), radii=[1e-1, 1e-3], samples=8)
-    >>> [e.quantity for e in result.to_estimates()][:2]  # doctest: +SKIP
+    >>> [e.quantity for e in result.estimates()][:2]  # doctest: +SKIP
     ['graddiff_max', 'graddiff_mean']
 """
 
@@ -146,7 +146,7 @@ class GradDiffResult:
             "gradient_mode": self.gradient_mode,
         }
 
-    def to_estimates(
+    def estimates(
         self,
         *,
         quantiles: Sequence[float] = DEFAULT_QUANTILES,
@@ -324,7 +324,7 @@ def gradient_differences(
         chunk_size: at most this many perturbed points per vmapped call.
 
     Returns:
-        The sweep (``.to_estimates()`` for records).
+        The sweep (``.estimates()`` for records).
 
     Raises:
         SmoothprobeError: invalid radii, samples, mode or geometry.

@@ -1,6 +1,6 @@
 """‖H‖₁,₁ = Σ_ij |H_ij| for a given HVP budget: the default two-phase method and every baseline.
 
-Methods (``estimate_l11(..., method=...)``):
+Methods (``estimate_l11(..., method=...)``, an ``L11Method``):
 
 ==================  ===========================================================================
 ``two-phase``       k = round(f·budget) Cauchy probes give row-norm estimates r̂ (geometric mean,
@@ -31,6 +31,7 @@ three example models (d ≈ 2–3k, exact Hessians, 100 seeds, 256 HVPs) the spl
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,6 @@ import torch
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
-from smoothprobe.estimators._linf_common import check_confidence, check_int, t_interval
 from smoothprobe.estimators.cauchy import DEFAULT_MEMORY_LIMIT, cauchy_sketch
 from smoothprobe.estimators.column_sampling import (
     ColumnSample,
@@ -49,18 +49,30 @@ from smoothprobe.estimators.column_sampling import (
     uniform_columns,
 )
 from smoothprobe.estimators.row_norms import RowNorms
-from smoothprobe.estimators.sampling import resolve_generator
-
-METHODS = (
-    "auto",
-    "two-phase",
-    "cauchy-median",
-    "cauchy-iqr",
-    "cauchy-geomean",
-    "uniform",
-    "stratified",
-    "exact",
+from smoothprobe.estimators.sampling import (
+    check_choice,
+    check_confidence,
+    check_int,
+    resolve_generator,
+    t_interval,
 )
+from smoothprobe.linear_operator import as_operator
+
+
+class L11Method(str, enum.Enum):
+    """How ‖H‖₁,₁ is estimated (module docstring)."""
+
+    AUTO = "auto"
+    TWO_PHASE = "two-phase"
+    CAUCHY_MEDIAN = "cauchy-median"
+    CAUCHY_IQR = "cauchy-iqr"
+    CAUCHY_GEOMEAN = "cauchy-geomean"
+    UNIFORM = "uniform"
+    STRATIFIED = "stratified"
+    EXACT = "exact"
+
+
+METHODS = tuple(m.value for m in L11Method)
 PHASE1_FRACTION = 0.375
 DEFENSIVE = 0.02
 MIN_TWO_PHASE = 8
@@ -79,7 +91,7 @@ class L11Options:
 
 
 @dataclass(frozen=True)
-class L11Run:
+class L11Result:
     """A (1,1)-norm run: the Estimate and the row norms it produced.
 
     Attributes:
@@ -89,6 +101,10 @@ class L11Run:
 
     estimate: Estimate
     rows: RowNorms
+
+    def estimates(self) -> list[Estimate]:
+        """``[estimate]``."""
+        return [self.estimate]
 
 
 @dataclass(frozen=True)
@@ -130,7 +146,7 @@ def _exact(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
 
 def _uniform(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
     sample = uniform_columns(
-        operator, hvps=opts.hvps, generator=gen, chunk_size=opts.chunk_size, keep_rows=True
+        operator, max_hvps=opts.hvps, generator=gen, chunk_size=opts.chunk_size, keep_rows=True
     )
     rows = RowNorms.empty(operator.layout, source=f"uniform-columns({opts.hvps})")
     return _columns_outcome(sample, rows, {"chunk_size": opts.chunk_size}, {})
@@ -138,7 +154,7 @@ def _uniform(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
 
 def _stratified(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
     sample = stratified_columns(
-        operator, hvps=opts.hvps, generator=gen, chunk_size=opts.chunk_size, keep_rows=True
+        operator, max_hvps=opts.hvps, generator=gen, chunk_size=opts.chunk_size, keep_rows=True
     )
     rows = RowNorms.empty(operator.layout, source=f"stratified-columns({opts.hvps})")
     return _columns_outcome(sample, rows, {"chunk_size": opts.chunk_size}, {})
@@ -148,7 +164,7 @@ def _cauchy(scale: str) -> Callable[..., _Outcome]:
     def run(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
         sketch = cauchy_sketch(
             operator,
-            probes=opts.hvps,
+            max_hvps=opts.hvps,
             scale=scale,
             generator=gen,
             chunk_size=opts.chunk_size,
@@ -195,11 +211,11 @@ def phase_split(hvps: int, fraction: float) -> tuple[int, int]:
 def _two_phase(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
     k, n = phase_split(opts.hvps, opts.phase1_fraction)
     sketch = cauchy_sketch(
-        operator, probes=k, scale="geomean", generator=gen, chunk_size=opts.chunk_size
+        operator, max_hvps=k, scale="geomean", generator=gen, chunk_size=opts.chunk_size
     )
     sample = importance_columns(
         operator,
-        hvps=n,
+        max_hvps=n,
         proposal=sketch.row_norms,
         generator=gen,
         chunk_size=opts.chunk_size,
@@ -239,49 +255,81 @@ _MIN_HVPS = {
 }
 
 
-def resolve_method(method: str, *, hvps: int, d: int) -> str:
+def resolve_method(method: L11Method | str, *, max_hvps: int, d: int) -> str:
     """The concrete method ``auto`` stands for at this budget and dimension (others unchanged).
 
     Raises:
         SmoothprobeError: for an unknown method or a budget below the method's minimum.
     """
-    if method not in METHODS:
-        raise SmoothprobeError(
-            f"unknown (1,1)-norm method {method!r}; use one of {', '.join(METHODS)}"
-        )
+    method = check_choice("(1,1)-norm method", method, L11Method).value
     if method == "auto":
         method = (
-            "exact" if hvps >= d else "two-phase" if hvps >= MIN_TWO_PHASE else "cauchy-geomean"
+            "exact"
+            if max_hvps >= d
+            else "two-phase"
+            if max_hvps >= MIN_TWO_PHASE
+            else "cauchy-geomean"
         )
     need = d if method == "exact" else _MIN_HVPS[method]
-    if hvps < need:
-        raise SmoothprobeError(f"method {method!r} needs hvps >= {need} (d = {d}), got {hvps}")
+    if max_hvps < need:
+        raise SmoothprobeError(
+            f"method {method!r} needs max_hvps >= {need} (d = {d}), got {max_hvps}"
+        )
     return method
 
 
-def run_l11(
+def estimate_l11(
     operator,
     *,
-    method: str = "auto",
-    hvps: int = 256,
+    method: L11Method | str = L11Method.AUTO,
+    max_hvps: int = 256,
     confidence: float = 0.95,
     generator: torch.Generator | int | None = None,
     chunk_size: int = 32,
     phase1_fraction: float = PHASE1_FRACTION,
     defensive: float = DEFENSIVE,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
-) -> L11Run:
-    """Like :func:`estimate_l11`, also returning the row norms the run produced."""
-    check_int("hvps", hvps, minimum=1)
+) -> L11Result:
+    """Estimates ‖H‖₁,₁ = Σ_ij |H_ij| within an HVP budget, with a confidence interval.
+
+    Args:
+        operator: an Operator or anything ``as_operator`` accepts (a dense tensor, ...).
+        method: an ``L11Method`` (module docstring); ``"auto"`` picks the most accurate.
+        max_hvps: HVP budget; the run never uses more (``operator.cost.hvps``).
+        confidence: level of the interval (``ci_low``, ``ci_high``).
+        generator: torch.Generator or int seed (default seed 0); the global RNG is untouched.
+        chunk_size: probes per ``matvec`` call; extra memory is O(chunk_size·d) (plus k·d float32
+            for exact Cauchy median/IQR below ``memory_limit``).
+        phase1_fraction: share of the budget spent on Cauchy probes in ``two-phase``.
+        defensive: uniform mixture weight α of the importance sampling in ``two-phase``.
+        memory_limit: bytes Cauchy median/IQR may hold for exact quantiles (else streaming).
+
+    Returns:
+        ``L11Result``: the ``"l11_norm"`` Estimate (value, stderr, Student-t interval whose low
+        end is never below the certified Σ of the exact columns seen, HVPs used;
+        ``extra["l11_per_d"]`` is ‖H‖₁,₁/d, the seed paper code's convention) and the row norms.
+
+    Raises:
+        SmoothprobeError: unknown method, a budget below the method's minimum, bad options.
+
+    Example:
+        >>> import torch
+        >>> H = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
+        >>> est = estimate_l11(H, max_hvps=64, generator=0).estimate
+        >>> est.method, est.ci_low <= 5050.0 <= est.ci_high
+        ('two-phase', True)
+    """
+    operator = as_operator(operator)
+    check_int("max_hvps", max_hvps, minimum=1)
     check_int("chunk_size", chunk_size, minimum=1)
     confidence = check_confidence(confidence)
     if not 0 < phase1_fraction < 1:
         raise SmoothprobeError(f"phase1_fraction must lie in (0, 1), got {phase1_fraction}")
     if not 0 < defensive <= 1:
         raise SmoothprobeError(f"defensive must lie in (0, 1], got {defensive}")
-    concrete = resolve_method(method, hvps=hvps, d=operator.d)
+    concrete = resolve_method(method, max_hvps=max_hvps, d=operator.d)
     gen, seed = resolve_generator(generator)
-    opts = L11Options(hvps, confidence, chunk_size, phase1_fraction, defensive, memory_limit)
+    opts = L11Options(max_hvps, confidence, chunk_size, phase1_fraction, defensive, memory_limit)
     hvps0, grads0 = operator.cost.hvps, operator.cost.gradients
     t0 = time.perf_counter()
     out = _RUNNERS[concrete](operator, gen, opts)
@@ -304,7 +352,7 @@ def run_l11(
         seed=seed,
         method=concrete,
         geometry="linf",
-        settings={"hvps": hvps, "method": method, **out.settings},
+        settings={"hvps": max_hvps, "method": L11Method(method).value, **out.settings},
         extra={
             "l11_per_d": out.value / d,
             "d": d,
@@ -313,59 +361,4 @@ def run_l11(
             **out.extra,
         },
     )
-    return L11Run(estimate, out.rows)
-
-
-def estimate_l11(
-    operator,
-    *,
-    method: str = "auto",
-    hvps: int = 256,
-    confidence: float = 0.95,
-    generator: torch.Generator | int | None = None,
-    chunk_size: int = 32,
-    phase1_fraction: float = PHASE1_FRACTION,
-    defensive: float = DEFENSIVE,
-    memory_limit: int = DEFAULT_MEMORY_LIMIT,
-) -> Estimate:
-    """Estimates ‖H‖₁,₁ = Σ_ij |H_ij| within an HVP budget, with a confidence interval.
-
-    Args:
-        operator: symmetric operator (``matvec`` on (k, d) blocks), e.g. a Hessian.
-        method: one of ``METHODS`` (module docstring); ``"auto"`` picks the most accurate.
-        hvps: HVP budget; the run never uses more (``operator.cost.hvps``).
-        confidence: level of the interval (``ci_low``, ``ci_high``).
-        generator: torch.Generator or int seed (default seed 0); the global RNG is untouched.
-        chunk_size: probes per ``matvec`` call; extra memory is O(chunk_size·d) (plus k·d float32
-            for exact Cauchy median/IQR below ``memory_limit``).
-        phase1_fraction: share of the budget spent on Cauchy probes in ``two-phase``.
-        defensive: uniform mixture weight α of the importance sampling in ``two-phase``.
-        memory_limit: bytes Cauchy median/IQR may hold for exact quantiles (else streaming).
-
-    Returns:
-        Estimate ``"l11_norm"``: value, stderr, Student-t interval (its low end never below the
-        certified Σ of the exact columns seen), HVPs used; ``extra["l11_per_d"]`` is ‖H‖₁,₁/d,
-        the seed paper code's convention.
-
-    Raises:
-        SmoothprobeError: unknown method, a budget below the method's minimum, bad options.
-
-    Example:
-        >>> import torch
-        >>> from smoothprobe import DenseOperator
-        >>> H = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
-        >>> est = estimate_l11(DenseOperator(H), hvps=64, generator=0)
-        >>> est.method, est.ci_low <= 5050.0 <= est.ci_high
-        ('two-phase', True)
-    """
-    return run_l11(
-        operator,
-        method=method,
-        hvps=hvps,
-        confidence=confidence,
-        generator=generator,
-        chunk_size=chunk_size,
-        phase1_fraction=phase1_fraction,
-        defensive=defensive,
-        memory_limit=memory_limit,
-    ).estimate
+    return L11Result(estimate, out.rows)
