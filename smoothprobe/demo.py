@@ -303,9 +303,9 @@ def nanogpt_checkpoint(
 
 def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary sibling, then rename: complete or absent."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from smoothprobe.atomic import atomic_write
+
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 @torch.no_grad()
@@ -529,7 +529,7 @@ def run_demo(
     Raises:
         SmoothprobeError: unknown budget, bad steps/seed, or ``out`` not replaceable.
     """
-    from smoothprobe.bounds import headline_numbers
+    from smoothprobe.compare import headline_numbers
     from smoothprobe.records import load_records
 
     spec = resolve_budget(budget)

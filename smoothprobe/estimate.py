@@ -48,6 +48,7 @@ class Bound(str, enum.Enum):
     LOWER = "lower"  # certified: never above the truth
     UPPER = "upper"  # certified: never below the truth
     ESTIMATE = "estimate"  # statistical: see stderr / ci_low / ci_high
+    PROB_UPPER = "prob_upper"  # never below the truth except with probability ≤ failure_prob
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class Estimate:
         stderr: standard error for statistical estimates.
         ci_low, ci_high: confidence interval at level ``confidence``.
         confidence: level of the interval, e.g. 0.95.
+        failure_prob: for ``Bound.PROB_UPPER``, the probability (over the estimator's own random
+            draws) that ``value`` lies below the truth.
         hvps: Hessian-vector products used (one per probe vector).
         gradients: gradient evaluations used.
         seconds: wall time.
@@ -78,6 +81,7 @@ class Estimate:
     ci_low: float | None = None
     ci_high: float | None = None
     confidence: float | None = None
+    failure_prob: float | None = None
     hvps: int = 0
     gradients: int = 0
     seconds: float = 0.0

@@ -211,7 +211,7 @@ def run_measurement(
         estimates += found
         l2_estimate = next(e for e in found if e.quantity == "l2_norm")
     if settings.norm in ("linf", "both"):
-        from smoothprobe.report.tables import row_norm_payload
+        from smoothprobe.estimators.row_norms import row_norm_payload
         from smoothprobe.suites.linf import measure_linf
 
         _log(

@@ -7,12 +7,12 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smoothprobe.atomic import atomic_write_text
 from smoothprobe.estimate import Estimate
 
 RECORD_COLUMNS = (
@@ -23,6 +23,7 @@ RECORD_COLUMNS = (
     "ci_low",
     "ci_high",
     "confidence",
+    "failure_prob",
     "hvps",
     "gradients",
     "seconds",
@@ -112,7 +113,7 @@ def make_record(
     Returns:
         A dict with the keys of ``RECORD_COLUMNS``.
     """
-    from smoothprobe import __version__
+    from smoothprobe._version import __version__
 
     est = estimate.to_dict()
     part = partition or estimate.settings.get("partition") or context.partition
@@ -129,6 +130,7 @@ def make_record(
                 "ci_low",
                 "ci_high",
                 "confidence",
+                "failure_prob",
                 "hvps",
                 "gradients",
                 "seconds",
@@ -154,24 +156,6 @@ def make_record(
     if context.extra:
         record["extra"] = {**context.extra, **record["extra"]}
     return _clean(record)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes a file so that it is either complete or absent: temp file + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def records_to_jsonl(records: Iterable[dict[str, Any]]) -> str:

@@ -39,11 +39,12 @@ from typing import Any
 
 import torch
 
+from smoothprobe.atomic import atomic_write_text
 from smoothprobe.errors import CheckpointError, SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
 from smoothprobe.geometries import Geometry, resolve_geometry
 from smoothprobe.layout import ParameterLayout
-from smoothprobe.records import RunContext, atomic_write_text, file_sha256, make_record
+from smoothprobe.records import RunContext, file_sha256, make_record
 
 SCHEMA_VERSION = 1
 ORDERS = ("auto", "iter_num", "name")

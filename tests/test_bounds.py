@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smoothprobe import bounds
+from smoothprobe import compare as bounds
 from smoothprobe.estimate import Bound, Estimate
 from smoothprobe.interval import Interval, Kind
 from smoothprobe.records import RunContext, make_record

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from smoothprobe import bounds
+from smoothprobe import compare as bounds
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.estimators.row_norms import row_norm_payload
 from smoothprobe.records import write_records
-from smoothprobe.report import plots, render, tables
+from smoothprobe.report import figure_data, plots, render, tables
 from smoothprobe.report.example_records import (
     ROTATED_BASIS,
     D,
@@ -245,14 +246,14 @@ def test_summary_table_labels_every_bracket(frame):
 
 
 def test_tidy_plot_data(frame):
-    hist = tables.row_norm_histograms(frame)
+    hist = figure_data.row_norm_histograms(frame)
     totals = hist.groupby(["step", "basis", "tensor"])["count"].sum()
     assert set(totals) == {2048.0, 32.0, 320.0, 10.0}  # every row norm lands in a bin
-    heat = tables.block_contribution_data(frame)
+    heat = figure_data.block_contribution_data(frame)
     assert set(heat["partition"]) == {"tensor", "layer"}
-    sweep = tables.graddiff_data(frame)
+    sweep = figure_data.graddiff_data(frame)
     assert set(sweep["statistic"]) == {"max", "mean"} and sweep["radius"].min() == 1e-3
-    density = tables.spectral_density_data(frame)
+    density = figure_data.spectral_density_data(frame)
     assert len(density) == 200 * len(example_truths())
 
 
@@ -293,12 +294,12 @@ def test_row_norm_payload_round_trips_through_the_histograms():
     layout = ParameterLayout.from_shapes([("w", (30, 4)), ("b", (30,))])
     values = [float(i % 17 + 1) for i in range(150)]
     values[3] = float("nan")  # a row that was not estimated
-    raw = tables.row_norm_payload(values, layout)
-    hist = tables.row_norm_payload(values, layout, raw_limit=10, bins=12)
+    raw = row_norm_payload(values, layout)
+    hist = row_norm_payload(values, layout, raw_limit=10, bins=12)
     assert len(raw["row_norms"]["w"]) == 119 and len(raw["row_norms"]["b"]) == 30
     assert len(hist["row_norm_hist"]["w"]["edges"]) == 13
     for extra in (raw, hist):
-        data = tables.row_norm_histograms(
+        data = figure_data.row_norm_histograms(
             pd.DataFrame(
                 [{"quantity": "l11_norm", "value": 1.0, "geometry": "linf", "extra": extra}]
             )
@@ -310,7 +311,7 @@ def test_steps_figure_has_a_step_ratio_panel(frame):
     fig = plots.plot_constants_over_steps(frame)
     assert len(fig.axes) == 3
     assert fig.axes[2].get_title().startswith("step-wise ratio")
-    assert len(tables.step_ratio_data(frame)) == 2 * len(example_truths())
+    assert len(figure_data.step_ratio_data(frame)) == 2 * len(example_truths())
 
 
 def _agg_renderer(fig: Figure):

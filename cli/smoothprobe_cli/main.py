@@ -11,7 +11,6 @@ import sys
 
 import click
 
-from smoothprobe import __version__
 from smoothprobe.errors import SmoothprobeError
 
 
@@ -32,7 +31,7 @@ class SmoothprobeGroup(click.Group):
 
 
 @click.group(cls=SmoothprobeGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="smoothprobe")
+@click.version_option(package_name="smoothprobe", prog_name="smoothprobe")  # read lazily
 def cli() -> None:
     """Measure the geometry of a loss landscape from a checkpoint.
 
