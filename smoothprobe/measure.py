@@ -120,7 +120,8 @@ def run_measurement(
         loaded: the checkpoint's Problem and provenance.
         settings: what to measure.
         progress: progress bars and step messages on stderr.
-        check_determinism: evaluate loss and one HVP twice first.
+        check_determinism: evaluate loss and one HVP twice first, and check the batched HVP
+            path against single-probe products (``HessianOperator.check_batched``).
 
     Returns:
         The records (loss first, then each geometry's estimates).
@@ -173,6 +174,8 @@ def run_measurement(
     base = problem.hvp_operator(
         chunk_size=settings.chunk_size, retain_graphs=settings.retain_graphs
     )
+    if check_determinism:
+        base.check_batched(seed=settings.seed)  # falls back, with a warning, when it disagrees
     identity = settings.basis == "identity"
     operator = base if identity else RotatedOperator(base, basis)
     l2_estimate = None
