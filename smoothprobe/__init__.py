@@ -23,6 +23,7 @@ _EXPORTS = {
     "DenseOperator": "smoothprobe.linear_operator",
     "Operator": "smoothprobe.linear_operator",
     "dense_matrix": "smoothprobe.linear_operator",
+    "as_operator": "smoothprobe.linear_operator",
     "DataOptions": "smoothprobe.checkpoints",
     "load_checkpoint": "smoothprobe.checkpoints",
     "HessianOperator": "smoothprobe.operators",
@@ -37,6 +38,7 @@ _EXPORTS = {
     "build_basis": "smoothprobe.bases",
     "measure_blockwise": "smoothprobe.suites.blockwise",
     "measure_l2": "smoothprobe.suites.l2",
+    "measure_linf": "smoothprobe.suites.linf",
 }
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "Problem",
     "RotatedOperator",
     "TensorSlot",
+    "as_operator",
     "build_basis",
     "build_partition",
     "dense_matrix",
@@ -59,6 +62,7 @@ __all__ = [
     "load_records",
     "measure_blockwise",
     "measure_l2",
+    "measure_linf",
     "problem_from_module",
     "__version__",
 ]
@@ -84,7 +88,13 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from smoothprobe.checkpoints import DataOptions, load_checkpoint
     from smoothprobe.estimate import Bound, Estimate
     from smoothprobe.layout import ParameterLayout, TensorSlot
-    from smoothprobe.linear_operator import CostCounter, DenseOperator, Operator, dense_matrix
+    from smoothprobe.linear_operator import (
+        CostCounter,
+        DenseOperator,
+        Operator,
+        as_operator,
+        dense_matrix,
+    )
     from smoothprobe.operators import HessianOperator
     from smoothprobe.partitions import Partition, build_partition
     from smoothprobe.problem import Problem, problem_from_module
@@ -92,3 +102,4 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from smoothprobe.rotated_operator import RotatedOperator
     from smoothprobe.suites.blockwise import measure_blockwise
     from smoothprobe.suites.l2 import measure_l2
+    from smoothprobe.suites.linf import measure_linf

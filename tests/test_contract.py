@@ -51,8 +51,8 @@ from smoothprobe.suites.blockwise import measure_blockwise
 from smoothprobe.suites.l2 import measure_l2
 from smoothprobe.suites.linf import measure_linf
 
-D = 48
-BUDGET = 40  # below d: no sampling method may fall back to computing everything
+D = 96
+BUDGET = 72  # below d: no sampling method may fall back to computing everything
 
 
 def _matrix() -> torch.Tensor:
@@ -211,8 +211,16 @@ def truths(h: torch.Tensor) -> dict[str, float]:
 CEILINGS = {"linf_lower": "l11_norm", "block_lower": "block_upper"}
 
 
-def check_against_truth(est: Estimate, truth: dict[str, float]) -> None:
-    """Exact values equal the truth, bounds bracket it, intervals contain it."""
+def check_against_truth(
+    est: Estimate, truth: dict[str, float], *, second: Estimate | None = None
+) -> None:
+    """Exact values equal the truth, bounds bracket it, intervals contain it.
+
+    A statistical interval misses by design at its stated rate (tests/test_coverage.py checks
+    that rate over many seeds), so here it must contain the truth in at least one of two
+    independent runs (``est`` and ``second``): a method at its level fails with probability
+    ≈ (1 − confidence)², a broken one almost surely.
+    """
     tol = 1e-9
     if est.quantity in CEILINGS:
         assert est.bound is Bound.LOWER
@@ -233,7 +241,11 @@ def check_against_truth(est: Estimate, truth: dict[str, float]) -> None:
         # after convergence (issue 10 item 3, owned by the Lanczos/bounds work): not checked.
         return
     if est.ci_low is not None and est.ci_high is not None:
-        assert est.ci_low - slack <= t <= est.ci_high + slack, (est.quantity, est.method)
+        runs = [est] if est.bound is not Bound.ESTIMATE or second is None else [est, second]
+        assert any(e.ci_low - slack <= t <= e.ci_high + slack for e in runs), (
+            est.quantity,
+            est.method,
+        )
 
 
 def numbers(estimates: list[Estimate]) -> list[float]:
@@ -282,13 +294,13 @@ def test_contract(name):
         DenseOperator(h, layout=layout_of(D)), generator=torch.Generator().manual_seed(11)
     )
     np.testing.assert_array_equal(numbers(_estimates(again)), numbers(estimates))
+    other = _estimates(case.run(DenseOperator(h, layout=layout_of(D)), generator=12))
     if case.randomised:
-        other = case.run(DenseOperator(h, layout=layout_of(D)), generator=12)
-        assert numbers(_estimates(other)) != numbers(estimates)
+        assert numbers(other) != numbers(estimates)
     # the dense answer lies inside every stated interval or bound
     truth = truths(h)
-    for est in estimates:
-        check_against_truth(est, truth)
+    for est, second in zip(estimates, other, strict=True):
+        check_against_truth(est, truth, second=second)
 
 
 # ----------------------------------------------------------------------------- signatures

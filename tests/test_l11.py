@@ -55,7 +55,7 @@ def test_contract_same_seed_budget_and_global_rng(method):
     runs = []
     for _ in range(2):
         op = op_of(h)
-        budget = 120 if method == "exact" else 40
+        budget = 120 if method == "exact" else 64
         est = estimate_l11(op, method=method, max_hvps=budget, generator=7).estimate
         assert op.cost.hvps == est.hvps <= budget
         runs.append(est)
@@ -94,7 +94,7 @@ def test_probe_blocks_never_exceed_chunk_size():
     [
         dict(method="nope"),
         dict(max_hvps=0),
-        dict(max_hvps=5, method="two-phase"),
+        dict(max_hvps=63, method="two-phase"),
         dict(confidence=1.0),
         dict(generator="seed"),
         dict(phase1_fraction=1.0),
@@ -120,7 +120,10 @@ def test_auto_is_exact_when_budget_covers_every_column():
     assert est.ci_low == est.ci_high == pytest.approx(est.value)
     small = estimate_l11(op_of(h), max_hvps=6).estimate
     assert small.method == "cauchy-geomean"
-    assert estimate_l11(op_of(h), max_hvps=20).estimate.method == "two-phase"
+    assert estimate_l11(op_of(h), max_hvps=20).estimate.method == "cauchy-geomean"
+    big = hessian_like(100, 3)
+    assert estimate_l11(op_of(big), max_hvps=63).estimate.method == "cauchy-geomean"
+    assert estimate_l11(op_of(big), max_hvps=64).estimate.method == "two-phase"
 
 
 @pytest.mark.parametrize("method", ["two-phase", "uniform", "stratified", "cauchy-geomean"])
@@ -130,7 +133,7 @@ def test_unbiased_over_seeds(method):
     truth = l11(h)
     values = torch.tensor(
         [
-            estimate_l11(op_of(h), method=method, max_hvps=48, generator=s).estimate.value
+            estimate_l11(op_of(h), method=method, max_hvps=64, generator=s).estimate.value
             for s in range(40)
         ]
     )
@@ -174,9 +177,12 @@ def test_interval_covers_in_at_least_90_of_100_repeats():
 def test_ci_low_never_below_certified_sum_of_exact_columns():
     h = hessian_like(120, 7)
     for method in ("two-phase", "uniform", "stratified"):
-        est = estimate_l11(op_of(h), method=method, max_hvps=60, generator=1).estimate
+        est = estimate_l11(op_of(h), method=method, max_hvps=64, generator=1).estimate
         assert 0 < est.extra["certified_lower"] <= l11(h)
-        assert est.ci_low >= est.extra["certified_lower"]
+        if method == "two-phase":  # uniform/stratified give no interval (test_coverage.py)
+            assert est.ci_low >= est.extra["certified_lower"]
+        else:
+            assert est.ci_low is None and est.stderr is None
 
 
 def test_uniform_and_stratified_exact_when_budget_exceeds_d():

@@ -37,7 +37,7 @@ def rows_true(h: torch.Tensor) -> torch.Tensor:
 def test_exact_rows_are_exact_and_lower_bounds_certified(method):
     h = matrix(0)
     truth = rows_true(h)
-    run = estimate_l11(DenseOperator(h, layout=LAYOUT), method=method, max_hvps=40, generator=1)
+    run = estimate_l11(DenseOperator(h, layout=LAYOUT), method=method, max_hvps=64, generator=1)
     rows = run.rows
     assert rows.estimates.shape == (D,) and rows.exact.dtype == torch.bool
     if method == "cauchy-median":
@@ -119,7 +119,7 @@ def test_max_row_bound_kinds():
     sampled = max_row_estimate(estimate_l11(op, method="uniform", max_hvps=20, generator=0).rows)
     assert sampled.bound is Bound.LOWER and sampled.value <= truth * (1 + 1e-12)
     estimated = max_row_estimate(
-        estimate_l11(op, method="two-phase", max_hvps=40, generator=0).rows
+        estimate_l11(op, method="two-phase", max_hvps=64, generator=0).rows
     )
     assert estimated.bound is Bound.ESTIMATE
     assert estimated.extra["certified_lower"] <= truth * (1 + 1e-12)

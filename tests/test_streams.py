@@ -49,7 +49,7 @@ def _values(settings: MeasureSettings) -> dict[tuple[str, str | None], tuple]:
 
 
 def test_suites_give_the_same_numbers_alone_and_together():
-    # d = 74 > 40 HVPs: the (1,1)-norm is sampled (two-phase), so its stream matters.
+    # d = 74 > 40 HVPs: the (1,1)-norm is sampled (Cauchy), so its stream matters.
     common = dict(seed=5, hvps=40, tol=1e-3, max_hvps=30)
     alone_linf = _values(MeasureSettings(norm="linf", **common))
     alone_blocks = _values(MeasureSettings(norm="none", blocks=("tensor",), **common))

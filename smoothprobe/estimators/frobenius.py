@@ -13,6 +13,7 @@ The estimate is the (shifted) sample mean with a Student-t interval over the ran
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -123,13 +124,14 @@ def _from_deflated(operator, *, max_hvps, chunk_size, confidence, generator, pro
 
 def _estimate(exact, stats, *, method, hvps, seconds, seed, settings, extra=None) -> Estimate:
     value = exact + stats.mean
+    low, high = _log_interval(stats)
     return Estimate(
         quantity="frobenius_sq",
         value=value,
         bound=Bound.ESTIMATE,
         stderr=stats.stderr,
-        ci_low=exact + stats.ci_low,
-        ci_high=exact + stats.ci_high,
+        ci_low=exact + low,
+        ci_high=exact + high,
         confidence=stats.confidence,
         hvps=hvps,
         seconds=seconds,
@@ -137,5 +139,25 @@ def _estimate(exact, stats, *, method, hvps, seconds, seed, settings, extra=None
         method=method,
         geometry="l2",
         settings={**settings, "confidence": stats.confidence, "method": method},
-        extra={"frobenius": max(value, 0.0) ** 0.5, "probes": stats.n, **(extra or {})},
+        extra={
+            "frobenius": max(value, 0.0) ** 0.5,
+            "probes": stats.n,
+            "ci_method": "student-t on the log of the sampled mean",
+            **(extra or {}),
+        },
     )
+
+
+def _log_interval(stats) -> tuple[float, float]:
+    """Interval of the sampled part's mean, taken on the log scale: m·exp(∓ t·se/m).
+
+    The samples ‖Hz‖² are nonnegative and right-skewed (a few large eigen-directions dominate),
+    so a symmetric t interval's upper end missed the truth in 7-8.5% of runs (200 seeds, dense
+    test matrices) against 2.5% claimed; on the log scale it keeps its level
+    (tests/test_coverage.py).
+    """
+    if not stats.mean > 0:
+        return stats.ci_low, stats.ci_high
+    t = (stats.ci_high - stats.mean) / stats.stderr if stats.stderr > 0 else 0.0
+    half = t * stats.stderr / stats.mean
+    return stats.mean * math.exp(-half), stats.mean * math.exp(half)
