@@ -39,6 +39,15 @@ class Quantity(str, enum.Enum):
     ``snr_block``       Σ_b √d_b‖∇L_b‖₂ / Σ_b √d_b‖σ_b‖₂                               block
     ``grad_norm``       ‖∇L(θ)‖_* (trajectory)                                         any
     ``step_ratio``      ‖∇L(θ_{t+1})−∇L(θ_t)‖_*/‖θ_{t+1}−θ_t‖ (lower bound)            any
+    ``op_lower``        certified lower bound on H_op (polar ascent)                   spectral
+    ``op_upper``        Σ c_b c_b'‖H_bb'‖₂ ≥ H_op (c = √r/s, √d_b on ℓ∞)               spectral
+    ``op_upper_rl2``    R·L₂ ≥ H_op (L₂'s upper end)                                   spectral
+    ``rho_op``          H_op/(R·L₂) = predicted T_Muon/T_SGD                           spectral
+    ``muon_adam_ratio`` H_op/(κ·H∞) = predicted T_Muon/T_Adam                          spectral
+    ``precond_lambda_max`` λ_max(P⁻¹H), P = diag(√v̂ + ε) from the Adam state          precond
+    ``precond_lambda_min`` λ_min(P⁻¹H)                                                precond
+    ``aeos_threshold``  (2 + 2β₁)/((1 − β₁)η), Adam's edge of stability                precond
+    ``gd_threshold``    2/η, gradient descent's edge of stability                      precond
     ``rho``             (old records) ‖H‖₁,₁ / (d·L₂), now ``l11_over_dl2``            linf
     ==================  =============================================================  ========
     """
@@ -71,4 +80,13 @@ class Quantity(str, enum.Enum):
     SNR_BLOCK = "snr_block"
     GRAD_NORM = "grad_norm"
     STEP_RATIO = "step_ratio"
+    OP_LOWER = "op_lower"
+    OP_UPPER = "op_upper"
+    OP_UPPER_RL2 = "op_upper_rl2"
+    RHO_OP = "rho_op"
+    MUON_ADAM_RATIO = "muon_adam_ratio"
+    PRECOND_LAMBDA_MAX = "precond_lambda_max"
+    PRECOND_LAMBDA_MIN = "precond_lambda_min"
+    AEOS_THRESHOLD = "aeos_threshold"
+    GD_THRESHOLD = "gd_threshold"
     RHO = "rho"

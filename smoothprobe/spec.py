@@ -13,7 +13,8 @@ and returns a dict::
             "data": (x, y),                   # optional: default reads --data as .pt/.npz (x, y)
             "forward": None,                  # optional: forward(model, inputs) -> outputs
             "n_head": None,                   # optional: attention heads, for --blocks head
-        }
+            "optimizer_order": None,          # optional: parameter names in the order the
+        }                                     #   optimizer was built (Adam preconditioner)
 
 ``data`` may be (X, Y) tensors (split by ``batch_size``), a list of (x, y) batches or dicts, or a
 DataLoader (read once, so the sample is fixed).
@@ -44,6 +45,7 @@ class BuiltSpec:
     batches: list[Batch]
     forward: Callable[[nn.Module, Any], Any] | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
+    optimizer_order: tuple[str, ...] | None = None
 
 
 def _resolve(spec: str) -> Callable[..., dict]:
@@ -113,4 +115,12 @@ def load_spec(spec: str, *, data) -> BuiltSpec:
         samples = load_tensor_file(data.path)
     batches = make_batches(samples, batch_size=data.batch_size, num_batches=data.num_batches)
     args = {"n_head": out["n_head"]} if out.get("n_head") else {}
-    return BuiltSpec(out["model"], out["loss_fn"], batches, out.get("forward"), args)
+    order = out.get("optimizer_order")
+    return BuiltSpec(
+        out["model"],
+        out["loss_fn"],
+        batches,
+        out.get("forward"),
+        args,
+        tuple(order) if order is not None else None,
+    )

@@ -434,12 +434,12 @@ def trajectory_records(
 
 
 def column_label(record: dict[str, Any]) -> str:
-    """``quantity`` or ``quantity[geometry]`` / ``quantity[block:partition]``."""
+    """``quantity`` or ``quantity[geometry]`` / ``quantity[block:partition]`` (also spectral)."""
     geometry = record.get("geometry") or ""
     if not geometry:
         return record["quantity"]
-    if geometry == "block":
-        return f"{record['quantity']}[block:{record.get('partition', '')}]"
+    if geometry in ("block", "spectral"):
+        return f"{record['quantity']}[{geometry}:{record.get('partition', '')}]"
     return f"{record['quantity']}[{geometry}]"
 
 
