@@ -60,6 +60,12 @@ def plot_spectral_bracket(
     fig = new_figure(max(7.5, 2.2 * len(parts) + 4), 4.4)
     left, right = fig.subplots(1, 2)
     offsets = np.linspace(-0.15, 0.15, len(bases)) if len(bases) > 1 else [0.0]
+    slots = [
+        (p, j)
+        for p in parts
+        for j, col in enumerate(("rho_op_high", "muon_adam_high"))
+        if np.isfinite(table[table["partition"] == p][col].to_numpy(float)).any()
+    ]
     drawn, ratios = [], [1.0]
     for off, basis in zip(offsets, bases, strict=True):
         color = basis_color(bases, basis)
@@ -77,7 +83,7 @@ def plot_spectral_bracket(
                 ((r["rho_op_low"], r["rho_op_high"]), (r["muon_adam_low"], r["muon_adam_high"]))
             ):
                 if math.isfinite(hi):
-                    x = 2 * i + j + off
+                    x = slots.index((part, j)) + off
                     ratios += draw_bracket(right, x, _bracket(lo, hi, hi), color, width=0.12)
     left.set_xticks(range(len(parts)), [PARTITION_NAMES.get(p, p) for p in parts], fontsize=8)
     left.set_xlim(-0.6, len(parts) - 0.4)
@@ -85,9 +91,9 @@ def plot_spectral_bracket(
     left.set_ylabel("H_op (loss / unit of ‖·‖_op²)")
     left.set_title("H_op: certified lower … best upper end", fontsize=9)
     left.grid(axis="y", alpha=0.3)
-    ticks = [f"{PARTITION_NAMES.get(p, p)}\n{w}" for p in parts for w in ("Muon/SGD", "Muon/Adam")]
-    right.set_xticks(range(2 * len(parts)), ticks, fontsize=7)
-    right.set_xlim(-0.6, 2 * len(parts) - 0.4)
+    ticks = [f"{('÷ SGD', '÷ Adam')[j]}\n{p}" for p, j in slots]
+    right.set_xticks(range(len(slots)), ticks, fontsize=8)
+    right.set_xlim(-0.6, len(slots) - 0.4)
     right.axhline(1.0, color="0.4", ls="--", lw=1)
     if not maybe_log(right, ratios):
         right.set_ylim(bottom=0)
