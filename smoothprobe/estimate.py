@@ -37,6 +37,7 @@ quantity                meaning (MATH.md symbols)                              g
 ``rho_op``              H_op/(R·L₂) = predicted T_Muon/T_SGD                   spectral
 ``muon_adam_ratio``     H_op/(κ·H∞) = predicted T_Muon/T_Adam                  spectral
 ``precond_lambda_max``  λ_max(P⁻¹H), P = diag(√v̂ + ε) from the Adam state      preconditioned
+``precond_lambda_max_upper`` λ_max(P⁻¹H) upper end (prob_upper, KW)           preconditioned
 ``precond_lambda_min``  λ_min(P⁻¹H)                                            preconditioned
 ``aeos_threshold``      (2 + 2β₁)/((1 − β₁)η), Adam's edge of stability        preconditioned
 ``gd_threshold``        2/η, gradient descent's edge of stability              preconditioned
