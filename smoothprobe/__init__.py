@@ -38,7 +38,6 @@ _EXPORTS = {
     "measure_blockwise": "smoothprobe.suites.blockwise",
     "measure_l2": "smoothprobe.suites.l2",
     "measure_spectral": "smoothprobe.suites.spectral",
-    "spectral_geometry": "smoothprobe.spectral_geometry",
     "adam_preconditioner": "smoothprobe.optimizer_state",
     "preconditioned_sharpness": "smoothprobe.estimators.preconditioned",
     "PreconditionedOperator": "smoothprobe.estimators.preconditioned",
@@ -69,7 +68,6 @@ __all__ = [
     "measure_spectral",
     "preconditioned_sharpness",
     "problem_from_module",
-    "spectral_geometry",
     "__version__",
 ]
 
@@ -105,7 +103,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from smoothprobe.problem import Problem, problem_from_module
     from smoothprobe.records import load_records
     from smoothprobe.rotated_operator import RotatedOperator
-    from smoothprobe.spectral_geometry import spectral_geometry
     from smoothprobe.suites.blockwise import measure_blockwise
     from smoothprobe.suites.l2 import measure_l2
     from smoothprobe.suites.spectral import measure_spectral
