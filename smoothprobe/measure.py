@@ -279,7 +279,7 @@ def run_measurement(
             hvps=settings.hvps,
             confidence=settings.confidence,
             generator=gen,
-            l2_norm=None if l2_estimate is None else abs(float(l2_estimate.value)),
+            l2_norm=l2_estimate,
         )
         op.close()
         rows = row_norm_payload(linf.rows.estimates, operator.layout)

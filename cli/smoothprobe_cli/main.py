@@ -186,6 +186,7 @@ def _register() -> None:
         info,
         measure,
         report,
+        reproduce,
         trajectory,
     )
 

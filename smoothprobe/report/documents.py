@@ -16,8 +16,11 @@ BOUND_KINDS_NOTE = (
     "the extreme eigenpair (θ + residual); *statistical* ends are confidence limits, and when "
     "numbers are combined their error probabilities add (so a ratio of two 95% intervals is a "
     "90% interval); a *point estimate* has no error bar. H(Φ) ≤ d·L₂ and ρ ≤ 1 always, so the "
-    "point ρ̂ = surrogate/(d·L₂) can exceed the bracket when the surrogate is loose. "
-    "Predicted iteration ratios follow the steepest-descent bound of MATH.md §5 "
+    "point values are the surrogates ‖H‖₁,₁ and U(Φ) capped at d·L₂ and clipped into their "
+    "bracket, so no point lies outside what the same row proves; when ‖H‖₁,₁ ≥ d·L₂ the "
+    "surrogate says nothing in that basis and the row says so. A sketched U(Φ) is an estimate "
+    "(below the exact U(Φ)); its upper end is probabilistic, with its failure probability. "
+    "Predicted iteration ratios follow the steepest-descent bound of docs/theory.md "
     "(T_Φ/T_SGD = ρ(Φ)); for Adam and its blockwise relatives the seed paper's theorem adds "
     "β₂/ε terms whose constants are not reproduced here: *structure only*."
 )

@@ -66,7 +66,7 @@ FIGURES = (
         "constants.png",
         "ℓ2 vs ℓ∞ vs blockwise constants",
         "Each constant's bracket (bar: lower … upper bound; the tables say which end is "
-        "certified and which statistical) and its point value (dot: the upper-bound surrogate "
+        "certified, statistical or probabilistic) and its point value (dot: the surrogate "
         "‖H‖₁,₁ or U(Φ)), in the original basis and each rotated one. The dashed line is d·L₂, "
         "SGD's constant on the same ℓ1 yardstick.",
         plots.plot_constants,
@@ -75,8 +75,8 @@ FIGURES = (
         "rho.png",
         "ρ(Φ) per partition",
         "ρ(Φ) = H(Φ)/(d·L₂) from the finest partition (singletons: Adam) to the coarsest "
-        "(one block: AdaSGD). Below the dashed line at 1 the geometry beats SGD's; per MATH.md "
-        "§5 ρ(Φ) is also the predicted T_Φ/T_SGD (structure only for the Adam family).",
+        "(one block: AdaSGD). Below the dashed line at 1 the geometry beats SGD's; per "
+        "docs/theory.md ρ(Φ) is also the predicted T_Φ/T_SGD (structure only for the Adam family).",
         plots.plot_rho_by_partition,
     ),
     FigureSpec(
@@ -243,8 +243,10 @@ def _table_sections(
     candidates = [
         (
             f"Constants and ρ at {label}",
-            "Per basis × geometry/partition. ρ̂ is the point ratio; the ρ bracket bounds the "
-            "true ρ(Φ); T_Φ/T_SGD is the predicted iteration ratio (MATH.md §5).",
+            "Per basis × geometry/partition. The bracket is what the records prove; the point "
+            "is the named surrogate, capped at d·L₂ and inside the bracket; the ρ bracket "
+            "bounds the true ρ(Φ); T_Φ/T_SGD is the predicted iteration ratio "
+            "(docs/theory.md).",
             tables.summary_table(head, checkpoint_column=False),
         ),
         (
