@@ -37,6 +37,10 @@ _EXPORTS = {
     "build_basis": "smoothprobe.bases",
     "measure_blockwise": "smoothprobe.suites.blockwise",
     "measure_l2": "smoothprobe.suites.l2",
+    "measure_spectral": "smoothprobe.suites.spectral",
+    "adam_preconditioner": "smoothprobe.optimizer_state",
+    "preconditioned_sharpness": "smoothprobe.estimators.preconditioned",
+    "PreconditionedOperator": "smoothprobe.estimators.preconditioned",
 }
 
 __all__ = [
@@ -49,9 +53,11 @@ __all__ = [
     "Operator",
     "ParameterLayout",
     "Partition",
+    "PreconditionedOperator",
     "Problem",
     "RotatedOperator",
     "TensorSlot",
+    "adam_preconditioner",
     "build_basis",
     "build_partition",
     "dense_matrix",
@@ -59,6 +65,8 @@ __all__ = [
     "load_records",
     "measure_blockwise",
     "measure_l2",
+    "measure_spectral",
+    "preconditioned_sharpness",
     "problem_from_module",
     "__version__",
 ]
@@ -83,12 +91,18 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from smoothprobe.bases import build_basis
     from smoothprobe.checkpoints import DataOptions, load_checkpoint
     from smoothprobe.estimate import Bound, Estimate
+    from smoothprobe.estimators.preconditioned import (
+        PreconditionedOperator,
+        preconditioned_sharpness,
+    )
     from smoothprobe.layout import ParameterLayout, TensorSlot
     from smoothprobe.linear_operator import CostCounter, DenseOperator, Operator, dense_matrix
     from smoothprobe.operators import HessianOperator
+    from smoothprobe.optimizer_state import adam_preconditioner
     from smoothprobe.partitions import Partition, build_partition
     from smoothprobe.problem import Problem, problem_from_module
     from smoothprobe.records import load_records
     from smoothprobe.rotated_operator import RotatedOperator
     from smoothprobe.suites.blockwise import measure_blockwise
     from smoothprobe.suites.l2 import measure_l2
+    from smoothprobe.suites.spectral import measure_spectral
