@@ -6,15 +6,14 @@ import click
 
 from smoothprobe_cli.main import cli, data_options, pass_loaded
 from smoothprobe_cli.output import FORMATS, render
-
-
-def _split_list(ctx, param, value):
-    """Accepts repeated options and comma-separated lists alike."""
-    out: list[str] = []
-    for item in value or ():
-        out += [v.strip() for v in item.split(",") if v.strip()]
-    return tuple(out)
-
+from smoothprobe_cli.validate import (
+    basis_callback,
+    blocks_callback,
+    check_against_model,
+    extras_callback,
+    geometry_callback,
+    method_callback,
+)
 
 MEASURE_OPTIONS = [
     click.option(
@@ -49,13 +48,14 @@ MEASURE_OPTIONS = [
         "--with",
         "extras",
         multiple=True,
-        callback=_split_list,
+        callback=extras_callback,
         help="Extra ℓ2 quantities: trace, frobenius, density (comma-separated).",
     ),
     click.option(
         "--method",
         default="auto",
         show_default=True,
+        callback=method_callback,
         help="(1,1)-norm method: auto, two-phase, cauchy-median, cauchy-iqr, "
         "cauchy-geomean, uniform, stratified.",
     ),
@@ -76,7 +76,7 @@ MEASURE_OPTIONS = [
     click.option(
         "--blocks",
         multiple=True,
-        callback=_split_list,
+        callback=blocks_callback,
         help="Partitions for blockwise H(Φ): tensor, layer, row, head, one, singleton, "
         "or a regex (repeatable).",
     ),
@@ -91,6 +91,7 @@ MEASURE_OPTIONS = [
         "--basis",
         default="identity",
         show_default=True,
+        callback=basis_callback,
         help="Basis: identity, hadamard, block-haar:K, matrix, permutation, sign.",
     ),
     click.option(
@@ -110,6 +111,7 @@ MEASURE_OPTIONS = [
         "--graddiff-geometry",
         default="l2",
         show_default=True,
+        callback=geometry_callback,
         help="Geometry of the perturbations: l2, linf, or a partition spec.",
     ),
     click.option(
@@ -222,6 +224,13 @@ def measure(loaded, seed, fmt, out, append, quiet, **options):
     from smoothprobe.records import write_records
 
     settings = make_settings(seed=seed, **options)
+    check_against_model(
+        loaded,
+        basis=settings.basis,
+        blocks=settings.blocks,
+        graddiff_geometry=settings.graddiff_geometry if settings.graddiff else None,
+        seed=seed,
+    )
     result = run_measurement(loaded, settings, progress=not quiet)
     if out:
         write_records(out, result.records, append=append)
