@@ -26,7 +26,7 @@ from torch import nn
 
 from smoothprobe.batches import make_batches
 from smoothprobe.data import load_data
-from smoothprobe.errors import CheckpointError, DataError, SmoothprobeError
+from smoothprobe.errors import CheckpointError, DataError, SmoothprobeError, quoted
 from smoothprobe.models.gpt import GPT, GPTConfig, lm_loss
 from smoothprobe.problem import Problem, resolve_dtype
 from smoothprobe.records import file_sha256
@@ -110,6 +110,7 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
         )
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the save was interrupted")
+    _refuse_non_checkpoint(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -117,7 +118,9 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
         try:
             return load_file(path)
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({exc})") from None
+            raise CheckpointError(
+                f"checkpoint {path} is truncated or corrupt ({quoted(exc)})"
+            ) from None
     try:
         if trust_pickle:
             warnings.warn(
@@ -128,19 +131,43 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
             return torch.load(path, map_location="cpu", weights_only=False)  # explicit opt-in
         return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise CheckpointError(
                 f"refused to unpickle {path}: it contains Python objects beyond tensors and plain "
                 "containers, and loading them would run code from the file; if you trust it, "
                 "pass --trust-pickle"
             ) from None
-        raise CheckpointError(f"checkpoint {path} is corrupt ({first[:160]})") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt ({quoted(exc)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({first[:160]})"
+            f"checkpoint {path} is truncated or corrupt ({quoted(exc)})"
         ) from None
+    except (IndexError, KeyError, TypeError, AttributeError) as exc:  # not a pickle at all
+        raise CheckpointError(
+            f"{path} is not a torch checkpoint: its content is neither a torch zip archive nor a "
+            f"pickle ({type(exc).__name__} while reading it); " + CHECKPOINT_KINDS
+        ) from None
+
+
+CHECKPOINT_KINDS = (
+    "pass a file written by torch.save (.pt/.pth), a .safetensors file, or a Hugging Face "
+    "model directory"
+)
+
+
+def _refuse_non_checkpoint(path: Path) -> None:
+    """Raises CheckpointError naming the file's kind when it is clearly not a checkpoint."""
+    from smoothprobe.file_kinds import first_words, not_a_checkpoint
+
+    kind = not_a_checkpoint(path)
+    if kind is None:
+        return
+    start = (
+        f" (it starts with {first_words(path)!r})"
+        if "text" in kind or "JSON" in kind or "CSV" in kind
+        else ""
+    )
+    raise CheckpointError(f"{path} is not a checkpoint: it is {kind}{start}; " + CHECKPOINT_KINDS)
 
 
 def _is_zip(path: Path) -> bool:
@@ -172,7 +199,7 @@ def load_state_into(model: nn.Module, state: dict[str, Any], *, path: str) -> No
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         line = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc))
-        raise CheckpointError(f"{path}: {line[:240]}") from None
+        raise CheckpointError(f"{path}: {' '.join(line.split())}") from None
 
 
 def _check_finite_state(state: dict[str, Any], *, path: str) -> None:

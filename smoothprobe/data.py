@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smoothprobe.errors import DataError
+from smoothprobe.errors import DataError, quoted
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".py", ".rst"}
 
@@ -157,9 +157,7 @@ def load_tensor_file(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tenso
         else:
             content = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, ValueError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        raise DataError(
-            f"cannot read tensor file {path}: {str(exc).splitlines()[0][:200]}"
-        ) from None
+        raise DataError(f"cannot read tensor file {path}: {quoted(exc)}") from None
     if not isinstance(content, dict):
         raise DataError(f"{path} must hold a dict with keys x and y (or inputs and targets)")
     for xk, yk in (("x", "y"), ("inputs", "targets")):

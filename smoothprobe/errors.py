@@ -19,3 +19,13 @@ class NonDeterministicLossError(SmoothprobeError):
 
 class NonFiniteError(SmoothprobeError):
     """NaN or Inf in parameters, loss or gradient."""
+
+
+def quoted(exc: BaseException) -> str:
+    """An underlying error's whole message on one line (never cut mid-sentence).
+
+    A message is quoted whole or not at all: the lines are joined, nothing is dropped. An error
+    without a message is named by its type.
+    """
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

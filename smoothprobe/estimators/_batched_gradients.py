@@ -18,7 +18,7 @@ from torch.func import grad, vmap
 from torch.utils import _pytree as pytree
 
 from smoothprobe.batches import Batch, default_weight
-from smoothprobe.errors import DataError, NonFiniteError, SmoothprobeError
+from smoothprobe.errors import DataError, NonFiniteError, SmoothprobeError, quoted
 from smoothprobe.problem import Problem
 
 MODES = ("auto", "vmap", "loop")
@@ -95,7 +95,7 @@ class PointGradients:
             if self.mode == "vmap":
                 raise SmoothprobeError(f"vmapped gradients failed for this model: {exc}") from exc
             warnings.warn(
-                f"vmapped gradients unavailable for this model ({str(exc)[:120]}); "
+                f"vmapped gradients unavailable for this model ({quoted(exc)}); "
                 "falling back to one gradient per point (slower, same values)",
                 RuntimeWarning,
                 stacklevel=4,
@@ -237,7 +237,7 @@ class ExampleGradients:
             if self.mode == "vmap":
                 raise SmoothprobeError(f"vmapped per-example gradients failed: {exc}") from exc
             warnings.warn(
-                f"vmapped per-example gradients unavailable ({str(exc)[:120]}); "
+                f"vmapped per-example gradients unavailable ({quoted(exc)}); "
                 "falling back to a loop over examples (slower, same values)",
                 RuntimeWarning,
                 stacklevel=4,
