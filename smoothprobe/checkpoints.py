@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothprobe.batches import make_batches
+from smoothprobe.batches import loss_ignore_index, make_batches
 from smoothprobe.data import load_data
 from smoothprobe.errors import CheckpointError, DataError, SmoothprobeError, quoted
 from smoothprobe.models.gpt import GPT, GPTConfig, lm_loss
@@ -279,7 +279,12 @@ def load_nanogpt(
         seed=data.seed,
         vocab_size=config.vocab_size,
     )
-    batches = make_batches((x, y), batch_size=data.batch_size, num_batches=data.num_batches)
+    batches = make_batches(
+        (x, y),
+        batch_size=data.batch_size,
+        num_batches=data.num_batches,
+        ignore_index=loss_ignore_index(lm_loss),
+    )
     problem = Problem(
         model,
         lm_loss,
@@ -383,6 +388,7 @@ def load_checkpoint(
         device=device,
         include_frozen=include_frozen,
         forward=built.forward,
+        ignore_index=built.ignore_index,
     )
     kind = "safetensors" if path.suffix == ".safetensors" else "state_dict"
     step = obj.get("iter_num") if isinstance(obj, dict) else None

@@ -13,7 +13,8 @@ and returns a dict::
             "data": (x, y),                   # optional: default reads --data as .pt/.npz (x, y)
             "forward": None,                  # optional: forward(model, inputs) -> outputs
             "n_head": None,                   # optional: attention heads, for --blocks head
-        }
+            "ignore_index": None,             # optional: target the loss skips (default: the
+        }                                     #   loss's own, -100 for cross-entropy)
 
 ``data`` may be (X, Y) tensors (split by ``batch_size``), a list of (x, y) batches or dicts, or a
 DataLoader (read once, so the sample is fixed).
@@ -30,7 +31,7 @@ from typing import Any
 
 from torch import nn
 
-from smoothprobe.batches import Batch, make_batches
+from smoothprobe.batches import Batch, loss_ignore_index, make_batches
 from smoothprobe.data import load_tensor_file
 from smoothprobe.errors import DataError, SmoothprobeError
 
@@ -44,6 +45,7 @@ class BuiltSpec:
     batches: list[Batch]
     forward: Callable[[nn.Module, Any], Any] | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
+    ignore_index: int | None = None
 
 
 def _resolve(spec: str) -> Callable[..., dict]:
@@ -111,6 +113,14 @@ def load_spec(spec: str, *, data) -> BuiltSpec:
         if data.path is None:
             raise DataError(f"spec {spec} returned no data: pass --data x_y.pt (or .npz with x, y)")
         samples = load_tensor_file(data.path)
-    batches = make_batches(samples, batch_size=data.batch_size, num_batches=data.num_batches)
+    ignore_index = out.get("ignore_index")
+    if ignore_index is None:
+        ignore_index = loss_ignore_index(out["loss_fn"])
+    batches = make_batches(
+        samples,
+        batch_size=data.batch_size,
+        num_batches=data.num_batches,
+        ignore_index=ignore_index,
+    )
     args = {"n_head": out["n_head"]} if out.get("n_head") else {}
-    return BuiltSpec(out["model"], out["loss_fn"], batches, out.get("forward"), args)
+    return BuiltSpec(out["model"], out["loss_fn"], batches, out.get("forward"), args, ignore_index)

@@ -17,7 +17,7 @@ import torch
 from torch.func import grad, vmap
 from torch.utils import _pytree as pytree
 
-from smoothprobe.batches import Batch, default_weight
+from smoothprobe.batches import Batch, default_weight, scored_targets
 from smoothprobe.errors import DataError, NonFiniteError, SmoothprobeError, quoted
 from smoothprobe.problem import Problem
 
@@ -292,7 +292,8 @@ class ExampleGradients:
         """(n,) float64 CPU weights of the examples of a chunk."""
         if self.example_weight is default_weight and torch.is_tensor(targets):
             if targets.ndim >= 2 and not targets.is_floating_point():  # scored tokens per row
-                return (targets >= 0).reshape(n, -1).sum(1).to("cpu", torch.float64)
+                scored = scored_targets(targets, ignore_index=self.problem.ignore_index)
+                return scored.reshape(n, -1).sum(1).to("cpu", torch.float64)
             return torch.ones(n, dtype=torch.float64)
         return torch.tensor(
             [float(self.example_weight(slice_batch(targets, slice(i, i + 1)))) for i in range(n)],
