@@ -6,7 +6,7 @@ import re
 
 import click
 
-from smoothprobe_cli.main import cli
+from smoothprobe_cli.main import cli, on_interrupt, threads_option
 
 
 def plain(markdown: str) -> str:
@@ -47,13 +47,7 @@ def plain(markdown: str) -> str:
     show_default=True,
     help="Seed of initialization, batches, evaluation sample and estimators.",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Torch threads (the models are tiny: one thread is fast and repeatable).",
-)
+@threads_option(default=1, help_default="1; the models are tiny: one thread is fast and repeatable")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def demo(out, work_dir, budget, steps, seed, threads, quiet):
     """Train a tiny character-level GPT on Python's standard library and report its geometry.
@@ -70,6 +64,13 @@ def demo(out, work_dir, budget, steps, seed, threads, quiet):
     """
     from smoothprobe.demo import run_demo
     from smoothprobe.report.render import headline_text
+
+    on_interrupt(
+        lambda: (
+            f"the report in {out} was not written (a previous one there is unchanged); "
+            "the demo cannot resume: run the same command again to start over"
+        )
+    )
 
     result = run_demo(
         out,

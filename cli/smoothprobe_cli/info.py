@@ -44,6 +44,8 @@ def info(loaded, seed, fmt):
     Example:
       smoothprobe info out/ckpt.pt --data data/shakespeare_char/val.bin
     """
+    import torch
+
     problem = loaded.problem
     summary = {
         "checkpoint": loaded.path,
@@ -58,6 +60,7 @@ def info(loaded, seed, fmt):
         "sample_weight_unit": problem.weight_unit,
         "loss": problem.loss(),
         "model_args": loaded.model_args,
+        "threads": torch.get_num_threads(),
     }
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2))
@@ -74,6 +77,7 @@ def info(loaded, seed, fmt):
         click.echo(f"tied        {' = '.join(group)} (counted once)")
     click.echo(f"sample      {len(problem.batches)} batches, {sample_weight(problem)}")
     click.echo(f"loss        {summary['loss']:.6f}")
+    click.echo(f"threads     {summary['threads']} (torch CPU threads; --threads to change)")
     click.echo("")
     width = max(len(s.name) for s in problem.layout.slots)
     click.echo(f"{'tensor':<{width}}  {'shape':<16} {'numel':>10}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from smoothprobe_cli.main import cli, data_options, pass_loaded
+from smoothprobe_cli.main import cli, data_options, on_interrupt, pass_loaded
 from smoothprobe_cli.output import FORMATS, render
 from smoothprobe_cli.validate import (
     basis_callback,
@@ -13,6 +13,7 @@ from smoothprobe_cli.validate import (
     extras_callback,
     geometry_callback,
     method_callback,
+    writable_file_callback,
 )
 
 MEASURE_OPTIONS = [
@@ -205,7 +206,9 @@ def make_settings(
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
-    help="Also write the records as JSON lines to this file (written atomically).",
+    callback=writable_file_callback,
+    help="Also write the records as JSON lines to this file (written atomically; checked "
+    "for writing before the run).",
 )
 @click.option("--append", is_flag=True, help="Append to --out instead of replacing it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
@@ -221,8 +224,14 @@ def measure(loaded, seed, fmt, out, append, quiet, **options):
       smoothprobe measure model.safetensors --spec my_spec.py --data eval.pt --out m.jsonl
     """
     from smoothprobe.measure import run_measurement
-    from smoothprobe.records import write_records
 
+    on_interrupt(
+        lambda: (
+            "nothing was saved: measure keeps its results in memory until the run "
+            + ("completes, then writes " + out if out else "completes")
+            + ", and cannot resume; run the same command again to start over"
+        )
+    )
     settings = make_settings(seed=seed, **options)
     check_against_model(
         loaded,
@@ -232,6 +241,21 @@ def measure(loaded, seed, fmt, out, append, quiet, **options):
         seed=seed,
     )
     result = run_measurement(loaded, settings, progress=not quiet)
-    if out:
-        write_records(out, result.records, append=append)
     click.echo(render(result.records, fmt), nl=False)
+    if out:
+        write_out(out, result.records, append=append)
+
+
+def write_out(out: str, records, *, append: bool) -> None:
+    """Writes the records to ``out``; if that fails after the run, saves a copy and says where."""
+    from smoothprobe.errors import quoted
+    from smoothprobe.records import save_copy, write_records
+
+    try:
+        write_records(out, records, append=append)
+    except OSError as exc:
+        copy = save_copy(records, out)
+        where = f"a copy was saved to {copy}" if copy else "no copy could be saved either"
+        raise click.ClickException(
+            f"could not write {out} ({quoted(exc)}); the records are printed above and {where}"
+        ) from None

@@ -101,6 +101,19 @@ def geometry_callback(ctx, param, value):
     return value
 
 
+def writable_file_callback(ctx, param, value):
+    """``--out FILE``: the file can be written (checked before any work)."""
+    if value is None:
+        return value
+    from smoothprobe.records import check_writable
+
+    try:
+        check_writable(value)
+    except SmoothprobeError as exc:
+        raise _bad(exc) from None
+    return value
+
+
 def check_against_model(loaded, *, basis: str, blocks, graddiff_geometry=None, seed: int = 0):
     """Builds the basis and partitions for this model: a bad value exits 2 before any work."""
     from smoothprobe.bases import build_basis
