@@ -191,3 +191,20 @@ def test_ctrl_c_elsewhere_says_nothing_was_written(monkeypatch):
     result = invoke("info")
     assert result.exit_code == 130
     assert result.stderr == "interrupted: nothing was written\n"
+
+
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys, smoothprobe_cli\n"
+        "assert 'torch' not in sys.modules\n"
+        "print(os.environ['OMP_WAIT_POLICY'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "PASSIVE", run.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "ACTIVE", run.stderr

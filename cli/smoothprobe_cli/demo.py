@@ -17,10 +17,11 @@ def plain(markdown: str) -> str:
 @cli.command()
 @click.option(
     "--out",
-    default="reports/demo",
+    default="reports/demo-local",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Report directory (replaced as a whole: new, empty or a previous report).",
+    help="Report directory (replaced as a whole: new, empty or a previous report). The "
+    "default is git-ignored; `--out reports/demo` regenerates the committed reference report.",
 )
 @click.option(
     "--work-dir",
@@ -58,9 +59,11 @@ def demo(out, work_dir, budget, steps, seed, threads, quiet):
 
     \b
     Examples:
-      smoothprobe demo                        # → reports/demo/index.html
+      smoothprobe demo                        # → reports/demo-local/index.html
       smoothprobe demo --budget small --out /tmp/demo
-      smoothprobe measure reports/demo-run/ckpt_000600.pt --data reports/demo-run/val.bin
+      smoothprobe demo --out reports/demo     # regenerate the committed reference report
+      smoothprobe measure reports/demo-local-run/ckpt_000600.pt \\
+          --data reports/demo-local-run/val.bin
     """
     from smoothprobe.demo import run_demo
     from smoothprobe.report.render import headline_text
