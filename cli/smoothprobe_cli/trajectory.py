@@ -119,7 +119,7 @@ def trajectory(
 
     def gradient_of(path):
         problem = loaded(path).problem
-        return problem.theta, problem.gradient(), problem.layout
+        return problem.theta, problem.gradient(), problem.layout, problem.constants
 
     names = [g.strip() for g in step_geometries.split(",") if g.strip()]
     geometries = []
