@@ -35,9 +35,13 @@ graddiff record carries the largest relative gap to them. Round-off limits small
 absolute error is about eps·‖∇L(θ)‖_*/‖δ‖ (``extra["roundoff"]``).
 
 Example:
-    >>> from smoothprobe.examples import build_example  # doctest: +SKIP
-    >>> result = gradient_differences(build_example("mlp"), radii=[1e-1, 1e-3], samples=8)
-    >>> [e.quantity for e in result.to_estimates()][:2]  # doctest: +SKIP
+    >>> import torch
+    >>> from smoothprobe.problem import problem_from_module
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    >>> x, y = torch.randn(16, 3), torch.randn(16, 1)
+    >>> problem = problem_from_module(net, torch.nn.functional.mse_loss, (x, y), dtype="float64")
+    >>> result = gradient_differences(problem, radii=[1e-1, 1e-3], samples=8)
+    >>> sorted({e.quantity for e in result.to_estimates()})[:2]
     ['graddiff_max', 'graddiff_mean']
 """
 
