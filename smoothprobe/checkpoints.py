@@ -65,6 +65,8 @@ class LoadedCheckpoint:
     step: int | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
     data_path: str | None = None
+    optimizer_state: dict[str, Any] | None = field(default=None, repr=False)
+    optimizer_order: tuple[str, ...] | None = None
 
     @property
     def n_head(self) -> int | None:
@@ -302,6 +304,7 @@ def load_nanogpt(
         int(step) if isinstance(step, int) else None,
         model_args,
         data_path,
+        optimizer_state=ckpt.get("optimizer"),
     )
 
 
@@ -375,7 +378,8 @@ def load_checkpoint(
     from smoothprobe.spec import load_spec
 
     built = load_spec(spec, data=data)
-    state = obj["model"] if is_nanogpt(obj) else obj
+    wrapped = isinstance(obj, dict) and isinstance(obj.get("model"), dict)  # {"model", "optimizer"}
+    state = obj["model"] if wrapped else obj
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
     _check_finite_state(state, path=str(path))
@@ -400,7 +404,18 @@ def load_checkpoint(
         step if isinstance(step, int) else None,
         built.model_args,
         data.path,
+        optimizer_state=_optimizer_entry(obj),
+        optimizer_order=built.optimizer_order,
     )
+
+
+def _optimizer_entry(obj: Any) -> dict[str, Any] | None:
+    """The optimizer state_dict saved next to the model (``optimizer`` or
+    ``optimizer_state_dict``), or None."""
+    if not isinstance(obj, dict):
+        return None
+    found = obj.get("optimizer", obj.get("optimizer_state_dict"))
+    return found if isinstance(found, dict) else None
 
 
 __all__ = [

@@ -14,7 +14,9 @@ and returns a dict::
             "forward": None,                  # optional: forward(model, inputs) -> outputs
             "n_head": None,                   # optional: attention heads, for --blocks head
             "ignore_index": None,             # optional: target the loss skips (default: the
-        }                                     #   loss's own, -100 for cross-entropy)
+                                              #   loss's own, -100 for cross-entropy)
+            "optimizer_order": None,          # optional: parameter names in the order the
+        }                                     #   optimizer was built (Adam preconditioner)
 
 ``data`` may be (X, Y) tensors (split by ``batch_size``), a list of (x, y) batches or dicts, or a
 DataLoader (read once, so the sample is fixed).
@@ -45,6 +47,7 @@ class BuiltSpec:
     batches: list[Batch]
     forward: Callable[[nn.Module, Any], Any] | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
+    optimizer_order: tuple[str, ...] | None = None
     ignore_index: int | None = None
 
 
@@ -123,4 +126,13 @@ def load_spec(spec: str, *, data) -> BuiltSpec:
         ignore_index=ignore_index,
     )
     args = {"n_head": out["n_head"]} if out.get("n_head") else {}
-    return BuiltSpec(out["model"], out["loss_fn"], batches, out.get("forward"), args, ignore_index)
+    order = out.get("optimizer_order")
+    return BuiltSpec(
+        out["model"],
+        out["loss_fn"],
+        batches,
+        out.get("forward"),
+        args,
+        tuple(order) if order is not None else None,
+        ignore_index,
+    )

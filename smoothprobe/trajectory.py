@@ -39,11 +39,12 @@ from typing import Any
 
 import torch
 
+from smoothprobe.atomic import atomic_write_text
 from smoothprobe.errors import CheckpointError, SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
 from smoothprobe.geometries import Geometry, resolve_geometry
 from smoothprobe.layout import ParameterLayout
-from smoothprobe.records import RunContext, atomic_write_text, file_sha256, make_record
+from smoothprobe.records import RunContext, file_sha256, make_record
 
 SCHEMA_VERSION = 1
 ORDERS = ("auto", "iter_num", "name")
@@ -480,12 +481,12 @@ def trajectory_records(
 
 
 def column_label(record: dict[str, Any]) -> str:
-    """``quantity`` or ``quantity[geometry]`` / ``quantity[block:partition]``."""
+    """``quantity`` or ``quantity[geometry]`` / ``quantity[block:partition]`` (also spectral)."""
     geometry = record.get("geometry") or ""
     if not geometry:
         return record["quantity"]
-    if geometry == "block":
-        return f"{record['quantity']}[block:{record.get('partition', '')}]"
+    if geometry in ("block", "spectral"):
+        return f"{record['quantity']}[{geometry}:{record.get('partition', '')}]"
     return f"{record['quantity']}[{geometry}]"
 
 

@@ -12,7 +12,6 @@ import textwrap
 import types
 from pathlib import Path
 
-import pytest
 import torch
 
 import smoothprobe
@@ -30,25 +29,28 @@ def test_readme_has_python_examples():
     assert len(readme_blocks()) >= 2
 
 
-@pytest.mark.parametrize("index", range(len(readme_blocks())))
-def test_readme_python_block_runs(index, tmp_path, monkeypatch, capsys):
-    code = readme_blocks()[index]
-    namespace: dict = {"__name__": f"readme_block_{index}"}
-    if code.startswith("# my_spec.py"):
-        # the spec example imports the user's own package: stand in a small network for it
-        mypkg = types.ModuleType("mypkg")
-        mypkg.MyNet = lambda: torch.nn.Sequential(torch.nn.Linear(4, 3))
-        monkeypatch.setitem(sys.modules, "mypkg", mypkg)
-        blob = tmp_path / "eval.pt"
-        torch.save({"x": torch.randn(12, 4), "y": torch.randint(3, (12,))}, blob)
-        exec(compile(code, "README.md (spec)", "exec"), namespace)
-        spec = namespace["smoothprobe_spec"](
-            data_path=str(blob), batch_size=4, num_batches=3, seed=0
-        )
-        problem = smoothprobe.problem_from_module(spec["model"], spec["loss_fn"], spec["data"])
-        assert problem.d == 15 and problem.loss() > 0
-        return
-    exec(compile(code, f"README.md (block {index})", "exec"), namespace)
+def test_readme_spec_example_runs(tmp_path, monkeypatch):
+    (code,) = [b for b in readme_blocks() if b.startswith("# my_spec.py")]
+    # the spec example imports the user's own package: stand in a small network for it
+    mypkg = types.ModuleType("mypkg")
+    mypkg.MyNet = lambda: torch.nn.Sequential(torch.nn.Linear(4, 3))
+    monkeypatch.setitem(sys.modules, "mypkg", mypkg)
+    blob = tmp_path / "eval.pt"
+    torch.save({"x": torch.randn(12, 4), "y": torch.randint(3, (12,))}, blob)
+    namespace: dict = {"__name__": "my_spec"}
+    exec(compile(code, "README.md (spec)", "exec"), namespace)
+    spec = namespace["smoothprobe_spec"](data_path=str(blob), batch_size=4, num_batches=3, seed=0)
+    problem = smoothprobe.problem_from_module(spec["model"], spec["loss_fn"], spec["data"])
+    assert problem.d == 15 and problem.loss() > 0
+
+
+def test_readme_notebook_examples_run_in_order(capsys):
+    """The other blocks run one after another in one namespace, like cells of a notebook."""
+    namespace: dict = {"__name__": "readme"}
+    blocks = [b for b in readme_blocks() if not b.startswith("# my_spec.py")]
+    assert blocks
+    for index, code in enumerate(blocks):
+        exec(compile(code, f"README.md (block {index})", "exec"), namespace)
     capsys.readouterr()
 
 

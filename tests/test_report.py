@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from smoothprobe import bounds
+from smoothprobe import compare as bounds
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.estimators.row_norms import row_norm_payload
 from smoothprobe.records import write_records
-from smoothprobe.report import plots, render, tables
+from smoothprobe.report import figure_data, plots, render, tables
 from smoothprobe.report.example_records import (
     ROTATED_BASIS,
     D,
@@ -115,23 +116,30 @@ def test_headline_numbers_equal_the_records(report_dir, frame):
     assert numbers["dl2"]["value"] == pytest.approx(exp["dl2"])
     assert numbers["advantage"]["value"] == pytest.approx(exp["advantage"])
     assert numbers["advantage"]["low"] == pytest.approx(exp["advantage_low"])
-    assert numbers["rotated_advantage"]["value"] == pytest.approx(exp["rotated_advantage"])
-    assert numbers["rotation_cost"]["value"] == pytest.approx(exp["rotation_cost"])
+    # ‖H‖₁,₁ ≥ d·L₂ after rotation: the point is capped at d·L₂ (old code: 0.853, outside the
+    # proven bracket [1, …]) and the surrogate is stated as uninformative
+    assert exp["rotated_advantage"] < 1
+    assert numbers["rotated_advantage"]["value"] == pytest.approx(1.0)
+    assert numbers["rotated_advantage"]["low"] == pytest.approx(1.0)
+    rotated_l11 = example_truths()[-1].l11[ROTATED_BASIS]
+    assert numbers["rotation_cost"]["value"] == pytest.approx(
+        exp["dl2"] / rotated_l11 * exp["rotation_cost"]
+    )
     assert numbers["rotation_cost"]["low"] == pytest.approx(exp["rotation_cost_low"])
     written = json.loads((report_dir / "headline.json").read_text(encoding="utf-8"))
     assert written["advantage"]["value"] == pytest.approx(exp["advantage"])
     # the paragraph states these numbers, in both files
     x = tables.fmt_num(exp["advantage"])
-    y_larger = tables.fmt_num(1 / exp["rotated_advantage"])  # < 1: stated as "× larger"
-    z = tables.fmt_num(exp["rotation_cost"])
+    low = tables.fmt_num(exp["advantage_low"])
     for name in ("report.md", "index.html"):
         text = (report_dir / name).read_text(encoding="utf-8")
         plain = re.sub(r"<[^>]+>|\*\*", "", text)
-        assert f"{x}× smaller than d·L₂" in plain
-        assert f"it is {y_larger}× larger" in plain
-        assert f"slow Adam by {z}×" in plain
-        assert f"{tables.fmt_num(exp['advantage_low'])}–" in plain
-        assert "structure only" in plain
+        assert f"lies in [{low}×, " in plain  # the bracket leads
+        assert f"the ‖H‖₁,₁ surrogate (capped at d·L₂) gives {x}×" in plain
+        assert "so the ‖H‖₁,₁ surrogate says nothing about H∞" in plain
+        assert f"convention ‖H‖₁,₁/(d·L₂) = {tables.fmt_num(1 / exp['rotated_advantage'])}" in plain
+        assert "rotation is predicted to slow Adam by that factor" in plain
+        assert "structure only" in plain and "docs/theory.md" in plain
         assert f"step {exp['step']}" in plain
 
 
@@ -245,14 +253,14 @@ def test_summary_table_labels_every_bracket(frame):
 
 
 def test_tidy_plot_data(frame):
-    hist = tables.row_norm_histograms(frame)
+    hist = figure_data.row_norm_histograms(frame)
     totals = hist.groupby(["step", "basis", "tensor"])["count"].sum()
     assert set(totals) == {2048.0, 32.0, 320.0, 10.0}  # every row norm lands in a bin
-    heat = tables.block_contribution_data(frame)
+    heat = figure_data.block_contribution_data(frame)
     assert set(heat["partition"]) == {"tensor", "layer"}
-    sweep = tables.graddiff_data(frame)
+    sweep = figure_data.graddiff_data(frame)
     assert set(sweep["statistic"]) == {"max", "mean"} and sweep["radius"].min() == 1e-3
-    density = tables.spectral_density_data(frame)
+    density = figure_data.spectral_density_data(frame)
     assert len(density) == 200 * len(example_truths())
 
 
@@ -293,12 +301,12 @@ def test_row_norm_payload_round_trips_through_the_histograms():
     layout = ParameterLayout.from_shapes([("w", (30, 4)), ("b", (30,))])
     values = [float(i % 17 + 1) for i in range(150)]
     values[3] = float("nan")  # a row that was not estimated
-    raw = tables.row_norm_payload(values, layout)
-    hist = tables.row_norm_payload(values, layout, raw_limit=10, bins=12)
+    raw = row_norm_payload(values, layout)
+    hist = row_norm_payload(values, layout, raw_limit=10, bins=12)
     assert len(raw["row_norms"]["w"]) == 119 and len(raw["row_norms"]["b"]) == 30
     assert len(hist["row_norm_hist"]["w"]["edges"]) == 13
     for extra in (raw, hist):
-        data = tables.row_norm_histograms(
+        data = figure_data.row_norm_histograms(
             pd.DataFrame(
                 [{"quantity": "l11_norm", "value": 1.0, "geometry": "linf", "extra": extra}]
             )
@@ -310,7 +318,7 @@ def test_steps_figure_has_a_step_ratio_panel(frame):
     fig = plots.plot_constants_over_steps(frame)
     assert len(fig.axes) == 3
     assert fig.axes[2].get_title().startswith("step-wise ratio")
-    assert len(tables.step_ratio_data(frame)) == 2 * len(example_truths())
+    assert len(figure_data.step_ratio_data(frame)) == 2 * len(example_truths())
 
 
 def _agg_renderer(fig: Figure):

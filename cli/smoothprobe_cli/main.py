@@ -11,7 +11,6 @@ import sys
 
 import click
 
-from smoothprobe import __version__
 from smoothprobe.errors import SmoothprobeError
 
 
@@ -38,7 +37,7 @@ def on_interrupt(explain) -> None:
 
 
 @click.group(cls=SmoothprobeGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="smoothprobe")
+@click.version_option(package_name="smoothprobe", prog_name="smoothprobe")  # read lazily
 def cli() -> None:
     """Measure the geometry of a loss landscape from a checkpoint.
 
@@ -227,6 +226,7 @@ def _register() -> None:
         info,
         measure,
         report,
+        reproduce,
         trajectory,
     )
 

@@ -16,13 +16,59 @@ from smoothprobe_cli.validate import (
     writable_file_callback,
 )
 
+
+def _split_list(ctx, param, value):
+    """Accepts repeated options and comma-separated lists alike."""
+    out: list[str] = []
+    for item in value or ():
+        out += [v.strip() for v in item.split(",") if v.strip()]
+    return tuple(out)
+
+
 MEASURE_OPTIONS = [
     click.option(
         "--norm",
-        type=click.Choice(["l2", "linf", "both", "none"]),
+        type=click.Choice(["l2", "linf", "both", "spectral", "all", "none"]),
         default="both",
         show_default=True,
-        help="Geometry: ℓ2 (SGD), ℓ∞ (Adam), both (adds ρ), or none.",
+        help="Geometry: ℓ2 (SGD), ℓ∞ (Adam), both (adds ρ), spectral (Muon: ℓ2 + H_op, ρ_op), "
+        "all (ℓ2 + ℓ∞ + spectral), or none.",
+    ),
+    click.option(
+        "--spectral-scale",
+        type=click.Choice(["one", "rms"]),
+        default="one",
+        show_default=True,
+        help="Per-matrix scale of the spectral norm: one (Muon) or rms (√(fan_in/fan_out), Scion).",
+    ),
+    click.option(
+        "--spectral-matrices",
+        multiple=True,
+        callback=_split_list,
+        help="Regexes naming the Muon matrices (default: every ≥2-D tensor that is not an "
+        "embedding or head).",
+    ),
+    click.option(
+        "--spectral-hvps",
+        type=click.IntRange(min=1),
+        default=None,
+        help="HVP budget of the spectral upper bound (default: exact when d ≤ 20,000, else "
+        "sketched).",
+    ),
+    click.option(
+        "--polar",
+        type=click.Choice(["svd", "newton-schulz"]),
+        default="svd",
+        show_default=True,
+        help="Polar factors of the spectral lower bound: batched SVD or checked Newton–Schulz.",
+    ),
+    click.option(
+        "--preconditioner",
+        type=click.Choice(["none", "adam"]),
+        default="none",
+        show_default=True,
+        help="adam: sharpness λ(P⁻¹H) with P from the checkpoint's Adam state, next to the "
+        "threshold (2+2β₁)/((1−β₁)η).",
     ),
     click.option(
         "--tol",
@@ -165,6 +211,11 @@ def make_settings(
     noise_batch_size,
     chunk_size,
     retain_graphs,
+    spectral_scale="one",
+    spectral_matrices=(),
+    spectral_hvps=None,
+    polar="svd",
+    preconditioner="none",
 ):
     """Builds MeasureSettings from the options of ``measure_options``."""
     from smoothprobe.measure import MeasureSettings
@@ -188,6 +239,11 @@ def make_settings(
         seed=seed,
         chunk_size=chunk_size,
         retain_graphs={"auto": None, "yes": True, "no": False}[retain_graphs],
+        spectral_scale=spectral_scale,
+        spectral_matrices=tuple(spectral_matrices),
+        spectral_hvps=spectral_hvps,
+        polar=polar,
+        preconditioner=preconditioner,
     )
 
 
@@ -222,6 +278,7 @@ def measure(loaded, seed, fmt, out, append, quiet, **options):
       smoothprobe measure out/ckpt.pt --data val.bin --norm linf --hvps 512
       smoothprobe measure ckpt.pt --data val.bin --blocks tensor,head --basis hadamard
       smoothprobe measure model.safetensors --spec my_spec.py --data eval.pt --out m.jsonl
+      smoothprobe measure out/ckpt.pt --data val.bin --norm spectral --preconditioner adam
     """
     from smoothprobe.measure import run_measurement
 

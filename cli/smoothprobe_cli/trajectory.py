@@ -6,6 +6,7 @@ import click
 
 from smoothprobe_cli.main import apply_threads, cli, data_options, load, on_interrupt
 from smoothprobe_cli.measure import make_settings, measure_options
+from smoothprobe_cli.output import FORMATS, render
 from smoothprobe_cli.validate import writable_file_callback
 
 
@@ -54,10 +55,19 @@ def saved_so_far(out: str) -> str:
     help="Geometries of the step-wise ratio ‖∇L(θ_{t+1})−∇L(θ_t)‖_*/‖θ_{t+1}−θ_t‖: "
     "l2, linf, or partition specs (comma-separated).",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="Output on stdout: table (one row per checkpoint), or every record as json or csv.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def trajectory(
     source,
     out,
+    fmt,
     order,
     step_geometries,
     quiet,
@@ -147,4 +157,7 @@ def trajectory(
         order=order,
         progress=not quiet,
     )
-    click.echo(trajectory_table(records).to_string())
+    if fmt == "table":
+        click.echo(trajectory_table(records).to_string())
+    else:
+        click.echo(render(records, fmt), nl=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -268,3 +269,44 @@ def max_row_estimate(
             "source": rows.source,
         },
     )
+
+
+def row_norm_payload(
+    values: np.ndarray | torch.Tensor,
+    layout: ParameterLayout,
+    *,
+    bins: int = 40,
+    raw_limit: int = 4096,
+) -> dict[str, Any]:
+    """The ``extra`` entry that lets the report plot row-norm histograms per tensor.
+
+    Merge it into the ``extra`` of an ℓ∞ record (e.g. ``l11_norm``). Small models (d ≤
+    ``raw_limit``) get the raw norms, ``{"row_norms": {tensor: [r_i, ...]}}``; larger ones a
+    histogram on shared log-spaced edges, ``{"row_norm_hist": {tensor: {"edges", "counts"}}}``
+    (O(bins) per tensor, whatever d is). NaN entries (rows not estimated) are left out.
+
+    Args:
+        values: (d,) row-norm estimates r̂_i (array or tensor), in the layout's flat order.
+        layout: the ``ParameterLayout`` (slots with ``name``, ``start``, ``stop``).
+        bins: histogram bins for large models.
+        raw_limit: largest d exported raw.
+
+    Returns:
+        The dict to merge into ``extra``.
+    """
+    v = np.abs(np.asarray(values.tolist() if hasattr(values, "tolist") else values, dtype=float))
+    per = {s.name: v[s.start : s.stop] for s in layout.slots}
+    per = {name: x[np.isfinite(x)] for name, x in per.items()}
+    if v.size <= raw_limit:
+        return {"row_norms": {name: x.tolist() for name, x in per.items()}}
+    positive = v[np.isfinite(v) & (v > 0)]
+    if positive.size == 0:
+        return {}
+    lo, hi = float(positive.min()), float(positive.max())
+    edges = np.logspace(np.log10(lo), np.log10(hi * 1.0001 if hi > lo else lo * 10), bins + 1)
+    return {
+        "row_norm_hist": {
+            name: {"edges": edges.tolist(), "counts": np.histogram(x[x > 0], edges)[0].tolist()}
+            for name, x in per.items()
+        }
+    }

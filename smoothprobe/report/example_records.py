@@ -111,7 +111,7 @@ def _l2_estimates(truth: ExampleTruth, rng: np.random.Generator) -> list[Estimat
         + 0.9 * np.exp(-0.5 * (grid / (0.01 * truth.l2)) ** 2)
         + 1e-4 * np.exp(-0.5 * ((grid - 0.7 * truth.l2) / (0.05 * truth.l2)) ** 2)
     )
-    extra = {"residual": RESIDUAL, "iterations": 40}
+    extra = {"residual": RESIDUAL, "iterations": 40, "converged": True}
     common = {"method": "lanczos", "geometry": "l2", "hvps": 40, "seed": 0}
     return [
         Estimate("l2_norm", truth.l2, Bound.LOWER, extra=extra, **common),

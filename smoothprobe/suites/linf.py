@@ -1,4 +1,4 @@
-"""The ℓ∞ suite: ‖H‖₁,₁ with a CI, a certified lower bound on H∞ = ‖H‖∞→1, ‖H‖∞→∞ and ρ.
+"""The ℓ∞ suite: ‖H‖₁,₁ with a CI, a certified lower bound on H∞ = ‖H‖∞→1, ‖H‖∞→∞.
 
 ``measure_linf`` is what ``smoothprobe measure --norm linf`` runs (and ``--norm both`` with the
 ℓ2 suite's L₂ passed as ``l2_norm``). HVP accounting: ``hvps`` is the budget of the (1,1)-norm
@@ -8,13 +8,12 @@ column starts)·``ascent_iters`` + 1) add their own HVPs, reported in their Esti
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 
 import torch
 
-from smoothprobe.errors import SmoothprobeError
+from smoothprobe.compare.brackets import l11_over_dl2_estimate
 from smoothprobe.estimate import Estimate
 from smoothprobe.estimators.cauchy import DEFAULT_MEMORY_LIMIT
 from smoothprobe.estimators.l11 import run_l11
@@ -31,48 +30,12 @@ class LinfResult:
     """Everything one ℓ∞ measurement produced.
 
     Attributes:
-        estimates: ``l11_norm``, ``linf_lower``, ``max_row`` and (with L₂) ``rho``.
+        estimates: ``l11_norm``, ``linf_lower``, ``max_row`` and (with L₂) ``l11_over_dl2``.
         rows: per-coordinate row ℓ1 norms (``rows.summary()`` per tensor, ``rows.to_numpy()``).
     """
 
     estimates: list[Estimate]
     rows: RowNorms
-
-
-def rho_estimate(l11: Estimate, *, d: int, l2_norm: float) -> Estimate:
-    """ρ = ‖H‖₁,₁ / (d·L₂) from an ``l11_norm`` Estimate; its interval scales by 1/(d·L₂).
-
-    L₂ is taken as exact (a Lanczos value with a tiny residual); the interval is the (1,1)-norm
-    interval divided by d·L₂.
-
-    Raises:
-        SmoothprobeError: when ``l2_norm`` is not a positive finite number.
-    """
-    if not (isinstance(l2_norm, (int, float)) and math.isfinite(l2_norm) and l2_norm > 0):
-        raise SmoothprobeError(f"l2_norm must be a positive number, got {l2_norm!r}")
-    scale = d * float(l2_norm)
-
-    def div(x: float | None) -> float | None:
-        return None if x is None else x / scale
-
-    return replace(
-        l11,
-        quantity="rho",
-        value=l11.value / scale,
-        stderr=div(l11.stderr),
-        ci_low=div(l11.ci_low),
-        ci_high=div(l11.ci_high),
-        hvps=0,
-        gradients=0,
-        seconds=0.0,
-        extra={
-            "l2_norm": float(l2_norm),
-            "d_l2": scale,
-            "d": d,
-            "l11_norm": l11.value,
-            "l11_method": l11.method,
-        },
-    )
 
 
 def run_linf(
@@ -83,7 +46,7 @@ def run_linf(
     confidence: float = 0.95,
     restarts: int = 8,
     generator: torch.Generator | int | None = None,
-    l2_norm: float | None = None,
+    l2_norm: float | Estimate | None = None,
     ascent_iters: int = 30,
     max_row_hvps: int = 32,
     chunk_size: int = 32,
@@ -136,7 +99,7 @@ def run_linf(
     lower = replace(lower, seed=seed, extra={**lower.extra, "max_exact_row": floor})
     estimates = [l11, lower, max_row]
     if l2_norm is not None:
-        estimates.append(rho_estimate(l11, d=operator.d, l2_norm=l2_norm))
+        estimates.append(l11_over_dl2_estimate(l11, l2_norm, d=operator.d))
     return LinfResult(estimates, rows)
 
 
@@ -148,7 +111,7 @@ def measure_linf(
     confidence: float = 0.95,
     restarts: int = 8,
     generator: torch.Generator | int | None = None,
-    l2_norm: float | None = None,
+    l2_norm: float | Estimate | None = None,
     ascent_iters: int = 30,
     max_row_hvps: int = 32,
     chunk_size: int = 32,
@@ -165,7 +128,9 @@ def measure_linf(
         confidence: level of the (1,1)-norm interval (and of ρ's).
         restarts: random sign-ascent restarts (the largest exact row's e_j is one more start).
         generator: torch.Generator or int seed (default seed 0); one stream for every stage.
-        l2_norm: L₂ = ‖H‖₂ from the ℓ2 suite; when given, ρ = ‖H‖₁,₁/(d·L₂) is added.
+        l2_norm: L₂ = ‖H‖₂ from the ℓ2 suite (a float is taken as exact, or its Estimate);
+            when given, ``l11_over_dl2`` = ‖H‖₁,₁/(d·L₂) is added (the seed paper's ratio, not
+            ρ = H∞/(d·L₂), which the comparison layer brackets).
         ascent_iters: sign-ascent steps per restart at most.
         max_row_hvps: HVPs at most for evaluating the likeliest largest rows exactly.
         chunk_size: probes per ``matvec`` call (memory O(chunk_size·d)).
@@ -176,7 +141,7 @@ def measure_linf(
         ``extra["l11_per_d"]`` = ‖H‖₁,₁/d, the seed paper's convention), ``linf_lower``
         (Bound.LOWER: the larger of sign ascent and the largest exact row norm), ``max_row``
         (‖H‖∞→∞; ``extra`` has the certified lower bound, the argmax tensor and the per-tensor
-        summary of row norms) and, when ``l2_norm`` is given, ``rho``.
+        summary of row norms) and, when ``l2_norm`` is given, ``l11_over_dl2``.
 
     Raises:
         SmoothprobeError: bad options (unknown method, budget too small, l2_norm ≤ 0, ...).
@@ -185,7 +150,7 @@ def measure_linf(
         >>> import torch
         >>> H = torch.diag(torch.tensor([3.0, -1.0, 0.5], dtype=torch.float64))
         >>> [(e.quantity, round(e.value, 3)) for e in measure_linf(H, hvps=8, l2_norm=3.0)]
-        [('l11_norm', 4.5), ('linf_lower', 4.5), ('max_row', 3.0), ('rho', 0.5)]
+        [('l11_norm', 4.5), ('linf_lower', 4.5), ('max_row', 3.0), ('l11_over_dl2', 0.5)]
     """
     return run_linf(
         operator,
