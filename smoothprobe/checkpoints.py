@@ -137,7 +137,8 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
             raise CheckpointError(
                 f"refused to unpickle {path}: it contains Python objects beyond tensors and plain "
                 "containers, and loading them would run code from the file; if you trust it, "
-                "pass --trust-pickle"
+                "allow unpickling (trust_pickle=True)",
+                option="trust_pickle",
             ) from None
         raise CheckpointError(f"checkpoint {path} is corrupt ({quoted(exc)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
@@ -268,12 +269,16 @@ def load_nanogpt(
     data_path = data.path or _nanogpt_default_data(ckpt, path)
     if data_path is None:
         raise DataError(
-            f"no evaluation data for {path}: pass --data train.bin (nanoGPT tokens), a "
-            "text file, or a .pt/.npz with x and y"
+            f"no evaluation data for {path}: give a data file: nanoGPT tokens (train.bin), a "
+            "text file, or a .pt/.npz with x and y",
+            option="data_path",
         )
     block = data.block_size or config.block_size
     if block > config.block_size:
-        raise DataError(f"--block-size {block} exceeds the model's block_size {config.block_size}")
+        raise DataError(
+            f"block size {block} exceeds the model's block_size {config.block_size}",
+            option="block_size",
+        )
     x, y = load_data(
         data_path,
         block_size=block,
@@ -371,9 +376,9 @@ def load_checkpoint(
         )
     if spec is None:
         raise CheckpointError(
-            f"{path} is a plain state dict: pass --spec FILE.py or "
-            "module:function that builds the model, the loss and the data "
-            "(see README)"
+            f"{path} is a plain state dict: give a spec (FILE.py or module:function) that "
+            "builds the model, the loss and the data (see README)",
+            option="spec",
         )
     from smoothprobe.spec import load_spec
 

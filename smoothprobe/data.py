@@ -117,7 +117,8 @@ def sample_sequences(
     if n < block_size + 1:
         raise DataError(
             f"the data has {n} tokens, shorter than one sequence of block_size+1="
-            f"{block_size + 1}; use more data or a smaller --block-size"
+            f"{block_size + 1}; use more data or a smaller block size",
+            option="block_size",
         )
     gen = torch.Generator().manual_seed(seed)
     starts = torch.randint(n - block_size, (num_sequences,), generator=gen).tolist()

@@ -53,7 +53,7 @@ def _text_kind(head: bytes, complete: bool) -> str | None:
             pass
         try:
             if lines and all(json.loads(ln) is not None for ln in lines[: 5 if complete else -1]):
-                return "a JSON-lines file (e.g. records written by smoothprobe measure --out)"
+                return "a JSON-lines file (e.g. smoothprobe records)"
         except json.JSONDecodeError:
             pass
         return "a JSON or JSON-lines text file"

@@ -291,10 +291,16 @@ def load_hf_data(
 def _block_size(requested: int | None, context: int | None, path: Path) -> int:
     if requested is None:
         if context is None:
-            raise DataError(f"{path}/config.json states no context length: pass --block-size")
+            raise DataError(
+                f"{path}/config.json states no context length: give a block size",
+                option="block_size",
+            )
         return min(context, DEFAULT_MAX_BLOCK)
     if context is not None and requested > context:
-        raise DataError(f"--block-size {requested} exceeds the model's context length {context}")
+        raise DataError(
+            f"block size {requested} exceeds the model's context length {context}",
+            option="block_size",
+        )
     return requested
 
 
@@ -360,14 +366,16 @@ def load_hf_dir(
     path = Path(path)
     if spec is not None:
         raise SmoothprobeError(
-            f"--spec does not apply to the Hugging Face directory {path}: "
-            "the model is built from its config.json"
+            f"a spec does not apply to the Hugging Face directory {path}: "
+            "the model is built from its config.json",
+            option="spec",
         )
     read_config(path)  # a readable config.json before anything slow
     if data.path is None:
         raise DataError(
-            f"no evaluation data for {path}: pass --data val.bin (token ids), a text "
-            "file (tokenized with the model's tokenizer), or a .pt/.npz with x and y"
+            f"no evaluation data for {path}: give a data file: token ids (val.bin), a text "
+            "file (tokenized with the model's tokenizer), or a .pt/.npz with x and y",
+            option="data_path",
         )
     requested = (
         None

@@ -102,8 +102,9 @@ def layout_of_module(model: nn.Module, *, include_frozen: bool = False) -> Param
         shapes.append((name, tuple(p.shape)))
     if not shapes:
         raise SmoothprobeError(
-            "the model has no trainable parameters; pass include_frozen=True "
-            "(--include-frozen) to measure frozen ones"
+            "the model has no trainable parameters; pass include_frozen=True to measure "
+            "frozen ones",
+            option="include_frozen",
         )
     return ParameterLayout.from_shapes(shapes, aliases=aliases)
 

@@ -69,14 +69,18 @@ def _resolve(spec: str) -> Callable[..., dict]:
         func = func or "smoothprobe_spec"
     else:
         if not func:
-            raise SmoothprobeError(f"--spec {spec!r}: use path/to/spec.py or module:function")
+            raise SmoothprobeError(
+                f"spec {spec!r}: use path/to/spec.py or module:function", option="spec"
+            )
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            raise SmoothprobeError(f"--spec {spec!r}: cannot import {target} ({exc})") from None
+            raise SmoothprobeError(
+                f"spec {spec!r}: cannot import {target} ({exc})", option="spec"
+            ) from None
     fn = getattr(module, func, None)
     if not callable(fn):
-        raise SmoothprobeError(f"--spec {spec!r}: no function {func!r} in {target}")
+        raise SmoothprobeError(f"spec {spec!r}: no function {func!r} in {target}", option="spec")
     return fn
 
 
@@ -114,7 +118,10 @@ def load_spec(spec: str, *, data) -> BuiltSpec:
     samples = out.get("data")
     if samples is None:
         if data.path is None:
-            raise DataError(f"spec {spec} returned no data: pass --data x_y.pt (or .npz with x, y)")
+            raise DataError(
+                f"spec {spec} returned no data: give a data file x_y.pt (or .npz with x, y)",
+                option="data_path",
+            )
         samples = load_tensor_file(data.path)
     ignore_index = out.get("ignore_index")
     if ignore_index is None:

@@ -160,7 +160,8 @@ def list_checkpoints(
     if unknown:
         if order == "iter_num":
             raise CheckpointError(
-                f"{unknown[0]} has no integer iter_num; order by name instead (--order name)"
+                f"{unknown[0]} has no integer iter_num; order by name instead (order='name')",
+                option="order",
             )
         return entries
     return sorted(entries, key=lambda e: e.step)  # stable: ties keep the name order

@@ -36,8 +36,8 @@ def info(path):
         (
             "m.jsonl",
             '{"quantity": "loss", "value": 1}\n{"quantity": "d_l2", "value": 2}\n',
-            "a JSON-lines file (e.g. records written by smoothprobe measure --out) "
-            '(it starts with \'{"quantity": "loss", "value": 1} …\')',
+            "a JSON-lines file (e.g. smoothprobe records) (it starts with "
+            '\'{"quantity": "loss", "value": 1} …\')',
         ),
         (
             "table.csv",

@@ -110,6 +110,8 @@ def test_unwritable_out_is_refused_before_any_work(tmp_path):
     )
     result = invoke("trajectory", tmp_path, "--out", out)
     assert result.exit_code == 2 and "is a file, not a directory" in result.output
+    result = invoke("demo", "--out", blocker / "report")
+    assert result.exit_code == 2 and "is a file, not a directory" in result.output
 
 
 def test_failed_final_write_prints_records_and_saves_a_copy(nanogpt_run, tmp_path, monkeypatch):

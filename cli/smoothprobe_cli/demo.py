@@ -7,6 +7,7 @@ import re
 import click
 
 from smoothprobe_cli.main import cli, on_interrupt, threads_option
+from smoothprobe_cli.validate import writable_dir_callback
 
 
 def plain(markdown: str) -> str:
@@ -20,12 +21,14 @@ def plain(markdown: str) -> str:
     default="reports/demo-local",
     show_default=True,
     type=click.Path(file_okay=False),
+    callback=writable_dir_callback,
     help="Report directory (replaced as a whole: new, empty or a previous report). The "
     "default is git-ignored; `--out reports/demo` regenerates the committed reference report.",
 )
 @click.option(
     "--work-dir",
     type=click.Path(file_okay=False),
+    callback=writable_dir_callback,
     help="Data and checkpoints (default: OUT-run beside the report; git-ignored).",
 )
 @click.option(

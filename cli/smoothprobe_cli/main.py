@@ -13,6 +13,28 @@ import click
 
 from smoothprobe.errors import SmoothprobeError
 
+# Library arguments named by SmoothprobeError.option → the command-line flag that sets them.
+FLAGS = {
+    "basis": "--basis",
+    "block_size": "--block-size",
+    "blocks": "--blocks",
+    "data_path": "--data",
+    "dtype": "--dtype",
+    "include_frozen": "--include-frozen",
+    "n_head": "--spec (returning n_head) or a nanoGPT checkpoint",
+    "order": "--order",
+    "radii": "--graddiff",
+    "spec": "--spec",
+    "trust_pickle": "--trust-pickle",
+}
+
+
+def with_flag(exc: SmoothprobeError) -> str:
+    """The library's message plus the command-line option that fixes it (the library never
+    names flags: its callers may not be this command line)."""
+    flag = FLAGS.get(getattr(exc, "option", None) or "")
+    return f"{exc} [option: {flag}]" if flag else str(exc)
+
 
 class SmoothprobeGroup(click.Group):
     """Turns library errors into ``click.ClickException`` (one line, exit code 1)."""
@@ -21,7 +43,7 @@ class SmoothprobeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SmoothprobeError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(with_flag(exc)) from None
         except KeyboardInterrupt:
             explain = ctx.meta.get(ON_INTERRUPT)
             click.echo(f"interrupted: {explain() if explain else 'nothing was written'}", err=True)

@@ -9,6 +9,7 @@ message says what is wrong; click adds the option's name.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import click
 
@@ -109,6 +110,19 @@ def writable_file_callback(ctx, param, value):
 
     try:
         check_writable(value)
+    except SmoothprobeError as exc:
+        raise _bad(exc) from None
+    return value
+
+
+def writable_dir_callback(ctx, param, value):
+    """``--out DIR`` / ``--work-dir DIR``: a directory can be created or written there."""
+    if value is None:
+        return value
+    from smoothprobe.records import check_writable
+
+    try:
+        check_writable(Path(value) / ".smoothprobe-write-check")
     except SmoothprobeError as exc:
         raise _bad(exc) from None
     return value

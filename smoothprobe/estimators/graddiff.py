@@ -255,7 +255,7 @@ def _mean_estimate(quantity, values, confidence, settings, extra, cost, common) 
 def _check_radii(radii: float | Sequence[float]) -> tuple[float, ...]:
     values = (radii,) if isinstance(radii, (int, float)) else tuple(radii)
     if not values:
-        raise SmoothprobeError("give at least one radius (e.g. --graddiff 1e-2)")
+        raise SmoothprobeError("give at least one radius (e.g. 1e-2)", option="radii")
     for r in values:
         if not (isinstance(r, (int, float)) and math.isfinite(r) and r > 0):
             raise SmoothprobeError(f"radii must be positive finite numbers, got {r!r}")
@@ -364,7 +364,8 @@ def gradient_differences(
         if bool((step_norms == 0).any()):
             raise SmoothprobeError(
                 f"radius {r:g} is below the resolution of {problem.dtype} at these parameters "
-                "(θ+δ rounds to θ); use a larger radius or --dtype float64"
+                "(θ+δ rounds to θ); use a larger radius or float64",
+                option="dtype",
             )
         ratios = geo.dual_norm(diff).cpu() / step_norms
         used = engine.evaluations - before + base_cost
