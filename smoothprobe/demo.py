@@ -522,7 +522,7 @@ def describe_times(times: dict[str, StageTime]) -> str:
 
 
 def run_demo(
-    out: str | os.PathLike = "reports/demo",
+    out: str | os.PathLike = "reports/demo-local",
     *,
     budget: str | DemoBudget = "full",
     steps: int | None = None,

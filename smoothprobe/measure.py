@@ -111,33 +111,33 @@ class MeasureSettings:
     def validate(self) -> None:
         """Raises SmoothprobeError naming the first bad value."""
         checks = [
-            (self.norm in NORMS, f"--norm {self.norm!r}: use one of {', '.join(NORMS)}"),
-            (0 < self.tol < 1, f"--tol {self.tol}: use a value in (0, 1), e.g. 1e-6"),
-            (self.max_hvps >= 2, f"--max-hvps {self.max_hvps}: use at least 2"),
-            (self.top_k >= 1, f"--top-k {self.top_k}: use at least 1"),
-            (self.hvps >= 2, f"--hvps {self.hvps}: use at least 2"),
-            (0 < self.confidence < 1, f"--confidence {self.confidence}: use a level in (0, 1)"),
+            (self.norm in NORMS, f"norm={self.norm!r}: use one of {', '.join(NORMS)}"),
+            (0 < self.tol < 1, f"tol={self.tol}: use a value in (0, 1), e.g. 1e-6"),
+            (self.max_hvps >= 2, f"max_hvps={self.max_hvps}: use at least 2"),
+            (self.top_k >= 1, f"top_k={self.top_k}: use at least 1"),
+            (self.hvps >= 2, f"hvps={self.hvps}: use at least 2"),
+            (0 < self.confidence < 1, f"confidence={self.confidence}: use a level in (0, 1)"),
             (
                 self.hinf_hvps == 0 or self.hinf_hvps >= MIN_HINF_HVPS,
-                f"--hinf-hvps {self.hinf_hvps}: use 0 (skip) or at least {MIN_HINF_HVPS}",
+                f"hinf_hvps={self.hinf_hvps}: use 0 (skip) or at least {MIN_HINF_HVPS}",
             ),
-            (all(r > 0 for r in self.graddiff), "--graddiff radii must be positive"),
-            (self.graddiff_samples >= 1, "--graddiff-samples must be ≥ 1"),
-            (self.noise_batch_size >= 0, "--noise batch size must be ≥ 0"),
-            (self.chunk_size is None or self.chunk_size >= 1, "--chunk-size must be ≥ 1"),
-            (self.seed >= 0, f"--seed {self.seed}: use a non-negative integer"),
+            (all(r > 0 for r in self.graddiff), "graddiff radii must be positive"),
+            (self.graddiff_samples >= 1, "graddiff_samples must be ≥ 1"),
+            (self.noise_batch_size >= 0, "noise batch size must be ≥ 0"),
+            (self.chunk_size is None or self.chunk_size >= 1, "chunk_size must be ≥ 1"),
+            (self.seed >= 0, f"seed={self.seed}: use a non-negative integer"),
             (
                 self.spectral_scale in SPECTRAL_SCALES,
-                f"--spectral-scale {self.spectral_scale!r}: use one or rms",
+                f"spectral_scale={self.spectral_scale!r}: use one or rms",
             ),
-            (self.polar in POLAR_METHODS, f"--polar {self.polar!r}: use svd or newton-schulz"),
+            (self.polar in POLAR_METHODS, f"polar={self.polar!r}: use svd or newton-schulz"),
             (
                 self.preconditioner in PRECONDITIONERS,
-                f"--preconditioner {self.preconditioner!r}: use none or adam",
+                f"preconditioner={self.preconditioner!r}: use none or adam",
             ),
             (
                 self.spectral_hvps is None or self.spectral_hvps >= 1,
-                "--spectral-hvps must be ≥ 1",
+                "spectral_hvps must be ≥ 1",
             ),
         ]
         for ok, message in checks:
