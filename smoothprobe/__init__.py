@@ -115,5 +115,5 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from smoothprobe.rotated_operator import RotatedOperator
     from smoothprobe.suites.blockwise import measure_blockwise
     from smoothprobe.suites.l2 import measure_l2
-    from smoothprobe.suites.spectral import measure_spectral
     from smoothprobe.suites.linf import measure_linf
+    from smoothprobe.suites.spectral import measure_spectral

@@ -107,6 +107,6 @@ def test_hinf_defaults_agree_across_layers():
     from smoothprobe.suites.linf import DEFAULT_HINF_HVPS
 
     assert MeasureSettings().hinf_hvps == DEFAULT_HINF_HVPS and MIN_HINF_HVPS == minimum_hvps()
-    with pytest.raises(SmoothprobeError, match="hinf-hvps"):
+    with pytest.raises(SmoothprobeError, match="hinf_hvps"):
         MeasureSettings(hinf_hvps=10).validate()
     MeasureSettings(hinf_hvps=0).validate()
