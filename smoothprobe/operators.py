@@ -25,7 +25,7 @@ import warnings
 
 import torch
 
-from smoothprobe.errors import NonFiniteError
+from smoothprobe.errors import NonFiniteError, quoted
 from smoothprobe.linear_operator import CostCounter
 from smoothprobe.problem import Problem
 
@@ -120,7 +120,7 @@ class HessianOperator:
             try:
                 return self._batched_products(leaf, grad, block)
             except RuntimeError as exc:  # an op without a batching rule for its double backward
-                self._fall_back(f"the batched backward failed: {exc}")
+                self._fall_back(f"the batched backward failed: {quoted(exc)}")
         return self._single_products(leaf, grad, block)
 
     def _batched_products(
@@ -181,7 +181,7 @@ class HessianOperator:
         try:
             batched = self._batched_products(leaf, grad, block).to(torch.float64)
         except RuntimeError as exc:
-            self._fall_back(f"the batched backward failed: {exc}")
+            self._fall_back(f"the batched backward failed: {quoted(exc)}")
             return False
         single = self._single_products(leaf, grad, block).to(torch.float64)
         self.cost.hvps += 2 * probes

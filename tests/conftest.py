@@ -9,6 +9,8 @@ their worst.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +22,7 @@ from smoothprobe.models.gpt import GPT, GPTConfig
 # One intra-op thread per test process: the models are tiny, and CI runs two pytest-xdist workers
 # on two cores (more threads than cores makes OpenMP spin and slows everything down).
 torch.set_num_threads(1)
+os.environ["SMOOTHPROBE_THREADS"] = "1"  # what the CLI sets, in CliRunner tests too
 
 
 def _gen(seed: int) -> torch.Generator:
