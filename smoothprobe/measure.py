@@ -33,6 +33,7 @@ NORM_PARTS = {  # what each --norm measures (spectral needs L₂ for R·L₂ and
 SPECTRAL_SCALES = ("one", "rms")
 POLAR_METHODS = ("svd", "newton-schulz")
 PRECONDITIONERS = ("none", "adam")
+MIN_HINF_HVPS = 145  # = estimators.hinf_bracket.minimum_hvps() at the default options
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class MeasureSettings:
         method: (1,1)-norm method.
         hvps: (1,1)-norm HVP budget.
         confidence: interval level.
+        hinf_hvps: HVP budget of the H∞ bracket in the ℓ∞ suite (0: skip it; the default is
+            ``suites.linf.DEFAULT_HINF_HVPS``, whose docstring says how it was chosen).
         blocks: partition specs for blockwise H(Φ).
         block_hvps: HVP budget per partition (None: the estimator's default).
         basis: basis spec (``identity``, ``hadamard``, ...).
@@ -74,6 +77,7 @@ class MeasureSettings:
     method: str = "auto"
     hvps: int = 256
     confidence: float = 0.95
+    hinf_hvps: int = 2048  # = suites.linf.DEFAULT_HINF_HVPS (not imported: keeps this module light)
     blocks: tuple[str, ...] = ()
     block_hvps: int | None = None
     basis: str = "identity"
@@ -107,29 +111,33 @@ class MeasureSettings:
     def validate(self) -> None:
         """Raises SmoothprobeError naming the first bad value."""
         checks = [
-            (self.norm in NORMS, f"--norm {self.norm!r}: use one of {', '.join(NORMS)}"),
-            (0 < self.tol < 1, f"--tol {self.tol}: use a value in (0, 1), e.g. 1e-6"),
-            (self.max_hvps >= 2, f"--max-hvps {self.max_hvps}: use at least 2"),
-            (self.top_k >= 1, f"--top-k {self.top_k}: use at least 1"),
-            (self.hvps >= 2, f"--hvps {self.hvps}: use at least 2"),
-            (0 < self.confidence < 1, f"--confidence {self.confidence}: use a level in (0, 1)"),
-            (all(r > 0 for r in self.graddiff), "--graddiff radii must be positive"),
-            (self.graddiff_samples >= 1, "--graddiff-samples must be ≥ 1"),
-            (self.noise_batch_size >= 0, "--noise batch size must be ≥ 0"),
-            (self.chunk_size is None or self.chunk_size >= 1, "--chunk-size must be ≥ 1"),
-            (self.seed >= 0, f"--seed {self.seed}: use a non-negative integer"),
+            (self.norm in NORMS, f"norm={self.norm!r}: use one of {', '.join(NORMS)}"),
+            (0 < self.tol < 1, f"tol={self.tol}: use a value in (0, 1), e.g. 1e-6"),
+            (self.max_hvps >= 2, f"max_hvps={self.max_hvps}: use at least 2"),
+            (self.top_k >= 1, f"top_k={self.top_k}: use at least 1"),
+            (self.hvps >= 2, f"hvps={self.hvps}: use at least 2"),
+            (0 < self.confidence < 1, f"confidence={self.confidence}: use a level in (0, 1)"),
+            (
+                self.hinf_hvps == 0 or self.hinf_hvps >= MIN_HINF_HVPS,
+                f"hinf_hvps={self.hinf_hvps}: use 0 (skip) or at least {MIN_HINF_HVPS}",
+            ),
+            (all(r > 0 for r in self.graddiff), "graddiff radii must be positive"),
+            (self.graddiff_samples >= 1, "graddiff_samples must be ≥ 1"),
+            (self.noise_batch_size >= 0, "noise batch size must be ≥ 0"),
+            (self.chunk_size is None or self.chunk_size >= 1, "chunk_size must be ≥ 1"),
+            (self.seed >= 0, f"seed={self.seed}: use a non-negative integer"),
             (
                 self.spectral_scale in SPECTRAL_SCALES,
-                f"--spectral-scale {self.spectral_scale!r}: use one or rms",
+                f"spectral_scale={self.spectral_scale!r}: use one or rms",
             ),
-            (self.polar in POLAR_METHODS, f"--polar {self.polar!r}: use svd or newton-schulz"),
+            (self.polar in POLAR_METHODS, f"polar={self.polar!r}: use svd or newton-schulz"),
             (
                 self.preconditioner in PRECONDITIONERS,
-                f"--preconditioner {self.preconditioner!r}: use none or adam",
+                f"preconditioner={self.preconditioner!r}: use none or adam",
             ),
             (
                 self.spectral_hvps is None or self.spectral_hvps >= 1,
-                "--spectral-hvps must be ≥ 1",
+                "spectral_hvps must be ≥ 1",
             ),
         ]
         for ok, message in checks:
@@ -268,11 +276,12 @@ def run_measurement(
         from smoothprobe.estimators.row_norms import row_norm_payload
         from smoothprobe.suites.linf import run_linf
 
+        bracket = f", H∞ bracket ≤ {settings.hinf_hvps} HVPs" if settings.hinf_hvps else ""
         _log(
-            f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent",
+            f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent{bracket}",
             enabled=progress,
         )
-        op = tracked("l11", None)
+        op = tracked("linf", None)
         linf = run_linf(
             op,
             method=settings.method,
@@ -280,6 +289,7 @@ def run_measurement(
             confidence=settings.confidence,
             generator=gen,
             l2_norm=l2_estimate,
+            hinf_hvps=settings.hinf_hvps,
         )
         op.close()
         rows = row_norm_payload(linf.rows.estimates, operator.layout)
