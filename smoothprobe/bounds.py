@@ -4,5 +4,10 @@ Kept so that ``from smoothprobe import bounds`` and ``smoothprobe.bounds.rho_tab
 new code imports from ``smoothprobe.compare``.
 """
 
-from smoothprobe.compare import *  # noqa: F403
-from smoothprobe.compare import __all__  # noqa: F401
+from smoothprobe import compare as _compare
+
+__all__ = list(_compare.__all__)
+
+
+def __getattr__(name: str):
+    return getattr(_compare, name)

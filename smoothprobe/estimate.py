@@ -1,37 +1,7 @@
 """The result of one estimator: a value, what kind of bound it is, its error bar and its cost.
 
-Quantity names used across the package (records, reports and the CLI agree on these):
-
-======================  =====================================================  =========
-quantity                meaning (MATH.md symbols)                              geometry
-======================  =====================================================  =========
-``loss``                L(θ) on the evaluation sample                          --
-``lambda_max``          largest eigenvalue of H                                l2
-``lambda_min``          smallest eigenvalue of H                               l2
-``l2_norm``             L₂ = ‖H‖₂ = max|λ|                                     l2
-``d_l2``                d·L₂ (the one-block H(Φ))                              l2
-``trace``               tr H                                                   l2
-``frobenius_sq``        ‖H‖_F²                                                 l2
-``l11_norm``            ‖H‖₁,₁ = Σ|H_ij| (upper bound on H∞)                   linf
-``linf_lower``          certified lower bound on H∞ = ‖H‖∞→1                   linf
-``max_row``             max_i ‖H_i,:‖₁ = ‖H‖∞→∞                               linf
-``rho``                 ‖H‖₁,₁ / (d·L₂)                                        linf
-``block_upper``         U(Φ) = Σ √(d_b d_b') ‖H_bb'‖₂                          block
-``block_lower``         certified lower bound on H(Φ)                          block
-``rho_block``           H(Φ) / (d·L₂)                                          block
-``graddiff_max``        max_j ‖∇L(θ+δ_j)−∇L(θ)‖_*/‖δ_j‖ (lower bound, ball)    any
-``graddiff_mean``       mean of those ratios over the direction draws          any
-``hvp_ratio_max``       max_j ‖Hv_j‖_*/‖v_j‖, same directions (lower bound)    any
-``hvp_ratio_mean``      mean of ‖Hv_j‖_*/‖v_j‖                                 any
-``noise_l1``            ‖σ‖₁, σ² = per-coordinate minibatch-gradient variance  linf
-``noise_l2_sqrtd``      √d·‖σ‖₂                                                l2
-``noise_block``         Σ_b √d_b ‖σ_b‖₂                                        block
-``snr_l1``              ‖∇L‖₁ / ‖σ‖₁                                           linf
-``snr_l2``              ‖∇L‖₂ / ‖σ‖₂                                           l2
-``snr_block``           Σ_b √d_b‖∇L_b‖₂ / Σ_b √d_b‖σ_b‖₂                       block
-``grad_norm``           ‖∇L(θ)‖_* (trajectory)                                 any
-``step_ratio``          ‖∇L(θ_{t+1})−∇L(θ_t)‖_*/‖θ_{t+1}−θ_t‖ (lower bound)    any
-======================  =====================================================  =========
+Quantity names (records, reports and the CLI agree on these) are the members of
+``smoothprobe.quantities.Quantity``, whose docstring is the table of what each one means.
 """
 
 from __future__ import annotations

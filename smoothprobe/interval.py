@@ -31,8 +31,9 @@ class Kind(str, enum.Enum):
 
     EXACT = "exact"  # equal to the truth up to floating point
     CERTIFIED = "certified"  # a proven bound (e.g. sign ascent, Rayleigh quotient)
-    RESIDUAL = "residual"  # eigen-residual bound: holds when Lanczos found the extreme eigenpair
+    PROBABILISTIC = "probabilistic"  # holds except with a stated failure probability (the alpha)
     STATISTICAL = "statistical"  # a confidence limit; see Interval.low_alpha, high_alpha
+    RESIDUAL = "residual"  # θ ± Lanczos residual: holds only if Lanczos found the extreme eigenpair
     POINT = "point"  # an estimate without an error bar: the end is the estimate itself
     NONE = "none"  # nothing is known on this side (the end is ±∞ or a placeholder)
 
@@ -40,11 +41,13 @@ class Kind(str, enum.Enum):
 _RANK = {
     Kind.EXACT: 0,
     Kind.CERTIFIED: 1,
-    Kind.RESIDUAL: 2,
+    Kind.PROBABILISTIC: 2,
     Kind.STATISTICAL: 3,
-    Kind.POINT: 4,
-    Kind.NONE: 5,
+    Kind.RESIDUAL: 4,  # no stated probability: weaker than any end that states one
+    Kind.POINT: 5,
+    Kind.NONE: 6,
 }
+_WITH_ALPHA = (Kind.PROBABILISTIC, Kind.STATISTICAL)
 
 
 def weaker(*kinds: Kind) -> Kind:
@@ -86,8 +89,8 @@ class Interval:
 
     @property
     def confidence(self) -> float | None:
-        """Joint confidence level of the statistical ends, or None when there are none."""
-        if Kind.STATISTICAL not in (self.low_kind, self.high_kind):
+        """Joint level of the statistical/probabilistic ends (1 − Σ alpha); None without any."""
+        if self.low_kind not in _WITH_ALPHA and self.high_kind not in _WITH_ALPHA:
             return None
         return max(0.0, 1.0 - self.low_alpha - self.high_alpha)
 
@@ -135,16 +138,47 @@ class Interval:
         )
 
     def cap_high(self, bound: float, kind: Kind, *, alpha: float = 0.0) -> Interval:
-        """Replaces the upper end by ``bound`` (miscoverage ``alpha``) when that is tighter."""
+        """Replaces the upper end by ``bound`` (miscoverage ``alpha``) when that is tighter.
+
+        The point value is clipped into the new interval, so it never lies above a proven end.
+        """
         if not bound < self.high:
             return self
-        return replace(self, high=bound, high_kind=kind, high_alpha=alpha)
+        return replace(self, high=bound, high_kind=kind, high_alpha=alpha).resolved()
 
     def raise_low(self, bound: float, kind: Kind, *, alpha: float = 0.0) -> Interval:
-        """Replaces the lower end by ``bound`` (miscoverage ``alpha``) when that is tighter."""
+        """Replaces the lower end by ``bound`` (miscoverage ``alpha``) when that is tighter.
+
+        The point value is clipped into the new interval, so it never lies below a proven end.
+        """
         if not bound > self.low:
             return self
-        return replace(self, low=bound, low_kind=kind, low_alpha=alpha)
+        return replace(self, low=bound, low_kind=kind, low_alpha=alpha).resolved()
+
+    def resolved(self) -> Interval:
+        """Settles ends that cross (low > high: one of them is wrong), then clips the point.
+
+        The weaker end is the one that was wrong (a proven end never is), so it is dropped: the
+        interval says nothing on that side rather than something contradicted.
+        """
+        if not self.low > self.high:
+            return self.clipped()
+        if _RANK[self.low_kind] <= _RANK[self.high_kind]:
+            out = replace(self, high=math.inf, high_kind=Kind.NONE, high_alpha=0.0)
+        else:
+            out = replace(self, low=-math.inf, low_kind=Kind.NONE, low_alpha=0.0)
+        return out.clipped()
+
+    def clipped(self) -> Interval:
+        """The same interval with its point value moved into [low, high] (NaN stays NaN)."""
+        if math.isnan(self.value) or self.low > self.high:
+            return self
+        return replace(self, value=min(max(self.value, self.low), self.high))
+
+    @property
+    def certified(self) -> bool:
+        """True when both ends are proven (exact or certified)."""
+        return {self.low_kind, self.high_kind} <= {Kind.EXACT, Kind.CERTIFIED}
 
     def low_label(self) -> str:
         """Human label of the lower end, e.g. ``"certified lower"``."""
@@ -186,14 +220,27 @@ def _label(kind: Kind, side: str, confidence: float | None) -> str:
         return f"certified {side}"
     if kind is Kind.RESIDUAL:
         return f"Lanczos-residual {side}"
+    if kind is Kind.PROBABILISTIC:
+        level = f" ({percent(confidence)} level)" if confidence is not None else ""
+        return f"probabilistic {side}{level}"
     if kind is Kind.STATISTICAL:
-        level = f" ({_percent(confidence)} CI)" if confidence is not None else ""
+        level = f" ({percent(confidence)} CI)" if confidence is not None else ""
         return f"statistical {side}{level}"
     if kind is Kind.POINT:
         return "point estimate (no error bar)"
     return "unbounded"
 
 
-def _percent(p: float) -> str:
-    """0.975 → '97.5%', 0.95 → '95%'."""
-    return f"{100 * p:.1f}".rstrip("0").rstrip(".") + "%"
+def percent(p: float) -> str:
+    """A level as a percentage that never rounds up to 100%: 0.95 → '95%', 0.998 → '99.8%'.
+
+    Example:
+        >>> percent(0.975), percent(0.998), percent(0.99996), percent(1.0)
+        ('97.5%', '99.8%', '99.996%', '100%')
+    """
+    if p >= 1:
+        return "100%"
+    digits = 1
+    while round(100 * p, digits) >= 100 and digits < 12:
+        digits += 1
+    return f"{100 * p:.{digits}f}".rstrip("0").rstrip(".") + "%"

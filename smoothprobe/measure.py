@@ -21,7 +21,19 @@ from smoothprobe.estimate import Bound, Estimate
 from smoothprobe.progress import ProgressOperator
 from smoothprobe.records import RunContext, make_record
 
-NORMS = ("l2", "linf", "both", "none")
+NORMS = ("l2", "linf", "both", "spectral", "all", "none")
+NORM_PARTS = {  # what each --norm measures (spectral needs L₂ for R·L₂ and ρ_op)
+    "l2": ("l2",),
+    "linf": ("linf",),
+    "both": ("l2", "linf"),
+    "spectral": ("l2", "spectral"),
+    "all": ("l2", "linf", "spectral"),
+    "none": (),
+}
+SPECTRAL_SCALES = ("one", "rms")
+POLAR_METHODS = ("svd", "newton-schulz")
+PRECONDITIONERS = ("none", "adam")
+MIN_HINF_HVPS = 145  # = estimators.hinf_bracket.minimum_hvps() at the default options
 
 
 @dataclass(frozen=True)
@@ -29,7 +41,8 @@ class MeasureSettings:
     """Everything that decides what a run measures (hashed to recognise identical runs).
 
     Attributes:
-        norm: ``l2``, ``linf``, ``both`` or ``none`` (only blocks / graddiff / noise).
+        norm: ``l2``, ``linf``, ``both`` (ℓ2 + ℓ∞), ``spectral`` (ℓ2 + the Muon geometry),
+            ``all`` (ℓ2 + ℓ∞ + spectral) or ``none`` (only blocks / graddiff / noise).
         tol: Lanczos relative tolerance.
         max_hvps: Lanczos HVP budget.
         top_k: top eigenvalues to converge.
@@ -37,6 +50,8 @@ class MeasureSettings:
         method: (1,1)-norm method.
         hvps: (1,1)-norm HVP budget.
         confidence: interval level.
+        hinf_hvps: HVP budget of the H∞ bracket in the ℓ∞ suite (0: skip it; the default is
+            ``suites.linf.DEFAULT_HINF_HVPS``, whose docstring says how it was chosen).
         blocks: partition specs for blockwise H(Φ).
         block_hvps: HVP budget per partition (None: the estimator's default).
         basis: basis spec (``identity``, ``hadamard``, ...).
@@ -47,6 +62,11 @@ class MeasureSettings:
         seed: seed of every random choice.
         chunk_size: probes per batched backward (memory knob).
         retain_graphs: keep all batches' gradient graphs (None: decide by measured memory).
+        spectral_scale: per-matrix scale s_l of the spectral geometry: ``one`` or ``rms``.
+        spectral_matrices: regexes naming the Muon matrices (empty: the default rule).
+        spectral_hvps: HVP budget of the spectral block upper bound (None: exact when d ≤ 20,000).
+        polar: polar factors by ``svd`` or ``newton-schulz``.
+        preconditioner: ``adam``: λ(P⁻¹H) from the checkpoint's Adam state; ``none``: off.
     """
 
     norm: str = "both"
@@ -57,6 +77,7 @@ class MeasureSettings:
     method: str = "auto"
     hvps: int = 256
     confidence: float = 0.95
+    hinf_hvps: int = 2048  # = suites.linf.DEFAULT_HINF_HVPS (not imported: keeps this module light)
     blocks: tuple[str, ...] = ()
     block_hvps: int | None = None
     basis: str = "identity"
@@ -67,26 +88,57 @@ class MeasureSettings:
     seed: int = 0
     chunk_size: int | None = None
     retain_graphs: bool | None = None
+    spectral_scale: str = "one"
+    spectral_matrices: tuple[str, ...] = ()
+    spectral_hvps: int | None = None
+    polar: str = "svd"
+    preconditioner: str = "none"
 
     def key(self) -> str:
-        """A short hash of the settings (identical runs share it)."""
-        text = json.dumps(asdict(self), sort_keys=True, default=str)
+        """A short hash of the settings (identical runs share it; new options at their default
+        leave old hashes unchanged)."""
+        new = {
+            "spectral_scale": "one",
+            "spectral_matrices": (),
+            "spectral_hvps": None,
+            "polar": "svd",
+            "preconditioner": "none",
+        }
+        fields = {k: v for k, v in asdict(self).items() if k not in new or v != new[k]}
+        text = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def validate(self) -> None:
         """Raises SmoothprobeError naming the first bad value."""
         checks = [
-            (self.norm in NORMS, f"--norm {self.norm!r}: use one of {', '.join(NORMS)}"),
-            (0 < self.tol < 1, f"--tol {self.tol}: use a value in (0, 1), e.g. 1e-6"),
-            (self.max_hvps >= 2, f"--max-hvps {self.max_hvps}: use at least 2"),
-            (self.top_k >= 1, f"--top-k {self.top_k}: use at least 1"),
-            (self.hvps >= 2, f"--hvps {self.hvps}: use at least 2"),
-            (0 < self.confidence < 1, f"--confidence {self.confidence}: use a level in (0, 1)"),
-            (all(r > 0 for r in self.graddiff), "--graddiff radii must be positive"),
-            (self.graddiff_samples >= 1, "--graddiff-samples must be ≥ 1"),
-            (self.noise_batch_size >= 0, "--noise batch size must be ≥ 0"),
-            (self.chunk_size is None or self.chunk_size >= 1, "--chunk-size must be ≥ 1"),
-            (self.seed >= 0, f"--seed {self.seed}: use a non-negative integer"),
+            (self.norm in NORMS, f"norm={self.norm!r}: use one of {', '.join(NORMS)}"),
+            (0 < self.tol < 1, f"tol={self.tol}: use a value in (0, 1), e.g. 1e-6"),
+            (self.max_hvps >= 2, f"max_hvps={self.max_hvps}: use at least 2"),
+            (self.top_k >= 1, f"top_k={self.top_k}: use at least 1"),
+            (self.hvps >= 2, f"hvps={self.hvps}: use at least 2"),
+            (0 < self.confidence < 1, f"confidence={self.confidence}: use a level in (0, 1)"),
+            (
+                self.hinf_hvps == 0 or self.hinf_hvps >= MIN_HINF_HVPS,
+                f"hinf_hvps={self.hinf_hvps}: use 0 (skip) or at least {MIN_HINF_HVPS}",
+            ),
+            (all(r > 0 for r in self.graddiff), "graddiff radii must be positive"),
+            (self.graddiff_samples >= 1, "graddiff_samples must be ≥ 1"),
+            (self.noise_batch_size >= 0, "noise batch size must be ≥ 0"),
+            (self.chunk_size is None or self.chunk_size >= 1, "chunk_size must be ≥ 1"),
+            (self.seed >= 0, f"seed={self.seed}: use a non-negative integer"),
+            (
+                self.spectral_scale in SPECTRAL_SCALES,
+                f"spectral_scale={self.spectral_scale!r}: use one or rms",
+            ),
+            (self.polar in POLAR_METHODS, f"polar={self.polar!r}: use svd or newton-schulz"),
+            (
+                self.preconditioner in PRECONDITIONERS,
+                f"preconditioner={self.preconditioner!r}: use none or adam",
+            ),
+            (
+                self.spectral_hvps is None or self.spectral_hvps >= 1,
+                "spectral_hvps must be ≥ 1",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -141,6 +193,26 @@ def run_measurement(
     graddiff_geometry = settings.graddiff_geometry
     if settings.graddiff and graddiff_geometry not in ("l2", "linf"):
         graddiff_geometry = build_partition(graddiff_geometry, problem.layout, n_head=loaded.n_head)
+    parts = NORM_PARTS[settings.norm]
+    if "spectral" in parts:  # a bad matrix regex fails before any work
+        from smoothprobe.spectral_geometry import spectral_geometry
+
+        spectral_geometry(
+            problem.layout,
+            scale=settings.spectral_scale,
+            matrices=settings.spectral_matrices or None,
+            polar=settings.polar,
+        )
+    preconditioner = None
+    if settings.preconditioner == "adam":  # so is a checkpoint without Adam state
+        from smoothprobe.optimizer_state import adam_preconditioner
+
+        preconditioner = adam_preconditioner(
+            loaded.optimizer_state,
+            problem.layout,
+            order=loaded.optimizer_order,
+            source=loaded.path,
+        )
     loss = problem.loss()
     if check_determinism:
         problem.check_determinism(seed=settings.seed)
@@ -180,7 +252,7 @@ def run_measurement(
     def tracked(desc: str, total: int | None) -> ProgressOperator:
         return ProgressOperator(operator, desc=desc, total=total, enabled=progress)
 
-    if settings.norm in ("l2", "both"):
+    if "l2" in parts:
         from smoothprobe.suites.l2 import measure_l2
 
         _log(
@@ -200,22 +272,24 @@ def run_measurement(
         op.close()
         estimates += found
         l2_estimate = next(e for e in found if e.quantity == "l2_norm")
-    if settings.norm in ("linf", "both"):
+    if "linf" in parts:
         from smoothprobe.estimators.row_norms import row_norm_payload
         from smoothprobe.suites.linf import run_linf
 
+        bracket = f", H∞ bracket ≤ {settings.hinf_hvps} HVPs" if settings.hinf_hvps else ""
         _log(
-            f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent",
+            f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent{bracket}",
             enabled=progress,
         )
-        op = tracked("l11", None)
+        op = tracked("linf", None)
         linf = run_linf(
             op,
             method=settings.method,
             hvps=settings.hvps,
             confidence=settings.confidence,
             generator=gen,
-            l2_norm=None if l2_estimate is None else abs(float(l2_estimate.value)),
+            l2_norm=l2_estimate,
+            hinf_hvps=settings.hinf_hvps,
         )
         op.close()
         rows = row_norm_payload(linf.rows.estimates, operator.layout)
@@ -223,6 +297,46 @@ def run_measurement(
             replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
             for e in linf.estimates
         ]
+    if "spectral" in parts:
+        from smoothprobe.suites.spectral import measure_spectral
+
+        _log(
+            f"spectral (Muon) geometry, scale {settings.spectral_scale}: polar ascent, block norms",
+            enabled=progress,
+        )
+        op = tracked("H_op", settings.spectral_hvps)
+        estimates += measure_spectral(
+            op,
+            scale=settings.spectral_scale,
+            matrices=settings.spectral_matrices or None,
+            polar=settings.polar,
+            max_hvps=settings.spectral_hvps,
+            generator=gen,
+            reference=estimates,
+        )
+        op.close()
+    precond: list[Estimate] = []
+    if preconditioner is not None:
+        from smoothprobe.estimators.preconditioned import preconditioned_sharpness
+
+        _log(
+            f"Adam-preconditioned sharpness λ(P⁻¹H): Lanczos (≤ {settings.max_hvps} HVPs)",
+            enabled=progress,
+        )
+        plain = next((e for e in estimates if e.quantity == "lambda_max"), None)
+        op = ProgressOperator(
+            base, desc="lanczos P^-1/2 H P^-1/2", total=settings.max_hvps, enabled=progress
+        )
+        precond = preconditioned_sharpness(
+            op,
+            preconditioner,
+            tol=settings.tol,
+            max_hvps=settings.max_hvps,
+            top_k=settings.top_k,
+            generator=gen,
+            lambda_max=float(plain.value) if plain is not None and identity else None,
+        ).estimates()
+        op.close()
     blockwise: list[tuple[str, Estimate]] = []
     if partitions:
         from smoothprobe.suites.blockwise import measure_blockwise
@@ -265,9 +379,11 @@ def run_measurement(
         estimates += noise.to_estimates()
     records = [make_record(e, context) for e in estimates]
     records += [make_record(e, context, partition=name) for name, e in blockwise]
+    # Adam's preconditioner lives in parameter coordinates: measured there whatever the basis
+    records += [make_record(e, replace(context, basis="identity")) for e in precond]
     _log(
         f"done in {time.perf_counter() - t0:.1f} s, {base.cost.hvps} HVPs, "
         f"{base.cost.gradients} gradients",
         enabled=progress,
     )
-    return MeasureResult(records, estimates + [e for _, e in blockwise])
+    return MeasureResult(records, estimates + [e for _, e in blockwise] + precond)

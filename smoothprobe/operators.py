@@ -25,7 +25,7 @@ import warnings
 
 import torch
 
-from smoothprobe.errors import NonFiniteError
+from smoothprobe.errors import NonFiniteError, quoted
 from smoothprobe.linear_operator import CostCounter
 from smoothprobe.problem import Problem
 
@@ -130,7 +130,7 @@ class HessianOperator:
             except RuntimeError as exc:  # an op without a batching rule for its double backward
                 self._batched_ok = False
                 warnings.warn(
-                    f"batched HVPs unavailable for this model ({str(exc)[:120]}...); "
+                    f"batched HVPs unavailable for this model ({quoted(exc)}); "
                     "falling back to one backward per probe (slower, still exact)",
                     RuntimeWarning,
                     stacklevel=3,

@@ -7,15 +7,17 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from smoothprobe.atomic import atomic_write_text
 from smoothprobe.estimate import Estimate
 
-RECORD_COLUMNS = (
+_NUM = {"numeric": True}  # read as floats by the comparison (NaN when absent)
+ESTIMATE_FIELDS = (
     "quantity",
     "value",
     "bound",
@@ -30,20 +32,74 @@ RECORD_COLUMNS = (
     "seed",
     "method",
     "geometry",
-    "basis",
-    "partition",
-    "d",
-    "checkpoint",
-    "checkpoint_sha256",
-    "step",
-    "dtype",
-    "num_examples",
-    "batch_size",
     "settings",
     "extra",
-    "version",
-    "timestamp",
 )
+
+
+@dataclass(frozen=True)
+class Record:
+    """One line of a records file: an Estimate's fields plus the run's provenance.
+
+    The field order is the JSONL column order (``RECORD_COLUMNS``); ``make_record`` builds one,
+    ``Record.from_dict`` reads one back (old files: missing fields take their defaults, unknown
+    keys are ignored). Numeric fields are the ones the comparison reads as
+    floats (``NUMERIC_COLUMNS``).
+
+    Attributes:
+        quantity: name from ``smoothprobe.quantities.Quantity`` (a plain string in the file).
+        value: the number (None when it was not finite).
+        bound: ``exact``, ``lower``, ``upper``, ``prob_upper`` or ``estimate`` (``Bound``).
+        stderr, ci_low, ci_high, confidence: the statistical error bar, when there is one.
+        failure_prob: for ``prob_upper``: the probability that ``value`` is below the truth.
+        hvps, gradients, seconds: cost.
+        seed, method, geometry, settings, extra: how it was measured (see ``Estimate``).
+        basis, partition, d: where it was measured.
+        checkpoint, checkpoint_sha256, step, dtype, num_examples, batch_size: what was measured.
+        version, timestamp: smoothprobe version and UTC time of the measurement.
+    """
+
+    quantity: str
+    value: float | None = field(metadata=_NUM)
+    bound: str = "estimate"
+    stderr: float | None = field(default=None, metadata=_NUM)
+    ci_low: float | None = field(default=None, metadata=_NUM)
+    ci_high: float | None = field(default=None, metadata=_NUM)
+    confidence: float | None = field(default=None, metadata=_NUM)
+    failure_prob: float | None = field(default=None, metadata=_NUM)
+    hvps: int = 0
+    gradients: int = 0
+    seconds: float = 0.0
+    seed: int | None = None
+    method: str = ""
+    geometry: str = ""
+    basis: str = "identity"
+    partition: str = ""
+    d: int | None = field(default=None, metadata=_NUM)
+    checkpoint: str = ""
+    checkpoint_sha256: str = ""
+    step: int | None = field(default=None, metadata=_NUM)
+    dtype: str = ""
+    num_examples: int | None = None
+    batch_size: int | None = field(default=None, metadata=_NUM)
+    settings: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+    timestamp: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready dict written as one JSONL line (NaN/Inf become None)."""
+        return _clean({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        """Reads a record dict (from any smoothprobe version); unknown keys are ignored."""
+        known = {k: data[k] for k in RECORD_COLUMNS if k in data and data[k] is not None}
+        return cls(**known) if "value" in known else cls(value=None, **known)
+
+
+RECORD_COLUMNS = tuple(f.name for f in fields(Record))
+NUMERIC_COLUMNS = tuple(f.name for f in fields(Record) if f.metadata.get("numeric"))
 
 
 @dataclass(frozen=True)
@@ -119,43 +175,64 @@ def make_record(
     part = partition or estimate.settings.get("partition") or context.partition
     if not part:
         part = {"l2": "one", "linf": "singleton"}.get(estimate.geometry, "")
-    record = {
-        **{
-            k: est[k]
-            for k in (
-                "quantity",
-                "value",
-                "bound",
-                "stderr",
-                "ci_low",
-                "ci_high",
-                "confidence",
-                "failure_prob",
-                "hvps",
-                "gradients",
-                "seconds",
-                "seed",
-                "method",
-                "geometry",
-                "settings",
-                "extra",
-            )
-        },
-        "basis": context.basis,
-        "partition": part,
-        "d": context.d,
-        "checkpoint": context.checkpoint,
-        "checkpoint_sha256": context.checkpoint_sha256,
-        "step": context.step,
-        "dtype": context.dtype,
-        "num_examples": context.num_examples,
-        "batch_size": context.batch_size,
-        "version": __version__,
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if context.extra:
-        record["extra"] = {**context.extra, **record["extra"]}
-    return _clean(record)
+    extra = {**context.extra, **est["extra"]} if context.extra else est["extra"]
+    record = Record(
+        **{k: est[k] for k in ESTIMATE_FIELDS if k in est and k != "extra"},
+        extra=extra,
+        basis=context.basis,
+        partition=part,
+        d=context.d,
+        checkpoint=context.checkpoint,
+        checkpoint_sha256=context.checkpoint_sha256,
+        step=context.step,
+        dtype=context.dtype,
+        num_examples=context.num_examples,
+        batch_size=context.batch_size,
+        version=__version__,
+        timestamp=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    return record.to_dict()
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Checks, before any work, that a file can be written where ``atomic_write_text`` will.
+
+    Creates and removes a temporary file in the file's directory (or its nearest existing
+    ancestor, when the directory does not exist yet).
+
+    Raises:
+        SmoothprobeError: the path is a directory, lies under a file, or cannot be written.
+    """
+    from smoothprobe.errors import SmoothprobeError, quoted
+
+    path = Path(path)
+    if path.is_dir():
+        raise SmoothprobeError(f"{path} is a directory; give a file name, e.g. {path / 'm.jsonl'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SmoothprobeError(f"cannot write {path}: {parent} is a file, not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".check")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise SmoothprobeError(
+            f"cannot write {path} ({quoted(exc)}); choose a writable location"
+        ) from None
+
+
+def save_copy(records: Sequence[dict[str, Any]], intended: str | os.PathLike) -> Path | None:
+    """Writes records to a new file in the system's temporary directory, when ``intended``
+    could not be written; returns its path (None when that fails too)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"smoothprobe-{Path(intended).stem}-", suffix=".jsonl")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(records_to_jsonl(records))
+    except OSError:
+        return None
+    return Path(name)
 
 
 def records_to_jsonl(records: Iterable[dict[str, Any]]) -> str:

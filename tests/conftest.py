@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from smoothprobe.models.gpt import GPT, GPTConfig
 # One intra-op thread per test process: the models are tiny, and CI runs two pytest-xdist workers
 # on two cores (more threads than cores makes OpenMP spin and slows everything down).
 torch.set_num_threads(1)
+os.environ["SMOOTHPROBE_THREADS"] = "1"  # what the CLI sets, in CliRunner tests too
 
 MODEL_ARGS = dict(
     n_layer=1, n_head=2, n_embd=8, block_size=8, bias=True, vocab_size=24, dropout=0.0

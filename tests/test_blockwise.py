@@ -395,8 +395,8 @@ def test_measure_blockwise_suite():
     upper, lower, rho = out
     assert lower.value <= upper.value and upper.bound is Bound.UPPER
     assert rho.value == pytest.approx(upper.value / (LAYOUT.d * l2))
-    assert rho.extra["lower"] == pytest.approx(lower.value / (LAYOUT.d * l2))
-    assert rho.bound is Bound.UPPER and 0 < rho.extra["lower"] <= rho.value <= 1 + 1e-12
+    assert rho.extra["low"] == pytest.approx(lower.value / (LAYOUT.d * l2))
+    assert rho.bound is Bound.UPPER and 0 < rho.extra["low"] <= rho.value <= 1 + 1e-12
     l2_est = Estimate(quantity="l2_norm", value=l2, bound=Bound.ESTIMATE)
     est = measure_blockwise(op, p, restarts=2, iterations=5, l2_norm=l2_est)[2]
     assert est.bound is Bound.ESTIMATE

@@ -61,6 +61,16 @@ def lanczos(value, residual, **kw):
     )
 
 
+def spectrum(lam_max, residual, *, lam_min=None, converged=True, **kw):
+    """lambda_max and lambda_min records as Lanczos writes them (L₂ = λ_max unless lam_min says)."""
+    lam_min = -lam_max / 2 if lam_min is None else lam_min
+    extra = {"residual": residual, "converged": converged}
+    return [
+        rec("lambda_max", lam_max, Bound.LOWER, extra=extra, **kw),
+        rec("lambda_min", lam_min, Bound.UPPER, extra=extra, **kw),
+    ]
+
+
 def l11(value, low, high, **kw):
     return rec("l11_norm", value, ci_low=low, ci_high=high, confidence=0.95, **kw)
 
@@ -157,15 +167,78 @@ def test_record_interval_rules():
     assert bare.low_kind is Kind.POINT and bare.low == bare.high == 4.0
 
 
-def test_lanczos_records_read_as_ritz_value_plus_residual():
-    iv = bounds.record_interval(lanczos(2.0, 0.01))
+def test_lanczos_records_read_as_ritz_value_plus_residual_only_when_converged():
+    top, bottom = spectrum(2.0, 0.01, lam_min=-1.0)
+    iv = bounds.record_interval(top)
     assert (iv.low, iv.high) == (2.0, pytest.approx(2.01))
     assert (iv.low_kind, iv.high_kind) == (Kind.CERTIFIED, Kind.RESIDUAL)
-    lam_min = bounds.record_interval(
-        rec("lambda_min", -1.0, Bound.UPPER, extra={"residual": 0.1}, geometry="l2")
+    lam_min = bounds.record_interval(bottom)
+    assert (lam_min.low, lam_min.high) == (pytest.approx(-1.01), -1.0)
+    assert (lam_min.low_kind, lam_min.high_kind) == (Kind.RESIDUAL, Kind.CERTIFIED)
+
+
+def test_unconverged_lanczos_gives_no_upper_end():
+    """Old code took θ + r as the upper end of λ_max whether or not Lanczos converged."""
+    top, bottom = spectrum(2.0, 0.01, converged=False)
+    iv = bounds.record_interval(top)
+    assert (iv.low, iv.high, iv.high_kind) == (2.0, math.inf, Kind.NONE)
+    assert bounds.record_interval(bottom).low == -math.inf
+    consts = bounds.constants_table(frame(top, bottom, l11(500.0, 450.0, 550.0)))
+    assert one(consts, geometry="l2")["high"] == math.inf
+    # without a proven d·L₂ upper end the H∞ bracket keeps the (1,1)-norm's statistical end
+    assert one(consts, geometry="linf")["high"] == 550.0
+
+
+def test_l2_norm_residual_alone_is_not_an_upper_end_of_both_ends_of_the_spectrum():
+    """L₂ = max(|λ_max|, |λ_min|): the upper end must cover both ends (θ_max + r, |θ_min| + r)."""
+    old = bounds.l2_interval([lanczos(2.0, 0.01)], D)[0]
+    assert old.high == math.inf  # an l2_norm residual covers one end only
+    both = [*spectrum(2.0, 0.1, lam_min=-1.95), lanczos(2.0, 0.1)]
+    iv, source = bounds.l2_interval(both, D)
+    assert iv.low == 2.0 and iv.high == pytest.approx(2.1)
+    assert "lambda_max/lambda_min" in source
+    flipped = [*spectrum(2.0, 0.3, lam_min=-1.95)]
+    assert bounds.l2_interval(flipped, D)[0].high == pytest.approx(2.3)
+    wide_min = [
+        rec("lambda_max", 2.0, Bound.LOWER, extra={"residual": 0.01, "converged": True}),
+        rec("lambda_min", -1.95, Bound.UPPER, extra={"residual": 0.2, "converged": True}),
+    ]
+    assert bounds.l2_interval(wide_min, D)[0].high == pytest.approx(2.15)  # |θ_min| + r_min
+
+
+def test_prob_upper_records_are_their_own_kind():
+    pu = rec("lambda_max", 2.2, Bound.PROB_UPPER, failure_prob=1e-3)
+    iv = bounds.record_interval(pu)
+    assert (iv.high, iv.high_kind, iv.high_alpha) == (2.2, Kind.PROBABILISTIC, 1e-3)
+    assert iv.low_kind is Kind.NONE
+    in_extra = rec(
+        "lambda_max",
+        2.0,
+        Bound.LOWER,
+        extra={"residual": 0.5, "prob_upper": 2.1, "failure_prob": 0.01},
     )
-    assert (lam_min.low, lam_min.high) == (pytest.approx(-1.1), -1.0)
-    assert lam_min.high_kind is Kind.CERTIFIED
+    iv = bounds.record_interval(in_extra)
+    assert (iv.low_kind, iv.high, iv.high_kind) == (Kind.CERTIFIED, 2.1, Kind.PROBABILISTIC)
+    # propagated: d·L₂ and ρ inherit the probabilistic end and its failure probability
+    f = frame(
+        pu,
+        rec("lambda_max", 2.0, Bound.LOWER, extra={"residual": 1.0, "converged": False}),
+        rec(
+            "lambda_min",
+            -1.0,
+            Bound.UPPER,
+            extra={"residual": 0.01, "prob_lower": -1.05, "failure_prob": 1e-3},
+        ),
+        l11(100.0, 90.0, 110.0),
+        rec("linf_lower", 50.0, Bound.LOWER),
+    )
+    dl2 = one(bounds.constants_table(f), geometry="l2")
+    assert (dl2["high"], dl2["high_kind"]) == (pytest.approx(220.0), "probabilistic")
+    rho = one(bounds.rho_table(f), geometry="linf")
+    assert dl2["high_alpha"] == pytest.approx(2e-3)  # both ends of the spectrum: summed
+    assert rho["rho_low_kind"] == "probabilistic" and rho["rho_low_alpha"] == pytest.approx(2e-3)
+    assert rho["rho_low"] == pytest.approx(50.0 / 220.0)
+    assert "probabilistic" in rho["rho_low_label"]
 
 
 def test_combine_prefers_exact_then_tightens_with_certified_ends():
@@ -173,8 +246,12 @@ def test_combine_prefers_exact_then_tightens_with_certified_ends():
     b = Interval(11.0, 6.0, 16.0, Kind.STATISTICAL, Kind.STATISTICAL, 0.025, 0.025)
     c = Interval(9.0, 9.0, math.inf, Kind.CERTIFIED, Kind.NONE)
     out = bounds.combine_intervals([a, b, c])
-    assert (out.value, out.low, out.high) == (10.0, 9.0, 12.0)  # narrowest, raised by c
-    assert out.low_kind is Kind.CERTIFIED
+    assert (out.value, out.low, out.high) == (10.0, 9.0, 12.0)  # intersection
+    assert out.low_kind is Kind.CERTIFIED and out.low_alpha == 0.0
+    # the smaller of two 97.5% upper limits misses with probability up to 2.5% + 2.5% (Bonferroni);
+    # old code kept the narrowest interval and its 2.5%, voiding the stated level
+    assert out.high_kind is Kind.STATISTICAL and out.high_alpha == pytest.approx(0.05)
+    assert out.confidence == pytest.approx(0.95)
     assert bounds.combine_intervals([a, Interval.exact(10.5), b]).value == 10.5
     assert bounds.combine_intervals([]) is None
     lows = [Interval(v, v, math.inf, Kind.CERTIFIED, Kind.NONE) for v in (3.0, 7.0, 5.0)]
@@ -185,7 +262,7 @@ def test_combine_prefers_exact_then_tightens_with_certified_ends():
 
 
 def test_linf_bracket_and_rho_from_known_values():
-    f = frame(lanczos(2.0, 0.01), l11(50.0, 45.0, 55.0), rec("linf_lower", 30.0, Bound.LOWER))
+    f = frame(*spectrum(2.0, 0.01), l11(50.0, 45.0, 55.0), rec("linf_lower", 30.0, Bound.LOWER))
     consts = bounds.constants_table(f)
     dl2 = one(consts, geometry="l2")
     assert (dl2["value"], dl2["low"]) == (200.0, 200.0)
@@ -210,19 +287,20 @@ def test_linf_bracket_and_rho_from_known_values():
 
 def test_upper_end_is_capped_by_d_l2_and_rho_by_one():
     # the (1,1)-norm surrogate exceeds d·L₂ (as after a rotation): H∞ ≤ d·L₂ caps the bracket
-    f = frame(lanczos(2.0, 0.01), l11(300.0, 280.0, 320.0), rec("linf_lower", 150.0, Bound.LOWER))
+    f = frame(*spectrum(2.0, 0.01), l11(300.0, 280.0, 320.0), rec("linf_lower", 150.0, Bound.LOWER))
     h = one(bounds.constants_table(f), geometry="linf")
-    assert h["value"] == 300.0  # the point stays the seed paper's surrogate
+    assert h["value"] == 200.0  # the surrogate, capped at d·L₂ (old code: 300, outside)
+    assert h["surrogate"] == 300.0 and "uninformative" in h["point"]
     assert h["high"] == pytest.approx(201.0) and h["high_kind"] == "residual"
     rho = one(bounds.rho_table(f), geometry="linf")
-    assert rho["rho_value"] == pytest.approx(1.5)
+    assert rho["rho_value"] == pytest.approx(1.0)  # old code: 1.5 > the proven 1
     assert rho["rho_high"] == 1.0 and rho["rho_high_kind"] == "certified"
     assert rho["rho_low"] == pytest.approx(150.0 / 201.0)
 
 
 def test_blockwise_partitions_are_ordered_and_bracketed():
     f = frame(
-        lanczos(2.0, 0.0),
+        *spectrum(2.0, 0.0),
         rec("block_upper", 120.0, Bound.UPPER, partition="layer"),
         rec("block_lower", 100.0, Bound.LOWER, partition="layer"),
         rec("block_upper", 60.0, Bound.UPPER, partition="row"),
@@ -242,7 +320,7 @@ def test_blockwise_partitions_are_ordered_and_bracketed():
 
 def test_l2_is_borrowed_across_bases_and_falls_back_to_other_quantities():
     f = frame(
-        lanczos(2.0, 0.0),
+        *spectrum(2.0, 0.0),
         l11(50.0, 45.0, 55.0),
         l11(150.0, 140.0, 160.0, basis="hadamard:seed=0"),
     )
@@ -269,7 +347,7 @@ def test_without_l2_constants_remain_but_rho_is_undefined():
 
 def test_rotation_change_is_the_ratio_of_constants():
     f = frame(
-        lanczos(2.0, 0.01),
+        *spectrum(2.0, 0.01),
         l11(50.0, 45.0, 55.0),
         rec("linf_lower", 30.0, Bound.LOWER),
         l11(150.0, 140.0, 160.0, basis="hadamard:seed=0"),
@@ -323,7 +401,7 @@ def test_checkpoint_order_and_latest_headline():
 
 def test_headline_numbers_original_rotated_and_blockwise():
     f = frame(
-        lanczos(2.0, 0.0),
+        *spectrum(2.0, 0.0),
         l11(50.0, 45.0, 55.0),
         rec("linf_lower", 30.0, Bound.LOWER),
         l11(250.0, 240.0, 260.0, basis="hadamard:seed=0"),
@@ -334,9 +412,9 @@ def test_headline_numbers_original_rotated_and_blockwise():
     n = bounds.headline_numbers(f)
     assert n["basis"] == "identity" and n["rotated_basis"] == "hadamard:seed=0"
     assert n["advantage"]["value"] == pytest.approx(4.0)
-    assert n["rotated_advantage"]["value"] == pytest.approx(0.8)  # surrogate above d·L₂
-    assert n["rotated_advantage"]["low"] == pytest.approx(1.0)  # but H∞ ≤ d·L₂
-    assert n["rotation_cost"]["value"] == pytest.approx(5.0)
+    assert n["rotated_advantage"]["value"] == pytest.approx(1.0)  # old: 0.8, below its bracket
+    assert n["rotated_advantage"]["low"] == pytest.approx(1.0)  # H∞ ≤ d·L₂
+    assert n["rotation_cost"]["value"] == pytest.approx(4.0)  # capped point 200 over 50
     assert n["rotation_cost"]["low"] == pytest.approx(120.0 / 55.0)
     assert n["blockwise"]["tensor"]["value"] == pytest.approx(2.5)
     assert n["blockwise"]["tensor"]["optimizer"] == "per-tensor Adam"
@@ -358,7 +436,7 @@ def test_empty_and_irrelevant_records():
 def test_blockwise_singleton_records_bound_h_inf():
     # H(singletons) = H∞ (MATH.md §2): block records on singletons join the ℓ∞ bracket
     f = frame(
-        lanczos(2.0, 0.0),
+        *spectrum(2.0, 0.0),
         l11(50.0, 45.0, 55.0),
         rec("block_lower", 35.0, Bound.LOWER, partition="singleton"),
         rec("linf_lower", 30.0, Bound.LOWER),
@@ -369,7 +447,7 @@ def test_blockwise_singleton_records_bound_h_inf():
     assert (h["low"], h["high"], h["value"]) == (35.0, 55.0, 50.0)
     assert "block_lower[singleton]" in h["source"] and "linf_lower" in h["source"]
     exact = frame(
-        lanczos(2.0, 0.0),
+        *spectrum(2.0, 0.0),
         l11(50.0, 45.0, 55.0),
         rec("block_upper", 48.0, Bound.EXACT, partition="singleton"),
     )

@@ -188,8 +188,10 @@ def test_compare_missing_file(runs, tmp_path):
 
 def test_compare_bad_labels(runs):
     result = invoke("compare", runs["before"], runs["after"], "--labels", "only-one")
-    assert_one_line_error(
-        result, "--labels 'only-one': give two names separated by a comma, e.g. before,after"
+    assert result.exit_code == 2  # a bad option value is a usage error (issue 16.12)
+    assert result.output.endswith(
+        "Error: Invalid value for '--labels': 'only-one': give two names separated by a comma, "
+        "e.g. before,after\n"
     )
 
 
@@ -205,3 +207,41 @@ def test_commands_are_documented():
         result = invoke(name, "--help")
         assert result.exit_code == 0
         assert "Example" in result.output
+
+
+def _basis_run(path: Path, basis: str, l11: float, lower: float) -> Path:
+    from smoothprobe.estimate import Bound, Estimate
+    from smoothprobe.records import RunContext, make_record
+
+    ctx = RunContext(checkpoint="ckpt.pt", d=100, step=600, basis=basis)
+    converged = {"residual": 0.0, "converged": True}
+    estimates = [
+        Estimate("lambda_max", 2.0, Bound.LOWER, geometry="l2", extra=converged),
+        Estimate("lambda_min", -0.5, Bound.UPPER, geometry="l2", extra=converged),
+        Estimate("l11_norm", l11, Bound.EXACT, geometry="linf"),
+        Estimate("linf_lower", lower, Bound.LOWER, geometry="linf"),
+    ]
+    write_records(path, [make_record(e, ctx) for e in estimates])
+    return path
+
+
+def test_compare_identity_with_rotated_compares_original_with_rotated(tmp_path):
+    """README: `compare identity.jsonl rotated.jsonl`. Old code matched rows by basis, so every
+    ratio was "—"; now the same quantity is compared across the two files."""
+    identity = _basis_run(tmp_path / "identity.jsonl", "identity", 50.0, 30.0)
+    rotated = _basis_run(tmp_path / "rotated.jsonl", "hadamard:seed=0", 250.0, 120.0)
+    result = invoke("compare", identity, rotated, "--labels", "original,rotated")
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "original: ckpt.pt @ step 600\n"
+        "rotated: ckpt.pt @ step 600\n"
+        "\n"
+        "Basis                        Constant  Optimizer  original value     original ρ      "
+        "rotated value   rotated ρ      rotated/original\n"
+        "───────────────────────────  ────────  ─────────  ─────────────────  ──────────────  "
+        "──────────────  ─────────────  ────────────────────────────────────────────────\n"
+        "identity vs hadamard:seed=0  d·L₂      SGD        200 [200, 200]     [1.00, 1.00]    "
+        "200 [200, 200]  [1.00, 1.00]   1.00 [1.00, 1.00] (Lanczos residual)\n"
+        "identity vs hadamard:seed=0  H∞        Adam       50.0 [30.0, 50.0]  [0.150, 0.250]  "
+        "200 [120, 200]  [0.600, 1.00]  4.00 [2.40, 6.67] (certified / Lanczos residual)\n"
+    )

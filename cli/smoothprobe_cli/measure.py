@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import click
 
-from smoothprobe_cli.main import cli, data_options, pass_loaded
+from smoothprobe_cli.main import cli, data_options, on_interrupt, pass_loaded
 from smoothprobe_cli.output import FORMATS, render
+from smoothprobe_cli.validate import (
+    basis_callback,
+    blocks_callback,
+    check_against_model,
+    extras_callback,
+    geometry_callback,
+    method_callback,
+    writable_file_callback,
+)
 
 
 def _split_list(ctx, param, value):
@@ -19,10 +28,47 @@ def _split_list(ctx, param, value):
 MEASURE_OPTIONS = [
     click.option(
         "--norm",
-        type=click.Choice(["l2", "linf", "both", "none"]),
+        type=click.Choice(["l2", "linf", "both", "spectral", "all", "none"]),
         default="both",
         show_default=True,
-        help="Geometry: ℓ2 (SGD), ℓ∞ (Adam), both (adds ρ), or none.",
+        help="Geometry: ℓ2 (SGD), ℓ∞ (Adam), both (adds ρ), spectral (Muon: ℓ2 + H_op, ρ_op), "
+        "all (ℓ2 + ℓ∞ + spectral), or none.",
+    ),
+    click.option(
+        "--spectral-scale",
+        type=click.Choice(["one", "rms"]),
+        default="one",
+        show_default=True,
+        help="Per-matrix scale of the spectral norm: one (Muon) or rms (√(fan_in/fan_out), Scion).",
+    ),
+    click.option(
+        "--spectral-matrices",
+        multiple=True,
+        callback=_split_list,
+        help="Regexes naming the Muon matrices (default: every ≥2-D tensor that is not an "
+        "embedding or head).",
+    ),
+    click.option(
+        "--spectral-hvps",
+        type=click.IntRange(min=1),
+        default=None,
+        help="HVP budget of the spectral upper bound (default: exact when d ≤ 20,000, else "
+        "sketched).",
+    ),
+    click.option(
+        "--polar",
+        type=click.Choice(["svd", "newton-schulz"]),
+        default="svd",
+        show_default=True,
+        help="Polar factors of the spectral lower bound: batched SVD or checked Newton–Schulz.",
+    ),
+    click.option(
+        "--preconditioner",
+        type=click.Choice(["none", "adam"]),
+        default="none",
+        show_default=True,
+        help="adam: sharpness λ(P⁻¹H) with P from the checkpoint's Adam state, next to the "
+        "threshold (2+2β₁)/((1−β₁)η).",
     ),
     click.option(
         "--tol",
@@ -49,13 +95,14 @@ MEASURE_OPTIONS = [
         "--with",
         "extras",
         multiple=True,
-        callback=_split_list,
+        callback=extras_callback,
         help="Extra ℓ2 quantities: trace, frobenius, density (comma-separated).",
     ),
     click.option(
         "--method",
         default="auto",
         show_default=True,
+        callback=method_callback,
         help="(1,1)-norm method: auto, two-phase, cauchy-median, cauchy-iqr, "
         "cauchy-geomean, uniform, stratified.",
     ),
@@ -67,6 +114,14 @@ MEASURE_OPTIONS = [
         help="(1,1)-norm HVP budget.",
     ),
     click.option(
+        "--hinf-hvps",
+        type=click.IntRange(min=0),
+        default=2048,
+        show_default=True,
+        help="HVP budget of the certified H∞ bracket (hinf_lower, hinf_upper) in the ℓ∞ "
+        "suite; 0 skips it.",
+    ),
+    click.option(
         "--confidence",
         type=click.FloatRange(0, 1, min_open=True, max_open=True),
         default=0.95,
@@ -76,7 +131,7 @@ MEASURE_OPTIONS = [
     click.option(
         "--blocks",
         multiple=True,
-        callback=_split_list,
+        callback=blocks_callback,
         help="Partitions for blockwise H(Φ): tensor, layer, row, head, one, singleton, "
         "or a regex (repeatable).",
     ),
@@ -91,6 +146,7 @@ MEASURE_OPTIONS = [
         "--basis",
         default="identity",
         show_default=True,
+        callback=basis_callback,
         help="Basis: identity, hadamard, block-haar:K, matrix, permutation, sign.",
     ),
     click.option(
@@ -110,6 +166,7 @@ MEASURE_OPTIONS = [
         "--graddiff-geometry",
         default="l2",
         show_default=True,
+        callback=geometry_callback,
         help="Geometry of the perturbations: l2, linf, or a partition spec.",
     ),
     click.option(
@@ -152,6 +209,7 @@ def make_settings(
     extras,
     method,
     hvps,
+    hinf_hvps,
     confidence,
     blocks,
     block_hvps,
@@ -162,6 +220,11 @@ def make_settings(
     noise_batch_size,
     chunk_size,
     retain_graphs,
+    spectral_scale="one",
+    spectral_matrices=(),
+    spectral_hvps=None,
+    polar="svd",
+    preconditioner="none",
 ):
     """Builds MeasureSettings from the options of ``measure_options``."""
     from smoothprobe.measure import MeasureSettings
@@ -174,6 +237,7 @@ def make_settings(
         extras=extras,
         method=method,
         hvps=hvps,
+        hinf_hvps=hinf_hvps,
         confidence=confidence,
         blocks=blocks,
         block_hvps=block_hvps,
@@ -185,6 +249,11 @@ def make_settings(
         seed=seed,
         chunk_size=chunk_size,
         retain_graphs={"auto": None, "yes": True, "no": False}[retain_graphs],
+        spectral_scale=spectral_scale,
+        spectral_matrices=tuple(spectral_matrices),
+        spectral_hvps=spectral_hvps,
+        polar=polar,
+        preconditioner=preconditioner,
     )
 
 
@@ -203,7 +272,9 @@ def make_settings(
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
-    help="Also write the records as JSON lines to this file (written atomically).",
+    callback=writable_file_callback,
+    help="Also write the records as JSON lines to this file (written atomically; checked "
+    "for writing before the run).",
 )
 @click.option("--append", is_flag=True, help="Append to --out instead of replacing it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
@@ -217,12 +288,41 @@ def measure(loaded, seed, fmt, out, append, quiet, **options):
       smoothprobe measure out/ckpt.pt --data val.bin --norm linf --hvps 512
       smoothprobe measure ckpt.pt --data val.bin --blocks tensor,head --basis hadamard
       smoothprobe measure model.safetensors --spec my_spec.py --data eval.pt --out m.jsonl
+      smoothprobe measure out/ckpt.pt --data val.bin --norm spectral --preconditioner adam
     """
     from smoothprobe.measure import run_measurement
-    from smoothprobe.records import write_records
 
+    on_interrupt(
+        lambda: (
+            "nothing was saved: measure keeps its results in memory until the run "
+            + ("completes, then writes " + out if out else "completes")
+            + ", and cannot resume; run the same command again to start over"
+        )
+    )
     settings = make_settings(seed=seed, **options)
+    check_against_model(
+        loaded,
+        basis=settings.basis,
+        blocks=settings.blocks,
+        graddiff_geometry=settings.graddiff_geometry if settings.graddiff else None,
+        seed=seed,
+    )
     result = run_measurement(loaded, settings, progress=not quiet)
-    if out:
-        write_records(out, result.records, append=append)
     click.echo(render(result.records, fmt), nl=False)
+    if out:
+        write_out(out, result.records, append=append)
+
+
+def write_out(out: str, records, *, append: bool) -> None:
+    """Writes the records to ``out``; if that fails after the run, saves a copy and says where."""
+    from smoothprobe.errors import quoted
+    from smoothprobe.records import save_copy, write_records
+
+    try:
+        write_records(out, records, append=append)
+    except OSError as exc:
+        copy = save_copy(records, out)
+        where = f"a copy was saved to {copy}" if copy else "no copy could be saved either"
+        raise click.ClickException(
+            f"could not write {out} ({quoted(exc)}); the records are printed above and {where}"
+        ) from None

@@ -19,14 +19,40 @@ def _num(value: Any) -> str:
 
 
 def _interval(r: dict[str, Any]) -> str:
+    """What the record's error bar says, in words (levels as they are: never rounded to 100%)."""
+    from smoothprobe.interval import percent  # light: no torch
+
+    extra = r.get("extra") or {}
+    fp = r.get("failure_prob", extra.get("failure_prob"))
+    if r.get("bound") == "prob_upper":
+        if fp is None:
+            return "upper end of unstated probability"
+        return f"upper bound with probability ≥ {percent(1 - fp)}"
+    whp, whp_fp = extra.get("upper_whp"), extra.get("upper_whp_failure_probability")
+    if r.get("bound") == "estimate" and whp is not None and whp_fp:
+        return (
+            f"sketched estimate (≤ the exact U(Φ)); U(Φ) ≤ {_num(whp)} "
+            f"with probability ≥ {percent(1 - whp_fp)}"
+        )
+    if "low_kind" in extra and "high_kind" in extra:  # a ratio formed from two records
+        low = _num(extra.get("low")) or "−∞"
+        high = _num(extra.get("high")) or "∞"
+        return f"in [{low}, {high}] ({extra['low_kind']} / {extra['high_kind']})"
+    residual = extra.get("residual")
+    if residual is not None and r.get("geometry") == "l2" and r.get("quantity") != "trace":
+        if extra.get("prob_upper") is not None and fp is not None:
+            return (
+                f"≤ {_num(extra['prob_upper'])} with probability ≥ {percent(1 - fp)}; "
+                f"residual {_num(residual)}"
+            )
+        if extra.get("converged"):
+            return f"residual {_num(residual)} (converged)"
+        return f"residual {_num(residual)} (not converged: no upper bound)"
     if r.get("ci_low") is not None and r.get("ci_high") is not None:
-        level = f" ({r['confidence']:.0%})" if r.get("confidence") else ""
+        level = f" ({percent(r['confidence'])} CI)" if r.get("confidence") else ""
         return f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]{level}"
     if r.get("stderr") is not None:
         return f"± {_num(r['stderr'])} s.e."
-    residual = (r.get("extra") or {}).get("residual")
-    if residual is not None:
-        return f"residual {_num(residual)}"
     return ""
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from smoothprobe.compare.brackets import bracket
 from smoothprobe.compare.frame import (
     as_dicts,
     basis_order,
@@ -27,8 +28,10 @@ from smoothprobe.compare.intervals import (
     l2_interval,
     record_interval,
 )
-from smoothprobe.interval import Interval, Kind
+from smoothprobe.interval import Interval
 
+HINF_LOWER = ("linf_lower", "hinf_lower")  # certified lower bounds on H∞
+HINF_UPPER = ("l11_norm", "hinf_upper")  # upper ends: ‖H‖₁,₁'s, the H∞ certificate's
 OPTIMIZER_FOR_PARTITION = {
     "singleton": "Adam",
     "row": "Adam-mini (neurons)",
@@ -37,36 +40,6 @@ OPTIMIZER_FOR_PARTITION = {
     "layer": "Adalayer",
     "one": "AdaSGD",
 }
-
-
-def _bracket(
-    lower: Interval | None,
-    upper: Interval | None,
-    l2: Interval | None,
-    dl2: Interval | None,
-) -> Interval:
-    """H ∈ [lower bound's low end, upper bound's high end], capped by d·L₂ and raised to L₂."""
-    low, low_kind, low_alpha = 0.0, Kind.NONE, 0.0
-    high, high_kind, high_alpha = math.inf, Kind.NONE, 0.0
-    if lower is not None:
-        low, low_kind, low_alpha = lower.low, lower.low_kind, lower.low_alpha
-    if upper is not None:
-        high, high_kind, high_alpha = upper.high, upper.high_kind, upper.high_alpha
-    value = upper.value if upper is not None else (lower.value if lower is not None else math.nan)
-    iv = Interval(value, low, high, low_kind, high_kind, low_alpha, high_alpha)
-    if dl2 is not None:
-        iv = iv.cap_high(dl2.high, dl2.high_kind, alpha=dl2.high_alpha)
-    if l2 is not None:
-        iv = iv.raise_low(l2.low, l2.low_kind, alpha=l2.low_alpha)
-    return iv
-
-
-def _point_note(lower: Interval | None, upper: Interval | None, surrogate: str) -> str:
-    if upper is not None:
-        return f"{surrogate} (upper-bound surrogate)"
-    if lower is not None:
-        return "certified lower bound (no upper bound measured)"
-    return ""
 
 
 def constants_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -108,16 +81,18 @@ def constants_table(frame: pd.DataFrame) -> pd.DataFrame:
                         "constant": "d·L₂",
                         "optimizer": "SGD",
                         "source": l2_source,
-                        "point": "d·L₂",
+                        "point": "d·L₂ (L₂'s point value)",
+                        "surrogate": dl2.value,
                         **interval_columns(dl2),
                     }
                 )
             # H(singletons) = H∞: blockwise singleton records bound the same constant
             singleton = [r for r in recs if r["partition"] == "singleton"]
-            lows = _pick(recs, "linf_lower") + _pick(singleton, "block_lower")
-            ups = _pick(recs, "l11_norm") + _pick(singleton, "block_upper")
+            lows = [*_pick(recs, *HINF_LOWER), *_pick(singleton, "block_lower")]
+            ups = [*_pick(recs, *HINF_UPPER), *_pick(singleton, "block_upper")]
             if lows or ups:
-                lower, upper = _combine_records(lows), _combine_records(ups)
+                surrogate = _combine_records(_pick(recs, "l11_norm") or _pick(ups, "block_upper"))
+                iv, note = bracket(_intervals(lows), _intervals(ups), l2, dl2, surrogate=surrogate)
                 rows.append(
                     {
                         **base,
@@ -126,8 +101,9 @@ def constants_table(frame: pd.DataFrame) -> pd.DataFrame:
                         "constant": "H∞",
                         "optimizer": "Adam",
                         "source": _record_sources(lows + ups),
-                        "point": _point_note(lower, upper, "‖H‖₁,₁"),
-                        **interval_columns(_bracket(lower, upper, l2, dl2)),
+                        "point": note,
+                        "surrogate": _value(surrogate),
+                        **interval_columns(iv),
                     }
                 )
             block = [
@@ -138,7 +114,10 @@ def constants_table(frame: pd.DataFrame) -> pd.DataFrame:
             for partition in partition_order([r["partition"] for r in block]):
                 part = [r for r in block if r["partition"] == partition]
                 lows, ups = _pick(part, "block_lower"), _pick(part, "block_upper")
-                lower, upper = _combine_records(lows), _combine_records(ups)
+                surrogate = _combine_records(ups)
+                iv, note = bracket(
+                    _intervals(lows), _intervals(ups), l2, dl2, surrogate=surrogate, name="U(Φ)"
+                )
                 rows.append(
                     {
                         **base,
@@ -149,8 +128,9 @@ def constants_table(frame: pd.DataFrame) -> pd.DataFrame:
                             partition, f"blockwise ({partition})"
                         ),
                         "source": _record_sources(lows + ups),
-                        "point": _point_note(lower, upper, "U(Φ)"),
-                        **interval_columns(_bracket(lower, upper, l2, dl2)),
+                        "point": note,
+                        "surrogate": _value(surrogate),
+                        **interval_columns(iv),
                     }
                 )
     return pd.DataFrame(rows, columns=CONSTANT_COLUMNS)
@@ -167,6 +147,7 @@ CONSTANT_COLUMNS = [
     "d",
     "source",
     "point",
+    "surrogate",
     *interval_columns(None).keys(),
 ]
 
@@ -179,8 +160,16 @@ def _any_l2(run: list[dict[str, Any]], d: float) -> tuple[Interval, str] | None:
     return None
 
 
-def _pick(records: list[dict[str, Any]], quantity: str) -> list[dict[str, Any]]:
-    return [r for r in records if r["quantity"] == quantity]
+def _pick(records: list[dict[str, Any]], *quantities: str) -> list[dict[str, Any]]:
+    return [r for r in records if r["quantity"] in quantities]
+
+
+def _intervals(records: list[dict[str, Any]]) -> list[Interval]:
+    return [record_interval(r) for r in records]
+
+
+def _value(iv: Interval | None) -> float:
+    return math.nan if iv is None else iv.value
 
 
 def _combine_records(records: list[dict[str, Any]]) -> Interval | None:

@@ -12,24 +12,12 @@ from typing import Any
 
 import pandas as pd
 
-from smoothprobe.records import RECORD_COLUMNS
+from smoothprobe.compare.intervals import to_float
+from smoothprobe.records import NUMERIC_COLUMNS, RECORD_COLUMNS
 
 PARTITION_ORDER = ("singleton", "row", "head", "tensor", "layer", "one")
 _NORMALIZED = "smoothprobe_normalized"
-_RECORD_FIELDS = [
-    "basis",
-    "partition",
-    "d",
-    "quantity",
-    "value",
-    "bound",
-    "stderr",
-    "ci_low",
-    "ci_high",
-    "confidence",
-    "extra",
-]
-_NUMERIC = ("value", "stderr", "ci_low", "ci_high", "confidence", "d", "step", "batch_size")
+_RECORD_FIELDS = [c for c in RECORD_COLUMNS if c not in ("settings", "timestamp")]
 
 
 def normalize_records(frame: pd.DataFrame) -> pd.DataFrame:
@@ -50,7 +38,7 @@ def normalize_records(frame: pd.DataFrame) -> pd.DataFrame:
     for col in RECORD_COLUMNS:
         if col not in out.columns:
             out[col] = None
-    for col in _NUMERIC:
+    for col in NUMERIC_COLUMNS:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
     out["quantity"] = out["quantity"].fillna("").astype(str)
     out["geometry"] = out["geometry"].fillna("").astype(str)
@@ -159,14 +147,6 @@ def as_dicts(records: pd.DataFrame | list[dict[str, Any]]) -> list[dict[str, Any
         rows = records[records["value"].notna()]
         return rows[_RECORD_FIELDS].to_dict("records")
     return [r for r in records if not math.isnan(to_float(r.get("value")))]
-
-
-def to_float(x: Any) -> float:
-    """A record field as a float (NaN when absent or not a number)."""
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def dimension(records: pd.DataFrame | list[dict[str, Any]]) -> float:

@@ -47,8 +47,9 @@ def noise_table(frame: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         DataFrame with checkpoint, step, basis, batch_size, quantity, term, partition, optimizer,
-        the term's interval columns, ``ratio_*`` interval columns (NaN for SNR or without
-        √d·‖σ‖₂) and ``status``. Empty when no noise was measured.
+        the term's interval columns, ``ratio_*`` interval columns (NaN for SNR, for √d·‖σ‖₂
+        itself — 1 by definition — and without √d·‖σ‖₂) and ``status``. Empty when no noise
+        was measured.
     """
     frame = normalize_records(frame)
     noise = frame[frame["quantity"].isin(NOISE_TERMS)].copy()
@@ -75,7 +76,7 @@ def noise_table(frame: pd.DataFrame) -> pd.DataFrame:
                         if iv is None:
                             continue
                         ratio = None
-                        if ref is not None and quantity not in _SNR:
+                        if ref is not None and quantity not in (*_SNR, "noise_l2_sqrtd"):
                             ratio = (iv / ref).cap_high(1.0, Kind.CERTIFIED)
                         part = partition or _NOISE_PARTITION.get(quantity, "")
                         rows.append(

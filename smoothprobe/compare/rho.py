@@ -1,17 +1,18 @@
 """Constants → ρ(Φ) = H(Φ)/(d·L₂) and the predicted iteration ratios; original vs rotated bases.
 
-Fourth step of the comparison's data flow and THE one place where ρ is computed
-(``rho_interval``); the suites record the raw constants and the comparison forms every ratio.
+Fourth step of the comparison's data flow. Every ρ here comes from ``brackets.rho_interval``,
+the one function that forms ρ (the suites' ``rho_block`` records call it too).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from smoothprobe.compare.brackets import rho_interval
 from smoothprobe.compare.constants import CONSTANT_COLUMNS, constants_table
 from smoothprobe.compare.frame import row_mask, same_step
 from smoothprobe.compare.intervals import interval_columns, interval_from_row
-from smoothprobe.interval import Interval, Kind
+from smoothprobe.interval import Interval
 
 STRUCTURE_ONLY = "structure only"
 THEORY_NOTE = (
@@ -21,16 +22,12 @@ THEORY_NOTE = (
 )
 
 
-def rho_interval(h: Interval, dl2: Interval) -> Interval:
-    """ρ(Φ) = H(Φ)/(d·L₂), capped at the proven 1 (H(Φ) ≤ d·L₂ for every Φ)."""
-    return (h / dl2).cap_high(1.0, Kind.CERTIFIED)
-
-
 def rho_table(frame: pd.DataFrame) -> pd.DataFrame:
     """ρ(Φ) = H(Φ)/(d·L₂) and the predicted T_Φ/T_SGD per checkpoint × basis × geometry/partition.
 
-    ``rho_value`` is the surrogate ratio (the seed paper's ‖H‖₁,₁/(d·L₂) for ℓ∞, which can exceed
-    1 when the surrogate is loose); [``rho_low``, ``rho_high``] brackets the true ρ(Φ) ≤ 1.
+    [``rho_low``, ``rho_high``] brackets the true ρ(Φ) ≤ 1; ``rho_value`` is the capped surrogate
+    ratio min(‖H‖₁,₁, d·L₂)/(d·L₂) (U(Φ) for blocks), clipped into that bracket (the seed paper's
+    uncapped ‖H‖₁,₁/(d·L₂) is the constants table's ``surrogate`` over d·L₂).
     ``advantage_*`` is 1/ρ: how many times smaller than d·L₂ the constant is, i.e. the predicted
     T_SGD/T_Φ. Rows without a d·L₂ for their checkpoint are dropped (ρ is undefined).
 
@@ -57,7 +54,7 @@ def rho_table(frame: pd.DataFrame) -> pd.DataFrame:
         if row["geometry"] == "l2":
             rho = Interval.exact(1.0)
         else:
-            rho = (h / interval_from_row(same.iloc[0])).cap_high(1.0, Kind.CERTIFIED)
+            rho = rho_interval(h, interval_from_row(same.iloc[0]))
         ident = {k: row[k] for k in CONSTANT_COLUMNS[:10]}
         rows.append(
             {

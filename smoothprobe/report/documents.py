@@ -16,8 +16,11 @@ BOUND_KINDS_NOTE = (
     "the extreme eigenpair (θ + residual); *statistical* ends are confidence limits, and when "
     "numbers are combined their error probabilities add (so a ratio of two 95% intervals is a "
     "90% interval); a *point estimate* has no error bar. H(Φ) ≤ d·L₂ and ρ ≤ 1 always, so the "
-    "point ρ̂ = surrogate/(d·L₂) can exceed the bracket when the surrogate is loose. "
-    "Predicted iteration ratios follow the steepest-descent bound of MATH.md §5 "
+    "point values are the surrogates ‖H‖₁,₁ and U(Φ) capped at d·L₂ and clipped into their "
+    "bracket, so no point lies outside what the same row proves; when ‖H‖₁,₁ ≥ d·L₂ the "
+    "surrogate says nothing in that basis and the row says so. A sketched U(Φ) is an estimate "
+    "(below the exact U(Φ)); its upper end is probabilistic, with its failure probability. "
+    "Predicted iteration ratios follow the steepest-descent bound of docs/theory.md "
     "(T_Φ/T_SGD = ρ(Φ)); for Adam and its blockwise relatives the seed paper's theorem adds "
     "β₂/ε terms whose constants are not reproduced here: *structure only*."
 )
@@ -26,8 +29,8 @@ BOUND_KINDS_NOTE = (
 def markdown_document(title, paragraph, cards, figures, sections, skipped, meta) -> str:
     lines = [f"# {title}", "", paragraph, ""]
     if cards:
-        card_table = pd.DataFrame(cards).rename(
-            columns={"what": "Key number", "value": "Value", "bracket": "Bracket", "ends": "Ends"}
+        card_table = pd.DataFrame(cards)[["what", "bracket", "ends", "value"]].rename(
+            columns={"what": "Key number", "bracket": "Bracket", "ends": "Ends", "value": "Point"}
         )
         lines += [fmt.to_markdown(card_table)]
     main, rest = sections[:1], sections[1:]
@@ -108,9 +111,9 @@ def html_document(title, paragraph, cards, figures, sections, skipped, meta) -> 
         out.append('<div class="cards">')
         for c in cards:
             out.append(
-                f'<div class="card"><div class="big">{html.escape(c["value"])}</div>'
+                f'<div class="card"><div class="big">{html.escape(c["bracket"])}</div>'
                 f'<div class="what">{html.escape(c["what"])}</div>'
-                f'<div class="br">bracket {html.escape(c["bracket"])} · {html.escape(c["ends"])}'
+                f'<div class="br">{html.escape(c["ends"])} · point {html.escape(c["value"])}'
                 "</div></div>"
             )
         out.append("</div>")

@@ -51,6 +51,8 @@ def short_label(label: str) -> str:
     label = label.replace(" lower", "").replace(" upper", "")
     if label.startswith("statistical ("):
         return label[len("statistical (") : -1]
+    if label.startswith("probabilistic ("):  # 'probabilistic (99.8% level)' → '…, 99.8%'
+        return "probabilistic, " + label[len("probabilistic (") : -len(" level)")]
     short = {
         "Lanczos-residual": "Lanczos residual",
         "point estimate (no error bar)": "no error bar",

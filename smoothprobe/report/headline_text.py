@@ -6,18 +6,13 @@ from typing import Any
 
 from smoothprobe.report.format import fmt_num, short_label
 
-
-def _times(iv: dict[str, Any]) -> str:
-    v = iv["value"]
-    if v is None:
-        return "—"
-    return f"{fmt_num(v)}× smaller" if v >= 1 else f"{fmt_num(1 / v)}× larger"
+THEORY = "docs/theory.md"
 
 
 def _bracket(iv: dict[str, Any], unit: str = "×") -> str:
-    low = fmt_num(iv["low"]) if iv["low"] is not None else "—"
+    low = fmt_num(iv["low"]) if iv["low"] is not None else "0"
     high = fmt_num(iv["high"]) if iv["high"] is not None else "∞"
-    return f"{low}–{high}{unit}"
+    return f"[{low}{unit}, {high}{unit}]" if unit else f"[{low}, {high}]"
 
 
 def _ends(iv: dict[str, Any]) -> str:
@@ -25,18 +20,36 @@ def _ends(iv: dict[str, Any]) -> str:
     return f"both ends {low}" if low == high else f"ends: {low} / {high}"
 
 
-def _loose(iv: dict[str, Any]) -> bool:
+def _where(numbers: dict[str, Any], basis: str) -> str:
+    if basis == numbers["basis"] and numbers.get("basis_is_identity"):
+        return "in the original basis"
+    return f"in basis `{basis}`"
+
+
+def _surrogate_words(numbers: dict[str, Any], basis: str, adv: dict[str, Any]) -> str:
+    """The ‖H‖₁,₁ surrogate's reading, or why it says nothing in this basis."""
+    s = numbers.get("surrogate", {}).get(basis)
+    if not s or s["l11"] is None or s["dl2"] is None:
+        return ""
+    l11, dl2 = s["l11"], s["dl2"]
+    if l11 >= dl2:
+        return (
+            f"; here ‖H‖₁,₁ = {fmt_num(l11)} ≥ d·L₂ = {fmt_num(dl2)}, so the ‖H‖₁,₁ surrogate "
+            f"says nothing about H∞ (the seed paper's convention ‖H‖₁,₁/(d·L₂) = "
+            f"{fmt_num(l11 / dl2)} is shown as such, not as a prediction)"
+        )
     return (
-        iv["value"] is not None and iv["low"] is not None and iv["value"] < iv["low"] * (1 - 1e-9)
+        f"; the ‖H‖₁,₁ surrogate (capped at d·L₂) gives {fmt_num(adv['value'])}× "
+        f"(‖H‖₁,₁ = {fmt_num(l11)}, d·L₂ = {fmt_num(dl2)})"
     )
 
 
 def headline_text(numbers: dict[str, Any]) -> str:
     """The report's opening paragraph, from ``compare.headline_numbers`` (Markdown, ** = bold).
 
-    Every number in the paragraph is ``fmt_num`` of a value in ``numbers``; the ratio
-    "X× smaller" prints ``advantage.value`` when it is ≥ 1 and its reciprocal as "× larger"
-    otherwise.
+    It leads with the proven brackets (each end labelled), then names the surrogate point value
+    (‖H‖₁,₁ capped at d·L₂, always inside the bracket) or says in words that it is uninformative
+    (‖H‖₁,₁ ≥ d·L₂). Basis wording follows the bases actually measured.
 
     Args:
         numbers: the dict returned by ``compare.headline_numbers``.
@@ -57,64 +70,66 @@ def headline_text(numbers: dict[str, Any]) -> str:
     parts = [where + "."]
     adv, rot, cost = numbers["advantage"], numbers["rotated_advantage"], numbers["rotation_cost"]
     linf, dl2 = numbers["linf"], numbers["dl2"]
+    original, rotated = numbers["basis"], numbers.get("rotated_basis")
     if adv is not None:
         parts.append(
-            f"In the ℓ∞ geometry this checkpoint's constant is **{_times(adv)}** than d·L₂ "
-            f"(‖H‖₁,₁ = {fmt_num(linf['value'])} vs d·L₂ = {fmt_num(dl2['value'])}; true ratio "
-            f"d·L₂/H∞ in {_bracket(adv)}, {_ends(adv)})"
-            + ("; ‖H‖₁,₁ is loose here, since H∞ ≤ d·L₂ always" if _loose(adv) else "")
-            + ("." if rot is None else ";")
+            f"Adam's predicted advantage over SGD, T_SGD/T_Adam = d·L₂/H∞ ({THEORY}), lies in "
+            f"**{_bracket(adv)}** {_where(numbers, original)} ({_ends(adv)})"
+            + _surrogate_words(numbers, original, adv)
+            + "."
         )
         if rot is not None:
             parts.append(
-                f"rotated ({numbers['rotated_basis']}), it is **{_times(rot)}** "
-                f"(true ratio in {_bracket(rot)}, {_ends(rot)}"
-                + ("; ‖H‖₁,₁ is loose there, since H∞ ≤ d·L₂ always" if _loose(rot) else "")
-                + ")"
-                + "."
+                f"{_where(numbers, rotated).capitalize()} it lies in **{_bracket(rot)}** "
+                f"({_ends(rot)})" + _surrogate_words(numbers, rotated, rot) + "."
             )
-        adam = (
-            "Adam's predicted advantage over SGD (T_SGD/T_Adam = d·L₂/H∞, MATH.md §5) is "
-            f"therefore **{fmt_num(adv['value'])}×** in the original basis"
-        )
         if rot is not None and cost is not None:
-            adam += (
-                f" and **{fmt_num(rot['value'])}×** after rotation: rotation is predicted to "
-                f"slow Adam by **{fmt_num(cost['value'])}×** (H∞ rotated/original in "
-                f"{_bracket(cost)}, {_ends(cost)}) and to leave SGD unchanged."
+            change = f"H∞ {_where(numbers, rotated)} over H∞ {_where(numbers, original)}"
+            if cost["low"] is not None and cost["low"] > 1:
+                verdict = (
+                    "so rotation is predicted to slow Adam by that factor and to leave SGD "
+                    "unchanged (L₂ is rotation invariant)"
+                )
+            elif cost["high"] is not None and cost["high"] < 1:
+                verdict = "so rotation is predicted to speed Adam up by that factor"
+            else:
+                verdict = (
+                    "which contains 1: these bounds do not resolve whether rotation slows Adam"
+                )
+            parts.append(
+                f"The ratio {change} lies in **{_bracket(cost)}** ({_ends(cost)}), {verdict}."
             )
-        else:
-            adam += "."
-        parts.append(adam)
     elif dl2 is not None:
         parts.append(
-            f"d·L₂ = {fmt_num(dl2['value'])} ({_bracket(dl2, '')}); no ℓ∞ records, so Adam's "
+            f"d·L₂ lies in {_bracket(dl2, '')} ({_ends(dl2)}); no ℓ∞ records, so Adam's "
             "predicted advantage cannot be stated."
         )
     elif linf is not None:
         parts.append(
-            f"H∞ lies in {_bracket(linf, '')} ({_ends(linf)}), but no ℓ2 record (L₂) was "
+            f"H∞ {_where(numbers, original)} lies in {_bracket(linf, '')} ({_ends(linf)}), but "
+            "no ℓ2 record (L₂) was "
             "measured, so ρ and the predicted advantage cannot be stated."
         )
     if numbers["blockwise"]:
         items = [
-            f"{fmt_num(v['value'])}× for {v['optimizer']} (Φ = {p}; "
-            + (f"U(Φ) loose, true ratio {_bracket(v)})" if _loose(v) else f"{_bracket(v)})")
-            for p, v in numbers["blockwise"].items()
+            f"{_bracket(v)} for {v['optimizer']} (Φ = {p})" for p, v in numbers["blockwise"].items()
         ]
-        parts.append("Blockwise, d·L₂/H(Φ) is " + ", ".join(items) + ".")
+        parts.append(
+            f"Blockwise {_where(numbers, original)}, d·L₂/H(Φ) lies in " + ", ".join(items) + "."
+        )
     noise = numbers.get("noise")
     if noise is not None:
         r = noise["ratio"]
         batch = f" at batch size {noise['batch_size']}" if noise["batch_size"] is not None else ""
         parts.append(
-            f"Gradient noise{batch}: ‖σ‖₁ = {fmt_num(r['value'])} × √d·‖σ‖₂ "
-            f"({_bracket(r, '')}, {_ends(r)}): Adam's noise term is that fraction of SGD's "
-            "(structure only)."
+            f"Gradient noise{batch}: ‖σ‖₁/(√d·‖σ‖₂) lies in {_bracket(r, '')} ({_ends(r)}): "
+            "Adam's noise term is that fraction of SGD's (structure only)."
         )
     parts.append(
-        "Point values use the upper-bound surrogates ‖H‖₁,₁ and U(Φ) as the seed paper does; "
-        "the seed paper's β₂/ε constants for Adam itself are not reproduced (structure only)."
+        "Brackets are what the measurements prove (each end says whether it is certified, "
+        "statistical with its level, or probabilistic); point values are surrogates capped at "
+        "d·L₂ and never outside their bracket. The seed paper's β₂/ε constants for Adam itself "
+        f"are not reproduced (structure only). Definitions: {THEORY}."
     )
     if numbers["missing"]:
         parts.append("Not measured: " + "; ".join(numbers["missing"]) + ".")
@@ -132,21 +147,35 @@ def key_numbers(numbers: dict[str, Any]) -> list[dict[str, str]]:
     """
     items = []
     adv, rot, cost = numbers["advantage"], numbers["rotated_advantage"], numbers["rotation_cost"]
+    original = "original basis" if numbers.get("basis_is_identity") else numbers["basis"]
+    rotated = numbers.get("rotated_basis")
     if adv is not None:
-        items.append(_item("Adam's predicted advantage T_SGD/T_Adam = d·L₂/H∞", adv))
+        items.append(
+            _item(f"Adam's predicted advantage d·L₂/H∞ ({original})", adv, _note(numbers, None))
+        )
     if rot is not None:
-        items.append(_item(f"the same after rotation ({numbers['rotated_basis']})", rot))
+        items.append(_item(f"the same in basis {rotated}", rot, _note(numbers, rotated)))
     if cost is not None:
-        items.append(_item("rotation slows Adam by (H∞ rotated / original)", cost))
+        items.append(_item(f"H∞ {rotated} / H∞ {original}", cost, "surrogates, capped"))
     if numbers["dl2"] is not None:
-        items.append(_item("d·L₂ (SGD's constant on the ℓ1 yardstick)", numbers["dl2"], unit=""))
+        items.append(
+            _item("d·L₂ (SGD's constant on the ℓ1 yardstick)", numbers["dl2"], "point", unit="")
+        )
     return items
 
 
-def _item(what: str, iv: dict[str, Any], *, unit: str = "×") -> dict[str, str]:
+def _note(numbers: dict[str, Any], basis: str | None) -> str:
+    s = numbers.get("surrogate", {}).get(basis or numbers["basis"])
+    if s and s["l11"] is not None and s["dl2"] is not None and s["l11"] >= s["dl2"]:
+        return "none: ‖H‖₁,₁ ≥ d·L₂"
+    return "‖H‖₁,₁ surrogate, capped"
+
+
+def _item(what: str, iv: dict[str, Any], note: str, *, unit: str = "×") -> dict[str, str]:
+    value = f"{fmt_num(iv['value'])}{unit} ({note})" if not note.startswith("none") else note
     return {
         "what": what,
-        "value": f"{fmt_num(iv['value'])}{unit}",
+        "value": value,
         "bracket": _bracket(iv, unit),
         "ends": _ends(iv),
     }

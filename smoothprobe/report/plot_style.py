@@ -96,7 +96,7 @@ def draw_bracket(ax, x: float, iv: Interval, color: str, *, width: float = 0.18)
     return drawn
 
 
-def bracket_handles(*, point: str = "point value (upper-bound surrogate)") -> list[Line2D]:
+def bracket_handles(*, point: str = "point value (surrogate, capped at d·L₂)") -> list[Line2D]:
     return [
         Line2D([], [], color="0.3", lw=2.2, label="bracket: lower … upper bound"),
         Line2D([], [], color="0.3", marker="o", ls="none", mec="white", label=point),

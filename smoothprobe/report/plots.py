@@ -6,8 +6,8 @@ DataFrame and keyword options; when the records it needs are absent it returns a
 that says what is missing (``has_data`` tells the report whether to include a figure at all).
 
 Conventions: bars are brackets [certified/statistical lower end, upper end] of a constant (the
-tables label each end), dots are point values (the upper-bound surrogates ‖H‖₁,₁ and U(Φ), as in
-the seed paper); log axes are used when values span more than ~1.5 decades.
+tables label each end), dots are point values (the surrogates ‖H‖₁,₁ and U(Φ), capped at d·L₂ and
+clipped into their bracket); log axes are used when values span more than ~1.5 decades.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def plot_rho_by_partition(
             marker="o",
             ls="none",
             mec="white",
-            label="point: surrogate / (d·L₂)",
+            label="point: capped surrogate / (d·L₂)",
         )
     )
     handles.append(Line2D([], [], color="0.4", ls="--", lw=1, label="SGD: ρ = 1"))

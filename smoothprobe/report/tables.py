@@ -16,6 +16,8 @@ import pandas as pd
 
 from smoothprobe import compare as bounds
 from smoothprobe.compare import interval_from_row
+from smoothprobe.interval import percent
+from smoothprobe.records import RECORD_COLUMNS
 from smoothprobe.report.format import (  # noqa: F401  (re-exported: the formatting helpers)
     GEOMETRY_NAMES,
     checkpoint_label,
@@ -39,8 +41,9 @@ def summary_table(frame: pd.DataFrame, *, checkpoint_column: bool = True) -> pd.
 
     Returns:
         DataFrame with columns Checkpoint, Basis, Geometry, Constant (H(Φ=partition)),
-        Optimizer, Value, Bracket, Ends (lower / upper), ρ̂, ρ bracket, T_Φ/T_SGD (one row per
-        constant). Rows without d·L₂ show "—" for ρ.
+        Optimizer, Bracket, Ends (lower / upper), Point, Point is (what the point value is), ρ
+        bracket, ρ point, T_Φ/T_SGD (one row per constant): the proven bracket comes first.
+        Rows without d·L₂ show "—" for ρ.
     """
     consts = bounds.constants_table(frame)
     rho = bounds.rho_table(frame)
@@ -63,12 +66,13 @@ def summary_table(frame: pd.DataFrame, *, checkpoint_column: bool = True) -> pd.
                 "Geometry": GEOMETRY_NAMES.get(row["geometry"], row["geometry"]),
                 "Constant": row["constant"],
                 "Optimizer": row["optimizer"],
-                "Value": fmt_num(iv.value),
                 "Bracket": fmt_interval(iv),
                 "Ends (lower / upper)": fmt_ends(iv),
-                "ρ̂": fmt_num(r.value) if r else "—",
+                "Point": fmt_num(iv.value),
+                "Point is": row["point"],
                 "ρ bracket": fmt_interval(r) if r else "—",
-                "T_Φ/T_SGD": f"= ρ̂, {status}" if r else "—",
+                "ρ point": fmt_num(r.value) if r else "—",
+                "T_Φ/T_SGD": f"= ρ, {status}" if r else "—",
             }
         )
     columns = _SUMMARY_COLUMNS if checkpoint_column else _SUMMARY_COLUMNS[1:]
@@ -81,11 +85,12 @@ _SUMMARY_COLUMNS = [
     "Geometry",
     "Constant",
     "Optimizer",
-    "Value",
     "Bracket",
     "Ends (lower / upper)",
-    "ρ̂",
+    "Point",
+    "Point is",
     "ρ bracket",
+    "ρ point",
     "T_Φ/T_SGD",
 ]
 
@@ -104,8 +109,9 @@ def rotation_display(frame: pd.DataFrame, *, checkpoint_column: bool = True) -> 
         checkpoint_column: include the Checkpoint column.
 
     Returns:
-        DataFrame with Checkpoint, Constant, Optimizer, Rotated basis, ρ̂ original, ρ̂ rotated,
-        H_rot/H_orig (point, bracket, bracket ends). Empty when only one basis was measured.
+        DataFrame with Checkpoint, Constant, Optimizer, Rotated basis, ρ original, ρ rotated
+        (bracket, then point), H_rot/H_orig bracket, its ends, and its point (the ratio of the
+        capped surrogates). Empty when only one basis was measured.
     """
     table = bounds.rotation_table(frame)
     rows = []
@@ -119,11 +125,11 @@ def rotation_display(frame: pd.DataFrame, *, checkpoint_column: bool = True) -> 
                 "Constant": row["constant"],
                 "Optimizer": row["optimizer"],
                 "Rotated basis": row["basis_rotated"],
-                "ρ̂ original": f"{fmt_num(orig.value)} {fmt_interval(orig)}",
-                "ρ̂ rotated": f"{fmt_num(rot.value)} {fmt_interval(rot)}",
-                "H_rot/H_orig": fmt_num(change.value),
-                "Bracket": fmt_interval(change),
+                "ρ original": f"{fmt_interval(orig)} pt {fmt_num(orig.value)}",
+                "ρ rotated": f"{fmt_interval(rot)} pt {fmt_num(rot.value)}",
+                "H_rot/H_orig bracket": fmt_interval(change),
                 "Ends (lower / upper)": fmt_ends(change),
+                "Point (capped surrogates)": fmt_num(change.value),
             }
         )
     columns = [
@@ -131,11 +137,11 @@ def rotation_display(frame: pd.DataFrame, *, checkpoint_column: bool = True) -> 
         "Constant",
         "Optimizer",
         "Rotated basis",
-        "ρ̂ original",
-        "ρ̂ rotated",
-        "H_rot/H_orig",
-        "Bracket",
+        "ρ original",
+        "ρ rotated",
+        "H_rot/H_orig bracket",
         "Ends (lower / upper)",
+        "Point (capped surrogates)",
     ]
     return pd.DataFrame(rows, columns=columns)[columns[0 if checkpoint_column else 1 :]]
 
@@ -181,6 +187,14 @@ def noise_display(frame: pd.DataFrame, *, checkpoint_column: bool = True) -> pd.
     return pd.DataFrame(rows, columns=columns)[columns[0 if checkpoint_column else 1 :]]
 
 
+MEASUREMENT_COLUMNS = tuple(
+    c
+    for c in RECORD_COLUMNS  # the record schema drives the table: same names, same order
+    if c not in ("stderr", "d", "checkpoint_sha256", "dtype", "num_examples", "batch_size")
+    and c not in ("settings", "extra", "version", "timestamp")
+)
+
+
 def measurements_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Every record as one row (without the bulky ``extra``), sorted by checkpoint, geometry, basis.
 
@@ -189,24 +203,7 @@ def measurements_table(frame: pd.DataFrame) -> pd.DataFrame:
         ci_low, ci_high, confidence, method, hvps, gradients, seconds, seed.
     """
     frame = bounds.normalize_records(frame)
-    columns = [
-        "checkpoint",
-        "step",
-        "geometry",
-        "basis",
-        "partition",
-        "quantity",
-        "value",
-        "bound",
-        "ci_low",
-        "ci_high",
-        "confidence",
-        "method",
-        "hvps",
-        "gradients",
-        "seconds",
-        "seed",
-    ]
+    columns = list(MEASUREMENT_COLUMNS)
     if frame.empty:
         return pd.DataFrame(columns=columns)
     order = {key: i for i, key in enumerate(bounds.checkpoint_order(frame))}
@@ -239,11 +236,16 @@ def measurements_display(frame: pd.DataFrame) -> pd.DataFrame:
             "Quantity": table["quantity"],
             "Value": [fmt_num(v, digits=4) for v in table["value"]],
             "Bound": table["bound"],
-            "CI": [
-                "—"
-                if math.isnan(lo) or math.isnan(hi)
-                else f"[{fmt_num(lo, digits=4)}, {fmt_num(hi, digits=4)}]"
-                for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+            "Interval": [
+                _error_bar(b, lo, hi, c, fp)
+                for b, lo, hi, c, fp in zip(
+                    table["bound"],
+                    table["ci_low"],
+                    table["ci_high"],
+                    table["confidence"],
+                    table["failure_prob"],
+                    strict=True,
+                )
             ],
             "Method": table["method"].fillna(""),
             "HVPs": [_int_text(x) for x in table["hvps"]],
@@ -252,6 +254,15 @@ def measurements_display(frame: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out
+
+
+def _error_bar(bound: str, low: float, high: float, confidence: float, fp: float) -> str:
+    if bound == "prob_upper":
+        return "—" if math.isnan(fp) else f"upper bound w.p. ≥ {percent(1 - fp)}"
+    if math.isnan(low) or math.isnan(high):
+        return "—"
+    level = f" ({percent(confidence)} CI)" if 0 < confidence < 1 else ""
+    return f"[{fmt_num(low, digits=4)}, {fmt_num(high, digits=4)}]{level}"
 
 
 def _int_text(x: Any) -> str:
@@ -266,8 +277,11 @@ def compare_frame(
 ) -> pd.DataFrame:
     """Side-by-side constants of the latest checkpoint of two record sets.
 
-    Rows are matched on basis × geometry × partition; ``B/A`` is H_B/H_A as a bracket (ends
-    labelled like every other number).
+    Rows are matched on geometry × partition within paired bases: bases both sides measured pair
+    with themselves, the remaining ones pair in order, so an identity-basis file against a
+    rotated one compares original with rotated (the Basis column then says "identity vs …").
+    ``B/A`` is H_B/H_A as a bracket (ends labelled like every other number); the ρ columns are
+    brackets of ρ(Φ).
 
     Args:
         frame_a: records of the first run.
@@ -275,63 +289,84 @@ def compare_frame(
         labels: names of the two columns groups.
 
     Returns:
-        DataFrame with Basis, Constant, Optimizer, "<A> value", "<A> ρ̂", "<B> value",
-        "<B> ρ̂", "B/A", "B/A bracket".
+        DataFrame with Basis, Constant, Optimizer, "<A> value", "<A> ρ", "<B> value",
+        "<B> ρ", "B/A".
     """
     a_name, b_name = labels
     tables = []
     for frame in (frame_a, frame_b):
         latest = bounds.select_checkpoint(frame)
-        consts = bounds.constants_table(latest)
-        rho = bounds.rho_table(latest)
-        tables.append((consts, rho))
-    keys: list[tuple[str, str, str]] = []
-    for consts, _ in tables:
-        for k in zip(consts["basis"], consts["geometry"], consts["partition"], strict=True):
-            if k not in keys:
-                keys.append(k)
+        tables.append((bounds.constants_table(latest), bounds.rho_table(latest)))
+    (consts_a, rho_a), (consts_b, rho_b) = tables
     geometry_rank = {"l2": 0, "linf": 1, "block": 2}
-    partitions = bounds.partition_order([k[2] for k in keys])
-    bases = bounds.basis_order([k[0] for k in keys])
-    keys.sort(key=lambda k: (bases.index(k[0]), geometry_rank.get(k[1], 3), partitions.index(k[2])))
+    keys = list(
+        dict.fromkeys(
+            (g, p)
+            for consts in (consts_a, consts_b)
+            for g, p in zip(consts["geometry"], consts["partition"], strict=True)
+        )
+    )
+    partitions = bounds.partition_order([k[1] for k in keys])
+    keys.sort(key=lambda k: (geometry_rank.get(k[0], 3), partitions.index(k[1])))
     rows = []
-    for basis, geometry, partition in keys:
-        found = []
-        for consts, rho in tables:
-            c = _pick(consts, basis, geometry, partition)
-            r = _pick(rho, basis, geometry, partition)
-            found.append((c, r))
-        (ca, ra), (cb, rb) = found
-        any_row = ca if ca is not None else cb
-        row = {
-            "Basis": basis,
-            "Constant": any_row["constant"],
-            "Optimizer": any_row["optimizer"],
-        }
-        for name, c, r in ((a_name, ca, ra), (b_name, cb, rb)):
-            iv = interval_from_row(c) if c is not None else None
-            row[f"{name} value"] = f"{fmt_num(iv.value)} {fmt_interval(iv)}" if iv else "—"
-            row[f"{name} ρ̂"] = fmt_num(interval_from_row(r, "rho_").value) if r is not None else "—"
-        if ca is not None and cb is not None:
-            ratio = interval_from_row(cb) / interval_from_row(ca)
-            row[f"{b_name}/{a_name}"] = fmt_num(ratio.value)
-            row[f"{b_name}/{a_name} bracket"] = f"{fmt_interval(ratio)} ({fmt_ends(ratio)})"
-        else:
-            row[f"{b_name}/{a_name}"] = "—"
-            row[f"{b_name}/{a_name} bracket"] = "—"
-        rows.append(row)
+    for basis_a, basis_b in basis_pairs(consts_a["basis"], consts_b["basis"]):
+        for geometry, partition in keys:
+            ca = _pick(consts_a, basis_a, geometry, partition)
+            cb = _pick(consts_b, basis_b, geometry, partition)
+            if ca is None and cb is None:
+                continue
+            any_row = ca if ca is not None else cb
+            same = basis_a == basis_b
+            row = {
+                "Basis": basis_a if same else f"{basis_a or '—'} vs {basis_b or '—'}",
+                "Constant": any_row["constant"],
+                "Optimizer": any_row["optimizer"],
+            }
+            sides = (
+                (a_name, ca, _pick(rho_a, basis_a, geometry, partition)),
+                (b_name, cb, _pick(rho_b, basis_b, geometry, partition)),
+            )
+            for name, c, r in sides:
+                iv = interval_from_row(c) if c is not None else None
+                row[f"{name} value"] = f"{fmt_num(iv.value)} {fmt_interval(iv)}" if iv else "—"
+                rho = interval_from_row(r, "rho_") if r is not None else None
+                row[f"{name} ρ"] = fmt_interval(rho) if rho is not None else "—"
+            if ca is not None and cb is not None:
+                ratio = interval_from_row(cb) / interval_from_row(ca)
+                row[f"{b_name}/{a_name}"] = (
+                    f"{fmt_num(ratio.value)} {fmt_interval(ratio)} ({fmt_ends(ratio)})"
+                )
+            else:
+                row[f"{b_name}/{a_name}"] = "—"
+            rows.append(row)
     columns = [
         "Basis",
         "Constant",
         "Optimizer",
         f"{a_name} value",
-        f"{a_name} ρ̂",
+        f"{a_name} ρ",
         f"{b_name} value",
-        f"{b_name} ρ̂",
+        f"{b_name} ρ",
         f"{b_name}/{a_name}",
-        f"{b_name}/{a_name} bracket",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def basis_pairs(bases_a: Sequence[str], bases_b: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs the bases of two record sets: shared names with themselves, the rest in order.
+
+    Example:
+        >>> basis_pairs(["identity"], ["hadamard:seed=0"])
+        [('identity', 'hadamard:seed=0')]
+        >>> basis_pairs(["identity", "sign:seed=0"], ["identity"])
+        [('identity', 'identity'), ('sign:seed=0', '')]
+    """
+    a, b = bounds.basis_order(list(bases_a)), bounds.basis_order(list(bases_b))
+    pairs = [(x, x) for x in a if x in b]
+    rest_a, rest_b = [x for x in a if x not in b], [x for x in b if x not in a]
+    n = max(len(rest_a), len(rest_b))
+    rest_a, rest_b = rest_a + [""] * (n - len(rest_a)), rest_b + [""] * (n - len(rest_b))
+    return pairs + list(zip(rest_a, rest_b, strict=True))
 
 
 def _pick(table: pd.DataFrame, basis: str, geometry: str, partition: str) -> pd.Series | None:

@@ -1,5 +1,7 @@
 """The blockwise suite: H(Φ) bracketed by a certified lower bound and U(Φ), and ρ(Φ).
 
+ρ(Φ) (``rho_block``) is formed by ``smoothprobe.compare.brackets``, the one place ρ is computed.
+
 Example:
     >>> import torch
     >>> from smoothprobe import DenseOperator, ParameterLayout
@@ -16,65 +18,16 @@ import dataclasses
 
 import torch
 
+from smoothprobe.compare.brackets import rho_block_estimate
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.estimate import Bound, Estimate
+from smoothprobe.estimate import Estimate
 from smoothprobe.estimators.blockwise import (
-    BlockLowerResult,
-    BlockUpperResult,
     block_lower_bound,
     block_upper_bound,
 )
 from smoothprobe.estimators.sampling import resolve_generator
 from smoothprobe.linear_operator import Operator
 from smoothprobe.partitions import Partition
-
-
-def _l2(l2_norm: float | Estimate) -> tuple[float, Bound]:
-    if isinstance(l2_norm, Estimate):
-        return abs(float(l2_norm.value)), l2_norm.bound
-    return abs(float(l2_norm)), Bound.EXACT
-
-
-def rho_estimate(
-    upper: BlockUpperResult,
-    lower: BlockLowerResult,
-    l2_norm: float | Estimate,
-    *,
-    d: int,
-    settings: dict,
-) -> Estimate:
-    """ρ(Φ) = H(Φ)/(d·L₂): value U(Φ)/(d·L₂) (the seed paper's surrogate), bracket in ``extra``.
-
-    The value is an upper bound on ρ(Φ) (``Bound.UPPER``) when U(Φ) is certified and L₂ is exact
-    or a certified lower bound (a float is taken as exact); otherwise an estimate.
-    ``extra["lower"]`` = lower/(d·L₂) is a certified lower bound when L₂ is exact or an upper bound.
-
-    Raises:
-        SmoothprobeError: L₂ is not positive.
-    """
-    l2, l2_bound = _l2(l2_norm)
-    if not l2 > 0:
-        raise SmoothprobeError(f"l2_norm={l2} must be positive to form rho_block")
-    scale = 1.0 / (d * l2)
-    certified_upper = upper.certified and l2_bound in (Bound.EXACT, Bound.LOWER)
-    return Estimate(
-        quantity="rho_block",
-        value=upper.value * scale,
-        bound=Bound.UPPER if certified_upper else Bound.ESTIMATE,
-        hvps=0,
-        seconds=0.0,
-        seed=upper.seed,
-        method="U/(d*L2)",
-        geometry="block",
-        settings=dict(settings),
-        extra={
-            "lower": lower.value * scale,
-            "upper": upper.value * scale,
-            "l2_norm": l2,
-            "l2_bound": l2_bound.value,
-            "lower_certified": l2_bound in (Bound.EXACT, Bound.UPPER),
-        },
-    )
 
 
 def with_block_names(estimate: Estimate, partition: Partition) -> Estimate:
@@ -158,5 +111,5 @@ def measure_blockwise(
         lower.to_estimate(settings=settings),
     ]
     if l2_norm is not None:
-        out.append(rho_estimate(upper, lower, l2_norm, d=operator.d, settings=settings))
+        out.append(rho_block_estimate(out[0], out[1], l2_norm, d=operator.d))
     return out
