@@ -30,7 +30,7 @@ import torch
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
-from smoothprobe.estimators._linf_common import check_int
+from smoothprobe.estimators.sampling import check_int
 from smoothprobe.estimators.burer_monteiro import mixing_method
 from smoothprobe.estimators.hinf_certificate import (
     EigenBound,
