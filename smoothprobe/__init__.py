@@ -31,6 +31,7 @@ _EXPORTS = {
     "DenseOperator": "smoothprobe.linear_operator",
     "Operator": "smoothprobe.linear_operator",
     "dense_matrix": "smoothprobe.linear_operator",
+    "as_operator": "smoothprobe.linear_operator",
     "DataOptions": "smoothprobe.checkpoints",
     "load_checkpoint": "smoothprobe.checkpoints",
     "HessianOperator": "smoothprobe.operators",
@@ -45,6 +46,10 @@ _EXPORTS = {
     "build_basis": "smoothprobe.bases",
     "measure_blockwise": "smoothprobe.suites.blockwise",
     "measure_l2": "smoothprobe.suites.l2",
+    "measure_spectral": "smoothprobe.suites.spectral",
+    "adam_preconditioner": "smoothprobe.optimizer_state",
+    "preconditioned_sharpness": "smoothprobe.estimators.preconditioned",
+    "PreconditionedOperator": "smoothprobe.estimators.preconditioned",
     "measure_linf": "smoothprobe.suites.linf",
 }
 
@@ -58,9 +63,12 @@ __all__ = [
     "Operator",
     "ParameterLayout",
     "Partition",
+    "PreconditionedOperator",
     "Problem",
     "RotatedOperator",
     "TensorSlot",
+    "as_operator",
+    "adam_preconditioner",
     "build_basis",
     "build_partition",
     "dense_matrix",
@@ -68,6 +76,8 @@ __all__ = [
     "load_records",
     "measure_blockwise",
     "measure_l2",
+    "measure_spectral",
+    "preconditioned_sharpness",
     "measure_linf",
     "problem_from_module",
     "__version__",
@@ -93,9 +103,20 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from smoothprobe.bases import build_basis
     from smoothprobe.checkpoints import DataOptions, load_checkpoint
     from smoothprobe.estimate import Bound, Estimate
+    from smoothprobe.estimators.preconditioned import (
+        PreconditionedOperator,
+        preconditioned_sharpness,
+    )
     from smoothprobe.layout import ParameterLayout, TensorSlot
-    from smoothprobe.linear_operator import CostCounter, DenseOperator, Operator, dense_matrix
+    from smoothprobe.linear_operator import (
+        CostCounter,
+        DenseOperator,
+        Operator,
+        as_operator,
+        dense_matrix,
+    )
     from smoothprobe.operators import HessianOperator
+    from smoothprobe.optimizer_state import adam_preconditioner
     from smoothprobe.partitions import Partition, build_partition
     from smoothprobe.problem import Problem, problem_from_module
     from smoothprobe.records import load_records
@@ -103,3 +124,4 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from smoothprobe.suites.blockwise import measure_blockwise
     from smoothprobe.suites.l2 import measure_l2
     from smoothprobe.suites.linf import measure_linf
+    from smoothprobe.suites.spectral import measure_spectral

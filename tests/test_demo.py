@@ -178,12 +178,13 @@ def test_headline_numbers_are_the_measured_ones(run, records):
         assert len(rows) == 1, quantity
         return float(rows["value"].iloc[0])
 
-    for identity, prefix in ((True, "constant is"), (False, "it is")):
-        ratio = value("d_l2", identity) / value("l11_norm", identity)
-        text = f"{fmt_num(ratio)}× smaller" if ratio >= 1 else f"{fmt_num(1 / ratio)}× larger"
-        assert f"{prefix} **{text}**" in report
-    assert f"‖H‖₁,₁ = {fmt_num(value('l11_norm', True))}" in report
-    assert f"d·L₂ = {fmt_num(value('d_l2', True))}" in report
+    for identity in (True, False):
+        l11, dl2 = value("l11_norm", identity), value("d_l2", identity)
+        if l11 < dl2:  # the surrogate, capped at d·L₂, is informative: it is stated as such
+            assert f"the ‖H‖₁,₁ surrogate (capped at d·L₂) gives {fmt_num(dl2 / l11)}×" in report
+        else:  # it says nothing about H∞: only the paper's convention, named as such
+            assert f"the seed paper's convention ‖H‖₁,₁/(d·L₂) = {fmt_num(l11 / dl2)}" in report
+        assert f"‖H‖₁,₁ = {fmt_num(l11)}" in report and f"d·L₂ = {fmt_num(dl2)}" in report
 
 
 def test_records_cover_every_checkpoint(run, records):

@@ -114,6 +114,14 @@ MEASURE_OPTIONS = [
         help="(1,1)-norm HVP budget.",
     ),
     click.option(
+        "--hinf-hvps",
+        type=click.IntRange(min=0),
+        default=2048,
+        show_default=True,
+        help="HVP budget of the certified H∞ bracket (hinf_lower, hinf_upper) in the ℓ∞ "
+        "suite; 0 skips it.",
+    ),
+    click.option(
         "--confidence",
         type=click.FloatRange(0, 1, min_open=True, max_open=True),
         default=0.95,
@@ -201,6 +209,7 @@ def make_settings(
     extras,
     method,
     hvps,
+    hinf_hvps,
     confidence,
     blocks,
     block_hvps,
@@ -228,6 +237,7 @@ def make_settings(
         extras=extras,
         method=method,
         hvps=hvps,
+        hinf_hvps=hinf_hvps,
         confidence=confidence,
         blocks=blocks,
         block_hvps=block_hvps,
