@@ -14,7 +14,12 @@ from smoothprobe_cli.main import FLAGS, cli, with_flag
 
 REPO = Path(__file__).resolve().parents[1]
 # Still to convert (they quote whole `smoothprobe ...` commands, or are the demo's own options).
-NOT_YET = {"smoothprobe/demo.py", "smoothprobe/records.py", "smoothprobe/report/render.py"}
+NOT_YET = {
+    "smoothprobe/demo.py",
+    "smoothprobe/records.py",
+    "smoothprobe/report/render.py",
+    "smoothprobe/report/plots_optimizers.py",
+}
 
 
 def flag_mentions(path: Path) -> list[tuple[int, str]]:
