@@ -31,6 +31,7 @@ _EXPORTS = {
     "DenseOperator": "smoothprobe.linear_operator",
     "Operator": "smoothprobe.linear_operator",
     "dense_matrix": "smoothprobe.linear_operator",
+    "as_operator": "smoothprobe.linear_operator",
     "DataOptions": "smoothprobe.checkpoints",
     "load_checkpoint": "smoothprobe.checkpoints",
     "HessianOperator": "smoothprobe.operators",
@@ -66,6 +67,7 @@ __all__ = [
     "Problem",
     "RotatedOperator",
     "TensorSlot",
+    "as_operator",
     "adam_preconditioner",
     "build_basis",
     "build_partition",
@@ -106,7 +108,13 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         preconditioned_sharpness,
     )
     from smoothprobe.layout import ParameterLayout, TensorSlot
-    from smoothprobe.linear_operator import CostCounter, DenseOperator, Operator, dense_matrix
+    from smoothprobe.linear_operator import (
+        CostCounter,
+        DenseOperator,
+        Operator,
+        as_operator,
+        dense_matrix,
+    )
     from smoothprobe.operators import HessianOperator
     from smoothprobe.optimizer_state import adam_preconditioner
     from smoothprobe.partitions import Partition, build_partition

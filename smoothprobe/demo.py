@@ -84,6 +84,9 @@ class DemoBudget:
         noise_batch_size: minibatch size of the gradient-noise estimate (0: off).
         spectral_hvps: HVP budget of the spectral upper bound on the final checkpoint (None:
             exact when d ≤ 20,000).
+        hinf_hvps: HVP budget of the H∞ bracket (``hinf_lower``/``hinf_upper``) on the final
+            checkpoint, every basis (0: off, the default until the report's headline uses it;
+            ``smoothprobe measure`` spends 2,048).
     """
 
     name: str
@@ -108,6 +111,7 @@ class DemoBudget:
     graddiff_geometry: str = "linf"
     noise_batch_size: int = 0
     spectral_hvps: int | None = None
+    hinf_hvps: int = 0
 
 
 # The full budget, measured on this project's 2-core machine (one thread): d = 28,544, one HVP on
@@ -427,7 +431,7 @@ def measurement_plan(budget: DemoBudget, *, final: bool, seed: int) -> list[Meas
     the gradient-difference sweep and the gradient noise, then ℓ2, ℓ∞ and the partitions again
     in each rotated basis.
     """
-    if not final:  # the H∞ bracket only on the final checkpoint (≈ 2,000 HVPs per basis)
+    if not final:  # the H∞ bracket only on the final checkpoint (``budget.hinf_hvps``)
         return [
             MeasureSettings(
                 norm="both",
@@ -445,6 +449,7 @@ def measurement_plan(budget: DemoBudget, *, final: bool, seed: int) -> list[Meas
         seed=seed,
         blocks=budget.blocks,
         block_hvps=budget.block_hvps,
+        hinf_hvps=budget.hinf_hvps,
     )
     original = MeasureSettings(
         **{**common, "norm": "all"},

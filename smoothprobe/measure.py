@@ -18,6 +18,7 @@ import torch
 from smoothprobe.checkpoints import LoadedCheckpoint
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
+from smoothprobe.estimators.sampling import derived_seed
 from smoothprobe.progress import ProgressOperator
 from smoothprobe.records import RunContext, make_record
 
@@ -171,7 +172,8 @@ def run_measurement(
         loaded: the checkpoint's Problem and provenance.
         settings: what to measure.
         progress: progress bars and step messages on stderr.
-        check_determinism: evaluate loss and one HVP twice first.
+        check_determinism: evaluate loss and one HVP twice first, and check the batched HVP
+            path against single-probe products (``HessianOperator.check_batched``).
 
     Returns:
         The records (loss first, then each geometry's estimates).
@@ -244,10 +246,20 @@ def run_measurement(
     base = problem.hvp_operator(
         chunk_size=settings.chunk_size, retain_graphs=settings.retain_graphs
     )
+    if check_determinism:
+        base.check_batched(seed=settings.seed)  # falls back, with a warning, when it disagrees
     identity = settings.basis == "identity"
     operator = base if identity else RotatedOperator(base, basis)
-    gen = torch.Generator().manual_seed(settings.seed)
     l2_estimate = None
+
+    def stream(name: str) -> torch.Generator:
+        return torch.Generator().manual_seed(derived_seed(settings.seed, name))
+
+    def tagged(found: list[Estimate], name: str) -> list[Estimate]:
+        """Records the run's seed and the estimator's own stream (see ``derived_seed``)."""
+        return [
+            replace(e, seed=settings.seed, settings={**e.settings, "stream": name}) for e in found
+        ]
 
     def tracked(desc: str, total: int | None) -> ProgressOperator:
         return ProgressOperator(operator, desc=desc, total=total, enabled=progress)
@@ -266,15 +278,16 @@ def run_measurement(
             max_hvps=settings.max_hvps,
             top_k=settings.top_k,
             extras=settings.extras,
-            generator=gen,
+            generator=stream("l2"),
             confidence=settings.confidence,
-        )
+        ).estimates()
+        found = tagged(found, "l2")
         op.close()
         estimates += found
         l2_estimate = next(e for e in found if e.quantity == "l2_norm")
     if "linf" in parts:
         from smoothprobe.estimators.row_norms import row_norm_payload
-        from smoothprobe.suites.linf import run_linf
+        from smoothprobe.suites.linf import measure_linf
 
         bracket = f", H∞ bracket ≤ {settings.hinf_hvps} HVPs" if settings.hinf_hvps else ""
         _log(
@@ -282,21 +295,24 @@ def run_measurement(
             enabled=progress,
         )
         op = tracked("linf", None)
-        linf = run_linf(
+        linf = measure_linf(
             op,
             method=settings.method,
-            hvps=settings.hvps,
+            max_hvps=settings.hvps,
             confidence=settings.confidence,
-            generator=gen,
+            generator=stream("linf"),
             l2_norm=l2_estimate,
             hinf_hvps=settings.hinf_hvps,
         )
         op.close()
         rows = row_norm_payload(linf.rows.estimates, operator.layout)
-        estimates += [
-            replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
-            for e in linf.estimates
-        ]
+        estimates += tagged(
+            [
+                replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
+                for e in linf.estimates()
+            ],
+            "linf",
+        )
     if "spectral" in parts:
         from smoothprobe.suites.spectral import measure_spectral
 
@@ -305,15 +321,16 @@ def run_measurement(
             enabled=progress,
         )
         op = tracked("H_op", settings.spectral_hvps)
-        estimates += measure_spectral(
+        found = measure_spectral(
             op,
             scale=settings.spectral_scale,
             matrices=settings.spectral_matrices or None,
             polar=settings.polar,
             max_hvps=settings.spectral_hvps,
-            generator=gen,
+            generator=stream("spectral"),
             reference=estimates,
         )
+        estimates += tagged(found, "spectral")
         op.close()
     precond: list[Estimate] = []
     if preconditioner is not None:
@@ -333,9 +350,10 @@ def run_measurement(
             tol=settings.tol,
             max_hvps=settings.max_hvps,
             top_k=settings.top_k,
-            generator=gen,
+            generator=stream("preconditioned"),
             lambda_max=float(plain.value) if plain is not None and identity else None,
         ).estimates()
+        precond = tagged(precond, "preconditioned")
         op.close()
     blockwise: list[tuple[str, Estimate]] = []
     if partitions:
@@ -347,10 +365,15 @@ def run_measurement(
                 enabled=progress,
             )
             op = tracked(f"H({partition.name})", settings.block_hvps)
-            for est in measure_blockwise(
-                op, partition, max_hvps=settings.block_hvps, generator=gen, l2_norm=l2_estimate
-            ):
-                blockwise.append((partition.name, est))
+            name = f"blockwise:{partition.name}"
+            found = measure_blockwise(
+                op,
+                partition,
+                max_hvps=settings.block_hvps,
+                generator=stream(name),
+                l2_norm=l2_estimate,
+            ).estimates()
+            blockwise += [(partition.name, est) for est in tagged(found, name)]
             op.close()
     if settings.graddiff:
         from smoothprobe.estimators.graddiff import gradient_differences
@@ -361,11 +384,11 @@ def run_measurement(
             radii=settings.graddiff,
             geometry=graddiff_geometry,
             samples=settings.graddiff_samples,
-            generator=gen,
+            generator=stream("graddiff"),
             operator=base,
             basis=None if identity else basis,
         )
-        estimates += diff.to_estimates(confidence=settings.confidence)
+        estimates += tagged(diff.estimates(confidence=settings.confidence), "graddiff")
     if settings.noise_batch_size:
         from smoothprobe.estimators.noise import gradient_noise
 
@@ -373,10 +396,11 @@ def run_measurement(
         noise = gradient_noise(
             problem,
             batch_size=settings.noise_batch_size,
-            generator=gen,
+            confidence=settings.confidence,
+            generator=stream("noise"),
             basis=None if identity else basis,
         )
-        estimates += noise.to_estimates()
+        estimates += tagged(noise.estimates(), "noise")
     records = [make_record(e, context) for e in estimates]
     records += [make_record(e, context, partition=name) for name, e in blockwise]
     # Adam's preconditioner lives in parameter coordinates: measured there whatever the basis

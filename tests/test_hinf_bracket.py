@@ -201,3 +201,23 @@ def test_real_hessians_bracket_within_15_percent(name, basis):
     assert b.upper < min(float(dense.abs().sum()), d * l2)
     assert b.ratio <= 1.15
     assert math.isfinite(b.bm_value) and b.bm_value <= b.upper
+
+
+def test_cli_measure_linf_reports_the_bracket(nanogpt_run):
+    import json
+
+    from click.testing import CliRunner
+
+    from smoothprobe_cli.main import cli
+
+    ckpt, data = nanogpt_run
+    args = ["measure", ckpt, "--data", data, "--norm", "linf", "--hinf-hvps", 400, "--quiet"]
+    result = CliRunner().invoke(cli, [str(a) for a in args] + ["--format", "json"])
+    assert result.exit_code == 0, result.output
+    by = {r["quantity"]: r for r in json.loads(result.output)}
+    low, high = by["hinf_lower"], by["hinf_upper"]
+    assert low["bound"] == "lower" and high["bound"] == "prob_upper"
+    assert high["failure_prob"] == 1e-6 and high["extra"]["rank"] == 4
+    assert by["linf_lower"]["value"] <= low["value"] <= high["value"]
+    assert high["extra"]["l11_norm"] == by["l11_norm"]["value"]
+    assert low["hvps"] + high["hvps"] <= 400

@@ -41,7 +41,7 @@ Example:
     >>> x, y = torch.randn(16, 3), torch.randn(16, 1)
     >>> problem = problem_from_module(net, torch.nn.functional.mse_loss, (x, y), dtype="float64")
     >>> result = gradient_differences(problem, radii=[1e-1, 1e-3], samples=8)
-    >>> sorted({e.quantity for e in result.to_estimates()})[:2]
+    >>> sorted({e.quantity for e in result.estimates()})[:2]
     ['graddiff_max', 'graddiff_mean']
 """
 
@@ -150,7 +150,7 @@ class GradDiffResult:
             "gradient_mode": self.gradient_mode,
         }
 
-    def to_estimates(
+    def estimates(
         self,
         *,
         quantiles: Sequence[float] = DEFAULT_QUANTILES,
@@ -328,7 +328,7 @@ def gradient_differences(
         chunk_size: at most this many perturbed points per vmapped call.
 
     Returns:
-        The sweep (``.to_estimates()`` for records).
+        The sweep (``.estimates()`` for records).
 
     Raises:
         SmoothprobeError: invalid radii, samples, mode or geometry.
