@@ -120,7 +120,7 @@ class DemoBudget:
 # all, ≈ 140 s of CPU. block_hvps = 8 × 100 ascent steps + 560 for the sketched U(Φ) of the
 # 28-tensor partition (Σ_b min(d_b, 20)); Adam-mini's head partition (594 blocks) would need
 # ≈ 11,700 HVPs for a sketch, and its row-Frobenius fallback is too loose to say anything.
-# The spectral (Muon) geometry on the final checkpoint adds ≈ 2,000 HVPs: 8 × ≤ 100 polar-ascent
+# The spectral (Muon) geometry on the final checkpoint adds ≈ 1,750 HVPs: 8 × ≤ 100 polar-ascent
 # steps per geometry (matrices, mixed), 560 for the sketched block norms (spectral_hvps = 600;
 # exact ones would cost d = 28,544) and a random-start Lanczos for R·L₂'s upper end; Adam's
 # preconditioned sharpness adds 20–45 Lanczos HVPs per checkpoint (measured on 3 Dec 2026).

@@ -54,7 +54,7 @@ def plot_spectral_bracket(
     records = bounds.select_checkpoint(frame, checkpoint, step)
     table = spectral_table(records)
     if table.empty:
-        return empty_figure("No spectral records: measure with --norm spectral or all.")
+        return empty_figure("No spectral records: measure the spectral (Muon) geometry.")
     bases = bounds.basis_order(table["basis"])
     parts = list(dict.fromkeys(table["partition"]))
     fig = new_figure(max(7.5, 2.2 * len(parts) + 4), 4.4)
@@ -123,7 +123,7 @@ def plot_precond_sharpness(frame: pd.DataFrame) -> Figure:
     """
     table = precond_table(bounds.normalize_records(frame))
     if table.empty:
-        return empty_figure("No preconditioned sharpness: measure with --preconditioner adam.")
+        return empty_figure("No preconditioned sharpness: measure it with the Adam preconditioner.")
     x = np.asarray([s if math.isfinite(s) else i for i, s in enumerate(table["step"])], float)
     fig = new_figure(9.0, 4.2)
     left, right = fig.subplots(1, 2)
