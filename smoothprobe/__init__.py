@@ -8,9 +8,9 @@ Notebook entry points (every name below is importable from the package):
 >>> data = (torch.randn(32, 4), torch.randint(3, (32,)))
 >>> problem = problem_from_module(model, torch.nn.functional.cross_entropy, data, dtype="float64")
 >>> H = problem.hvp_operator()
->>> l2 = measure_l2(H, generator=0)
+>>> l2 = measure_l2(H, generator=0).estimates()
 >>> l2_norm = next(e.value for e in l2 if e.quantity == "l2_norm")
->>> linf = measure_linf(H, hvps=64, generator=0, l2_norm=l2_norm)
+>>> linf = measure_linf(H, max_hvps=64, generator=0, l2_norm=l2_norm).estimates()
 >>> [e.quantity for e in linf][:2]
 ['l11_norm', 'linf_lower']
 
