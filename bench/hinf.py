@@ -88,10 +88,10 @@ def _workload(name: str, size: str, basis_spec: str, cache_dir: str | None) -> t
         op = problem.hvp_operator()
         return op if basis_spec == "identity" else RotatedOperator(op, basis)
 
-    from smoothprobe.estimators.l11 import run_l11
+    from smoothprobe.estimators.l11 import estimate_l11
 
     t0 = time.perf_counter()
-    l11 = run_l11(make(), hvps=256, generator=0).estimate
+    l11 = estimate_l11(make(), max_hvps=256, generator=0).estimate
     facts = {
         "d": problem.d,
         "d_l2": None,

@@ -39,6 +39,7 @@ from smoothprobe.estimators.column_sampling import (
     uniform_columns,
 )
 from smoothprobe.estimators.frobenius import frobenius_sq
+from smoothprobe.estimators.hinf_bracket import hinf_bracket
 from smoothprobe.estimators.l11 import METHODS, estimate_l11
 from smoothprobe.estimators.lanczos import lanczos
 from smoothprobe.estimators.power_iteration import power_iteration
@@ -162,6 +163,7 @@ REGISTRY: dict[str, Case] = {
         ),
         BUDGET,
     ),
+    "hinf_bracket": Case(partial(hinf_bracket, max_hvps=4 * BUDGET), 4 * BUDGET),
     # Lanczos and power iteration keep their own module ([scale] conforms them to the contract).
     "lanczos": Case(partial(lanczos, max_hvps=BUDGET, tol=1e-14), BUDGET, hvps_of=_lanczos_hvps),
     "power_iteration": Case(
@@ -208,7 +210,9 @@ def truths(h: torch.Tensor) -> dict[str, float]:
 
 # What each certified lower bound may not exceed (its quantity's truth is not computable here,
 # but it lies below these): H∞ ≤ ‖H‖₁,₁, H(Φ) ≤ U(Φ).
-CEILINGS = {"linf_lower": "l11_norm", "block_lower": "block_upper"}
+CEILINGS = {"linf_lower": "l11_norm", "hinf_lower": "l11_norm", "block_lower": "block_upper"}
+# What each upper bound may not fall below: H∞ ≥ max_j ‖H e_j‖₁ (e_j lies in the ∞-ball).
+FLOORS = {"hinf_upper": "max_row"}
 
 
 def check_against_truth(
@@ -225,6 +229,10 @@ def check_against_truth(
     if est.quantity in CEILINGS:
         assert est.bound is Bound.LOWER
         assert est.value <= truth[CEILINGS[est.quantity]] * (1 + tol), est
+        return
+    if est.quantity in FLOORS:
+        assert est.bound in (Bound.UPPER, Bound.PROB_UPPER)
+        assert est.value >= truth[FLOORS[est.quantity]] * (1 - tol), est
         return
     if est.quantity not in truth:
         return
@@ -321,6 +329,7 @@ PUBLIC = [
     measure_l2,
     measure_linf,
     measure_blockwise,
+    hinf_bracket,
 ]
 
 
