@@ -212,6 +212,10 @@ class DistributedHessianOperator:
     def configure(self, *, retain_graphs: bool, chunk_size: int | None) -> None:
         self.local.configure(retain_graphs=retain_graphs, chunk_size=chunk_size)
 
+    def check_batched(self, *, probes: int = 3, seed: int = 0) -> bool:
+        """This rank's ``HessianOperator.check_batched`` (local; no collective)."""
+        return self.local.check_batched(probes=probes, seed=seed)
+
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
         """H·V for each row of ``vectors``: local shard products, then one float64 all-reduce."""
         try:

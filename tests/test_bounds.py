@@ -49,7 +49,7 @@ def rec(
 
 
 def lanczos(value, residual, **kw):
-    """An l2_norm record shaped like LanczosResult.to_estimates writes it."""
+    """An l2_norm record shaped like LanczosResult.estimates writes it."""
     return rec(
         "l2_norm",
         value,

@@ -117,11 +117,11 @@ def test_ritz_extremes_interlace_at_every_step():
     assert np.all(np.diff(r.history["lambda_min"]) <= slack)
 
 
-def test_to_estimates_bounds_and_intervals():
+def test_estimates_bounds_and_intervals():
     h = negative_dominant(200, 4)
     eigs = torch.linalg.eigvalsh(h)
     r = lanczos(DenseOperator(h), tol=1e-7, generator=0)
-    ests = r.to_estimates()
+    ests = r.estimates()
     certified = {e.quantity: e for e in ests if e.bound is not Bound.PROB_UPPER}
     prob = {e.quantity: e for e in ests if e.bound is Bound.PROB_UPPER}
     assert list(certified) == ["lambda_max", "lambda_min", "l2_norm", "d_l2"]
@@ -142,7 +142,7 @@ def test_to_estimates_bounds_and_intervals():
     for e in est.values():
         assert e.extra["converged"]
     user = lanczos(DenseOperator(h), tol=1e-7, start=torch.ones(200, dtype=torch.float64))
-    assert all(e.bound is not Bound.PROB_UPPER for e in user.to_estimates())
+    assert all(e.bound is not Bound.PROB_UPPER for e in user.estimates())
 
 
 def test_gap_criterion_stops_near_the_oracle_step():
@@ -218,7 +218,7 @@ def test_budget_exhausted_reports_not_converged():
     op = DenseOperator(h)
     r = lanczos(op, tol=1e-12, max_hvps=7, generator=0)
     assert r.hvps == 7 == op.cost.hvps and not r.converged and r.stop_reason == "budget"
-    assert not all(e.extra["converged"] for e in r.to_estimates())
+    assert not all(e.extra["converged"] for e in r.estimates())
 
 
 def test_float32_operator_keeps_float64_recurrence():

@@ -100,7 +100,7 @@ def test_probabilistic_upper_end_holds_where_theta_plus_r_fails():
         for seed in range(seeds // 6):
             r = lanczos(op, tol=1e-10, max_hvps=budget, generator=seed, failure_prob=delta)
             naive_misses += r.lambda_max + r.residual_max < lam
-            for e in r.to_estimates():
+            for e in r.estimates():
                 if e.bound is Bound.PROB_UPPER and e.quantity == "lambda_max":
                     emitted += 1
                     emitted_misses += e.value < lam
@@ -109,7 +109,7 @@ def test_probabilistic_upper_end_holds_where_theta_plus_r_fails():
     misses, trials = 0, 100
     for seed in range(trials):
         r = lanczos(op, tol=1e-10, max_hvps=24, generator=seed, failure_prob=delta)
-        ends = {e.quantity: e for e in r.to_estimates() if e.bound is Bound.PROB_UPPER}
+        ends = {e.quantity: e for e in r.estimates() if e.bound is Bound.PROB_UPPER}
         assert set(ends) == {"lambda_max", "l2_norm", "d_l2"}
         assert ends["lambda_max"].failure_prob == delta
         misses += ends["lambda_max"].value < lam or ends["l2_norm"].value < lam

@@ -211,7 +211,7 @@ def lanczos(
         failure_prob: δ of the probabilistic upper ends.
 
     Returns:
-        The result; ``to_estimates()`` turns it into Estimates.
+        The result; ``.estimates()`` turns it into Estimates.
 
     Raises:
         SmoothprobeError: invalid options or start vector.

@@ -114,10 +114,6 @@ class SpectrumResult:
         )
 
     def estimates(self) -> list[Estimate]:
-        """The contract's name for :meth:`to_estimates`."""
-        return self.to_estimates()
-
-    def to_estimates(self) -> list[Estimate]:
         """Returns ``lambda_max``, ``lambda_min``, ``l2_norm``, ``d_l2`` and probabilistic ends.
 
         The first four carry the Ritz value: a certified lower bound of λ_max, ‖H‖₂ and d·‖H‖₂

@@ -29,8 +29,8 @@ BOUND_KINDS_NOTE = (
 def markdown_document(title, paragraph, cards, figures, sections, skipped, meta) -> str:
     lines = [f"# {title}", "", paragraph, ""]
     if cards:
-        card_table = pd.DataFrame(cards).rename(
-            columns={"what": "Key number", "value": "Value", "bracket": "Bracket", "ends": "Ends"}
+        card_table = pd.DataFrame(cards)[["what", "bracket", "ends", "value"]].rename(
+            columns={"what": "Key number", "bracket": "Bracket", "ends": "Ends", "value": "Point"}
         )
         lines += [fmt.to_markdown(card_table)]
     main, rest = sections[:1], sections[1:]
@@ -111,9 +111,9 @@ def html_document(title, paragraph, cards, figures, sections, skipped, meta) -> 
         out.append('<div class="cards">')
         for c in cards:
             out.append(
-                f'<div class="card"><div class="big">{html.escape(c["value"])}</div>'
+                f'<div class="card"><div class="big">{html.escape(c["bracket"])}</div>'
                 f'<div class="what">{html.escape(c["what"])}</div>'
-                f'<div class="br">bracket {html.escape(c["bracket"])} · {html.escape(c["ends"])}'
+                f'<div class="br">{html.escape(c["ends"])} · point {html.escape(c["value"])}'
                 "</div></div>"
             )
         out.append("</div>")

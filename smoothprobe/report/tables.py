@@ -16,6 +16,8 @@ import pandas as pd
 
 from smoothprobe import compare as bounds
 from smoothprobe.compare import interval_from_row
+from smoothprobe.interval import percent
+from smoothprobe.records import RECORD_COLUMNS
 from smoothprobe.report.format import (  # noqa: F401  (re-exported: the formatting helpers)
     GEOMETRY_NAMES,
     checkpoint_label,
@@ -107,8 +109,9 @@ def rotation_display(frame: pd.DataFrame, *, checkpoint_column: bool = True) -> 
         checkpoint_column: include the Checkpoint column.
 
     Returns:
-        DataFrame with Checkpoint, Constant, Optimizer, Rotated basis, ρ̂ original, ρ̂ rotated,
-        H_rot/H_orig (point, bracket, bracket ends). Empty when only one basis was measured.
+        DataFrame with Checkpoint, Constant, Optimizer, Rotated basis, ρ original, ρ rotated
+        (bracket, then point), H_rot/H_orig bracket, its ends, and its point (the ratio of the
+        capped surrogates). Empty when only one basis was measured.
     """
     table = bounds.rotation_table(frame)
     rows = []
@@ -122,11 +125,11 @@ def rotation_display(frame: pd.DataFrame, *, checkpoint_column: bool = True) -> 
                 "Constant": row["constant"],
                 "Optimizer": row["optimizer"],
                 "Rotated basis": row["basis_rotated"],
-                "ρ̂ original": f"{fmt_num(orig.value)} {fmt_interval(orig)}",
-                "ρ̂ rotated": f"{fmt_num(rot.value)} {fmt_interval(rot)}",
-                "H_rot/H_orig": fmt_num(change.value),
-                "Bracket": fmt_interval(change),
+                "ρ original": f"{fmt_interval(orig)} pt {fmt_num(orig.value)}",
+                "ρ rotated": f"{fmt_interval(rot)} pt {fmt_num(rot.value)}",
+                "H_rot/H_orig bracket": fmt_interval(change),
                 "Ends (lower / upper)": fmt_ends(change),
+                "Point (capped surrogates)": fmt_num(change.value),
             }
         )
     columns = [
@@ -134,11 +137,11 @@ def rotation_display(frame: pd.DataFrame, *, checkpoint_column: bool = True) -> 
         "Constant",
         "Optimizer",
         "Rotated basis",
-        "ρ̂ original",
-        "ρ̂ rotated",
-        "H_rot/H_orig",
-        "Bracket",
+        "ρ original",
+        "ρ rotated",
+        "H_rot/H_orig bracket",
         "Ends (lower / upper)",
+        "Point (capped surrogates)",
     ]
     return pd.DataFrame(rows, columns=columns)[columns[0 if checkpoint_column else 1 :]]
 
@@ -184,6 +187,14 @@ def noise_display(frame: pd.DataFrame, *, checkpoint_column: bool = True) -> pd.
     return pd.DataFrame(rows, columns=columns)[columns[0 if checkpoint_column else 1 :]]
 
 
+MEASUREMENT_COLUMNS = tuple(
+    c
+    for c in RECORD_COLUMNS  # the record schema drives the table: same names, same order
+    if c not in ("stderr", "d", "checkpoint_sha256", "dtype", "num_examples", "batch_size")
+    and c not in ("settings", "extra", "version", "timestamp")
+)
+
+
 def measurements_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Every record as one row (without the bulky ``extra``), sorted by checkpoint, geometry, basis.
 
@@ -192,24 +203,7 @@ def measurements_table(frame: pd.DataFrame) -> pd.DataFrame:
         ci_low, ci_high, confidence, method, hvps, gradients, seconds, seed.
     """
     frame = bounds.normalize_records(frame)
-    columns = [
-        "checkpoint",
-        "step",
-        "geometry",
-        "basis",
-        "partition",
-        "quantity",
-        "value",
-        "bound",
-        "ci_low",
-        "ci_high",
-        "confidence",
-        "method",
-        "hvps",
-        "gradients",
-        "seconds",
-        "seed",
-    ]
+    columns = list(MEASUREMENT_COLUMNS)
     if frame.empty:
         return pd.DataFrame(columns=columns)
     order = {key: i for i, key in enumerate(bounds.checkpoint_order(frame))}
@@ -242,11 +236,16 @@ def measurements_display(frame: pd.DataFrame) -> pd.DataFrame:
             "Quantity": table["quantity"],
             "Value": [fmt_num(v, digits=4) for v in table["value"]],
             "Bound": table["bound"],
-            "CI": [
-                "—"
-                if math.isnan(lo) or math.isnan(hi)
-                else f"[{fmt_num(lo, digits=4)}, {fmt_num(hi, digits=4)}]"
-                for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+            "Interval": [
+                _error_bar(b, lo, hi, c, fp)
+                for b, lo, hi, c, fp in zip(
+                    table["bound"],
+                    table["ci_low"],
+                    table["ci_high"],
+                    table["confidence"],
+                    table["failure_prob"],
+                    strict=True,
+                )
             ],
             "Method": table["method"].fillna(""),
             "HVPs": [_int_text(x) for x in table["hvps"]],
@@ -255,6 +254,15 @@ def measurements_display(frame: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out
+
+
+def _error_bar(bound: str, low: float, high: float, confidence: float, fp: float) -> str:
+    if bound == "prob_upper":
+        return "—" if math.isnan(fp) else f"upper bound w.p. ≥ {percent(1 - fp)}"
+    if math.isnan(low) or math.isnan(high):
+        return "—"
+    level = f" ({percent(confidence)} CI)" if 0 < confidence < 1 else ""
+    return f"[{fmt_num(low, digits=4)}, {fmt_num(high, digits=4)}]{level}"
 
 
 def _int_text(x: Any) -> str:
