@@ -106,13 +106,14 @@ def finish(procs: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
     return out
 
 
-def single(args: list[str]) -> subprocess.CompletedProcess:
+def single(args: list[str]) -> subprocess.Popen:
+    """The one-process reference run, started now (it runs alongside the ranks)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "cli"), env.get("PYTHONPATH", "")])
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(key, None)
-    return subprocess.run([sys.executable, "-m", "smoothprobe", *args], env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+    return subprocess.Popen([sys.executable, "-m", "smoothprobe", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
 def by_key(path: Path) -> dict[tuple, float]:
@@ -140,8 +141,10 @@ def test_measure_two_ranks_equal_one_process(tmp_path):
             "--max-hvps", "40", "--hvps", "16",
             "--blocks", "tensor", "--block-hvps", "1000"]  # fmt: skip
     ref = single([*args, "--out", str(tmp_path / "one.jsonl")])
-    assert ref.returncode == 0, ref.stderr
-    results = finish(launch([*args, "--out", str(tmp_path / "two.jsonl")]))
+    *results, (ref_rc, _, ref_err) = finish(
+        [*launch([*args, "--out", str(tmp_path / "two.jsonl")]), ref]
+    )
+    assert ref_rc == 0, ref_err
     assert [rc for rc, _, _ in results] == [0, 0], results
     assert results[1][1] == ""  # only rank 0 prints
     one, two = by_key(tmp_path / "one.jsonl"), by_key(tmp_path / "two.jsonl")
@@ -155,8 +158,10 @@ def test_trajectory_two_ranks_equal_one_process(tmp_path):
     args = ["trajectory", str(tmp_path / "model_*.pt"), "--spec", str(spec), *COMMON,
             "--norm", "l2", "--max-hvps", "30", "--step-geometries", "l2"]  # fmt: skip
     ref = single([*args, "--out", str(tmp_path / "one.jsonl")])
-    assert ref.returncode == 0, ref.stderr
-    results = finish(launch([*args, "--out", str(tmp_path / "two.jsonl")]))
+    *results, (ref_rc, _, ref_err) = finish(
+        [*launch([*args, "--out", str(tmp_path / "two.jsonl")]), ref]
+    )
+    assert ref_rc == 0, ref_err
     assert [rc for rc, _, _ in results] == [0, 0], results
     one, two = by_key(tmp_path / "one.jsonl"), by_key(tmp_path / "two.jsonl")
     assert len({k[3] for k in one}) == 2 and any(k[0] == "step_ratio" for k in one)
