@@ -85,7 +85,9 @@ class PreconditionedResult:
 
     def estimates(self) -> list[Estimate]:
         """``precond_lambda_max``, ``precond_lambda_min``, ``aeos_threshold``, ``gd_threshold``."""
-        spec = {e.quantity: e for e in self.spectrum.estimates()}
+        spec = {  # the Ritz values (the spectrum's own prob_upper ends are listed after them)
+            e.quantity: e for e in self.spectrum.estimates() if e.bound is not Bound.PROB_UPPER
+        }
         settings = {**self.preconditioner, **spec["lambda_max"].settings}
         comparison = {
             "aeos_threshold": self.aeos_threshold,
