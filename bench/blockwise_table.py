@@ -63,7 +63,7 @@ def rows_for(
         part = build_partition(spec, layout, n_head=n_head)
         upper, lower, _ = measure_blockwise(
             op, part, restarts=restarts, iterations=iterations, upper_method="exact", l2_norm=l2
-        )
+        ).estimates()
         rows.append(
             {
                 "basis": basis.name,

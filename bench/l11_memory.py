@@ -5,12 +5,13 @@ Each configuration runs in a fresh subprocess on the tiny GPT of ``smoothprobe.e
 the problem and its HVP operator, applies 4 warm-up blocks of ``chunk_size`` probes (so the
 retained autograd graphs and the allocator's working set exist), records its resident set size
 (VmRSS) after resetting the kernel's high-water mark (``echo 5 > /proc/self/clear_refs``), runs
-``estimate_l11(method, hvps=k, chunk_size=...)`` and reports the new high-water mark (VmHWM) minus
-that baseline: the extra peak memory of the run itself. glibc is told to mmap blocks ≥ 64 KiB
-and to trim at once (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, one arena), so RSS
-follows live memory instead of allocator caches. The default chunk_size 4 lets even the k = 16
-runs (the two-phase split is 6 Cauchy probes + 10 columns) use full blocks, so runs differ only
-in k. Growth = extra(k) − extra(k=16), in parameter vectors of d·8 bytes.
+``estimate_l11(method, max_hvps=k, chunk_size=...)`` and reports the new high-water mark
+(VmHWM) minus that baseline: the extra peak memory of the run itself. glibc is told to mmap
+blocks ≥ 64 KiB and to trim at once (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+one arena), so RSS follows live memory instead of allocator caches. The default chunk_size 4
+lets even the k = 16 runs (the two-phase split is 6 Cauchy probes + 10 columns) use full
+blocks, so runs differ only in k. Growth = extra(k) − extra(k=16),
+in parameter vectors of d·8 bytes.
 
 ``HVPs only`` applies the same number of HVPs and discards them: the operator's own transient
 working set, the floor every estimator sits on. The (1,1)-norm estimators hold O(chunk_size·d)
@@ -85,7 +86,7 @@ def child(size: str, k: int, chunk: int, options: dict) -> dict:
             op.matvec(torch.randn(min(chunk, k - start), op.d, dtype=op.dtype, generator=gen))
         hvps, method = k, "hvps-only"
     else:
-        est = estimate_l11(op, hvps=k, generator=0, chunk_size=chunk, **options)
+        est = estimate_l11(op, max_hvps=k, generator=0, chunk_size=chunk, **options).estimate
         hvps, method = est.hvps, est.method
     peak = _status_kib("VmHWM")
     return {

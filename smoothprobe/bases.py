@@ -331,7 +331,8 @@ class BlockHaarBasis(_BasisBase):
         if d * k > MAX_BLOCK_HAAR_ENTRIES:
             raise SmoothprobeError(
                 f"block-haar:{chunk} at d={d:,} needs {d * k * 8 / 2**30:.1f}"
-                " GiB of rotations; use a smaller chunk or --basis hadamard"
+                " GiB of rotations; use a smaller chunk or the hadamard basis",
+                option="basis",
             )
         gen = torch.Generator().manual_seed(seed)
         self.d, self.chunk, self.seed = d, k, seed

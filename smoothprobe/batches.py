@@ -1,14 +1,18 @@
 """The fixed evaluation sample: batches of (inputs, targets) with a weight each.
 
 L(θ) = Σ_b w_b·ℓ_b(θ) / Σ_b w_b, where ℓ_b is the batch's mean loss and w_b its number of
-examples (or of target tokens for language models), so that unequal batches define one function.
+examples (or of scored target tokens for language models), so that unequal batches define one
+function. A token is scored when its target is a class id (≥ 0) other than the loss's ignore
+index (e.g. 255 in segmentation data), exactly as the loss itself counts it.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -30,14 +34,62 @@ class Batch:
     weight: float
 
 
-def default_weight(targets: Any) -> float:
+TORCH_IGNORE_INDEX = -100  # the default of F.cross_entropy and F.nll_loss
+
+
+def loss_ignore_index(loss_fn: Any) -> int:
+    """The target value a loss skips: its ``ignore_index`` (attribute, partial or default).
+
+    Reads ``loss_fn.ignore_index`` (``nn.CrossEntropyLoss``, ``nn.NLLLoss``, or a function given
+    that attribute), a ``functools.partial``'s keyword, or the default of an ``ignore_index``
+    parameter; otherwise PyTorch's −100.
+    """
+    value = getattr(loss_fn, "ignore_index", None)
+    if isinstance(value, int):
+        return value
+    if isinstance(loss_fn, functools.partial):
+        if isinstance(loss_fn.keywords.get("ignore_index"), int):
+            return loss_fn.keywords["ignore_index"]
+        return loss_ignore_index(loss_fn.func)
+    try:
+        parameter = inspect.signature(loss_fn).parameters.get("ignore_index")
+    except (TypeError, ValueError):
+        parameter = None
+    if parameter is not None and isinstance(parameter.default, int):
+        return parameter.default
+    return TORCH_IGNORE_INDEX
+
+
+def counts_tokens(targets: Any) -> bool:
+    """Integer targets with a sequence (or pixel) dimension are weighted per scored token."""
+    return (
+        isinstance(targets, torch.Tensor) and targets.ndim >= 2 and not targets.is_floating_point()
+    )
+
+
+def weight_unit(targets: Any) -> Literal["tokens", "examples"]:
+    """What ``default_weight`` counts for these targets."""
+    return "tokens" if counts_tokens(targets) else "examples"
+
+
+def scored_targets(targets: torch.Tensor, *, ignore_index: int) -> torch.Tensor:
+    """Boolean mask of the targets a classification loss scores: not the ignore index, and not
+    negative (no class has a negative id; losses such as Hugging Face's skip every one)."""
+    return (targets >= 0) & (targets != ignore_index)
+
+
+def default_weight(targets: Any, *, ignore_index: int = TORCH_IGNORE_INDEX) -> float:
     """Number of examples, or of scored tokens for integer targets with a sequence dimension.
 
-    Tokens with a negative id (nanoGPT's ignore index -1, Hugging Face's -100) are not counted.
+    Args:
+        targets: a batch's targets.
+        ignore_index: target value the loss skips (not counted); pass the loss's own
+            (``loss_ignore_index(loss_fn)``): −100 for PyTorch's cross-entropy, −1 for nanoGPT's,
+            255 for many segmentation datasets.
     """
     if isinstance(targets, torch.Tensor):
-        if targets.ndim >= 2 and not targets.is_floating_point():
-            return float((targets >= 0).sum().item())
+        if counts_tokens(targets):
+            return float(scored_targets(targets, ignore_index=ignore_index).sum().item())
         return float(targets.shape[0]) if targets.ndim else 1.0
     if isinstance(targets, Sequence):
         return float(len(targets))
@@ -66,7 +118,8 @@ def make_batches(
     *,
     batch_size: int | None = None,
     num_batches: int | None = None,
-    weight_fn: Callable[[Any], float] = default_weight,
+    weight_fn: Callable[[Any], float] | None = None,
+    ignore_index: int = TORCH_IGNORE_INDEX,
 ) -> list[Batch]:
     """Normalizes user data into a fixed list of weighted batches.
 
@@ -76,7 +129,9 @@ def make_batches(
             once so the sample stays fixed).
         batch_size: examples per batch when ``data`` is a pair of tensors (default: all).
         num_batches: keep at most this many batches.
-        weight_fn: batch weight from its targets.
+        weight_fn: batch weight from its targets (default: ``default_weight`` with
+            ``ignore_index``).
+        ignore_index: target value the loss skips, when ``weight_fn`` is the default.
 
     Returns:
         The batches.
@@ -84,6 +139,8 @@ def make_batches(
     Raises:
         DataError: for empty data or an unrecognized batch format.
     """
+    if weight_fn is None:
+        weight_fn = functools.partial(default_weight, ignore_index=ignore_index)
     if batch_size is not None and batch_size < 1:
         raise DataError(f"batch size must be ≥ 1, got {batch_size}")
     if num_batches is not None and num_batches < 1:

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothprobe.batches import make_batches
+from smoothprobe.batches import loss_ignore_index, make_batches
 from smoothprobe.data import load_data
-from smoothprobe.errors import CheckpointError, DataError, SmoothprobeError
+from smoothprobe.errors import CheckpointError, DataError, SmoothprobeError, quoted
 from smoothprobe.models.gpt import GPT, GPTConfig, lm_loss
 from smoothprobe.problem import Problem, resolve_dtype
 from smoothprobe.records import file_sha256
@@ -112,6 +112,7 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
         )
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the save was interrupted")
+    _refuse_non_checkpoint(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -119,7 +120,9 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
         try:
             return load_file(path)
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({exc})") from None
+            raise CheckpointError(
+                f"checkpoint {path} is truncated or corrupt ({quoted(exc)})"
+            ) from None
     try:
         if trust_pickle:
             warnings.warn(
@@ -130,19 +133,44 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
             return torch.load(path, map_location="cpu", weights_only=False)  # explicit opt-in
         return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise CheckpointError(
                 f"refused to unpickle {path}: it contains Python objects beyond tensors and plain "
                 "containers, and loading them would run code from the file; if you trust it, "
-                "pass --trust-pickle"
+                "allow unpickling (trust_pickle=True)",
+                option="trust_pickle",
             ) from None
-        raise CheckpointError(f"checkpoint {path} is corrupt ({first[:160]})") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt ({quoted(exc)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({first[:160]})"
+            f"checkpoint {path} is truncated or corrupt ({quoted(exc)})"
         ) from None
+    except (IndexError, KeyError, TypeError, AttributeError) as exc:  # not a pickle at all
+        raise CheckpointError(
+            f"{path} is not a torch checkpoint: its content is neither a torch zip archive nor a "
+            f"pickle ({type(exc).__name__} while reading it); " + CHECKPOINT_KINDS
+        ) from None
+
+
+CHECKPOINT_KINDS = (
+    "pass a file written by torch.save (.pt/.pth), a .safetensors file, or a Hugging Face "
+    "model directory"
+)
+
+
+def _refuse_non_checkpoint(path: Path) -> None:
+    """Raises CheckpointError naming the file's kind when it is clearly not a checkpoint."""
+    from smoothprobe.file_kinds import first_words, not_a_checkpoint
+
+    kind = not_a_checkpoint(path)
+    if kind is None:
+        return
+    start = (
+        f" (it starts with {first_words(path)!r})"
+        if "text" in kind or "JSON" in kind or "CSV" in kind
+        else ""
+    )
+    raise CheckpointError(f"{path} is not a checkpoint: it is {kind}{start}; " + CHECKPOINT_KINDS)
 
 
 def _is_zip(path: Path) -> bool:
@@ -174,7 +202,7 @@ def load_state_into(model: nn.Module, state: dict[str, Any], *, path: str) -> No
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         line = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc))
-        raise CheckpointError(f"{path}: {line[:240]}") from None
+        raise CheckpointError(f"{path}: {' '.join(line.split())}") from None
 
 
 def _check_finite_state(state: dict[str, Any], *, path: str) -> None:
@@ -241,12 +269,16 @@ def load_nanogpt(
     data_path = data.path or _nanogpt_default_data(ckpt, path)
     if data_path is None:
         raise DataError(
-            f"no evaluation data for {path}: pass --data train.bin (nanoGPT tokens), a "
-            "text file, or a .pt/.npz with x and y"
+            f"no evaluation data for {path}: give a data file: nanoGPT tokens (train.bin), a "
+            "text file, or a .pt/.npz with x and y",
+            option="data_path",
         )
     block = data.block_size or config.block_size
     if block > config.block_size:
-        raise DataError(f"--block-size {block} exceeds the model's block_size {config.block_size}")
+        raise DataError(
+            f"block size {block} exceeds the model's block_size {config.block_size}",
+            option="block_size",
+        )
     x, y = load_data(
         data_path,
         block_size=block,
@@ -254,7 +286,12 @@ def load_nanogpt(
         seed=data.seed,
         vocab_size=config.vocab_size,
     )
-    batches = make_batches((x, y), batch_size=data.batch_size, num_batches=data.num_batches)
+    batches = make_batches(
+        (x, y),
+        batch_size=data.batch_size,
+        num_batches=data.num_batches,
+        ignore_index=loss_ignore_index(lm_loss),
+    )
     problem = Problem(
         model,
         lm_loss,
@@ -339,9 +376,9 @@ def load_checkpoint(
         )
     if spec is None:
         raise CheckpointError(
-            f"{path} is a plain state dict: pass --spec FILE.py or "
-            "module:function that builds the model, the loss and the data "
-            "(see README)"
+            f"{path} is a plain state dict: give a spec (FILE.py or module:function) that "
+            "builds the model, the loss and the data (see README)",
+            option="spec",
         )
     from smoothprobe.spec import load_spec
 
@@ -360,6 +397,7 @@ def load_checkpoint(
         device=device,
         include_frozen=include_frozen,
         forward=built.forward,
+        ignore_index=built.ignore_index,
     )
     kind = "safetensors" if path.suffix == ".safetensors" else "state_dict"
     step = obj.get("iter_num") if isinstance(obj, dict) else None

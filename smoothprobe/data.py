@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smoothprobe.errors import DataError
+from smoothprobe.errors import DataError, quoted
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".py", ".rst"}
 
@@ -117,7 +117,8 @@ def sample_sequences(
     if n < block_size + 1:
         raise DataError(
             f"the data has {n} tokens, shorter than one sequence of block_size+1="
-            f"{block_size + 1}; use more data or a smaller --block-size"
+            f"{block_size + 1}; use more data or a smaller block size",
+            option="block_size",
         )
     gen = torch.Generator().manual_seed(seed)
     starts = torch.randint(n - block_size, (num_sequences,), generator=gen).tolist()
@@ -157,9 +158,7 @@ def load_tensor_file(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tenso
         else:
             content = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, ValueError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        raise DataError(
-            f"cannot read tensor file {path}: {str(exc).splitlines()[0][:200]}"
-        ) from None
+        raise DataError(f"cannot read tensor file {path}: {quoted(exc)}") from None
     if not isinstance(content, dict):
         raise DataError(f"{path} must hold a dict with keys x and y (or inputs and targets)")
     for xk, yk in (("x", "y"), ("inputs", "targets")):

@@ -116,6 +116,10 @@ class DemoBudget:
 # all, ≈ 140 s of CPU. block_hvps = 8 × 100 ascent steps + 560 for the sketched U(Φ) of the
 # 28-tensor partition (Σ_b min(d_b, 20)); Adam-mini's head partition (594 blocks) would need
 # ≈ 11,700 HVPs for a sketch, and its row-Frobenius fallback is too loose to say anything.
+# The spectral (Muon) geometry on the final checkpoint adds ≈ 2,000 HVPs: 8 × ≤ 100 polar-ascent
+# steps per geometry (matrices, mixed), 560 for the sketched block norms (spectral_hvps = 600;
+# exact ones would cost d = 28,544) and a random-start Lanczos for R·L₂'s upper end; Adam's
+# preconditioned sharpness adds 20–45 Lanczos HVPs per checkpoint (measured on 3 Dec 2026).
 BUDGETS: dict[str, DemoBudget] = {
     "full": DemoBudget(
         name="full",
@@ -423,7 +427,7 @@ def measurement_plan(budget: DemoBudget, *, final: bool, seed: int) -> list[Meas
     the gradient-difference sweep and the gradient noise, then ℓ2, ℓ∞ and the partitions again
     in each rotated basis.
     """
-    if not final:
+    if not final:  # the H∞ bracket only on the final checkpoint (≈ 2,000 HVPs per basis)
         return [
             MeasureSettings(
                 norm="both",
@@ -431,6 +435,7 @@ def measurement_plan(budget: DemoBudget, *, final: bool, seed: int) -> list[Meas
                 hvps=budget.step_hvps,
                 seed=seed,
                 preconditioner="adam",
+                hinf_hvps=0,
             )
         ]
     common = dict(
@@ -521,7 +526,7 @@ def describe_times(times: dict[str, StageTime]) -> str:
 
 
 def run_demo(
-    out: str | os.PathLike = "reports/demo",
+    out: str | os.PathLike = "reports/demo-local",
     *,
     budget: str | DemoBudget = "full",
     steps: int | None = None,

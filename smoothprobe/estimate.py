@@ -61,6 +61,10 @@ class Estimate:
     settings: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def estimates(self) -> list[Estimate]:
+        """Returns ``[self]``: an Estimate is also an estimator result (the common contract)."""
+        return [self]
+
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-ready dict (the bound as its string value)."""
         out = asdict(self)

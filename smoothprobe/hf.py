@@ -35,7 +35,7 @@ from torch.overrides import TorchFunctionMode
 
 from smoothprobe.batches import make_batches
 from smoothprobe.data import TEXT_SUFFIXES, load_data, sample_sequences
-from smoothprobe.errors import CheckpointError, DataError, SmoothprobeError
+from smoothprobe.errors import CheckpointError, DataError, SmoothprobeError, quoted
 from smoothprobe.problem import Problem, resolve_dtype
 
 IGNORE_INDEX = -100  # every negative target id is mapped here (Hugging Face's convention)
@@ -90,16 +90,6 @@ def _dtype_keyword(transformers: ModuleType) -> str:
     return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 
-def _first_line(exc: BaseException, *, limit: int = 200) -> str:
-    """The first line of an exception message, cut at a sentence end when longer than limit."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    if len(line) <= limit:
-        return line
-    end = line.rfind(". ", 0, limit)
-    return line[: end + 1] if end > 0 else line[: limit - 1] + "…"
-
-
 def load_hf_model(path: str | os.PathLike, *, dtype: torch.dtype | None = None) -> nn.Module:
     """Loads a causal LM from a local directory with eager attention.
 
@@ -133,9 +123,7 @@ def load_hf_model(path: str | os.PathLike, *, dtype: torch.dtype | None = None) 
                 f"{path} needs its own model code (auto_map in config.json), which smoothprobe "
                 "does not run: build the model yourself and use smoothprobe.problem_from_module"
             ) from None
-        raise CheckpointError(
-            f"cannot load Hugging Face model {path}: {_first_line(exc)}"
-        ) from None
+        raise CheckpointError(f"cannot load Hugging Face model {path}: {quoted(exc)}") from None
     return model.eval()
 
 
@@ -149,7 +137,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{file} is not valid JSON ({_first_line(exc)})") from None
+        raise CheckpointError(f"{file} is not valid JSON ({quoted(exc)})") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{file} must hold a JSON object")
     return config
@@ -244,7 +232,7 @@ def tokenize_text(data_path: str | os.PathLike, model_dir: str | os.PathLike) ->
             )
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, ImportError) as exc:
         raise DataError(
-            f"cannot load the tokenizer of {model_dir} to read {data_path}: {_first_line(exc)}; "
+            f"cannot load the tokenizer of {model_dir} to read {data_path}: {quoted(exc)}; "
             "pass pre-tokenized data (.bin or .pt/.npz)"
         ) from None
     text = Path(data_path).read_text(encoding="utf-8", errors="replace")
@@ -303,10 +291,16 @@ def load_hf_data(
 def _block_size(requested: int | None, context: int | None, path: Path) -> int:
     if requested is None:
         if context is None:
-            raise DataError(f"{path}/config.json states no context length: pass --block-size")
+            raise DataError(
+                f"{path}/config.json states no context length: give a block size",
+                option="block_size",
+            )
         return min(context, DEFAULT_MAX_BLOCK)
     if context is not None and requested > context:
-        raise DataError(f"--block-size {requested} exceeds the model's context length {context}")
+        raise DataError(
+            f"block size {requested} exceeds the model's context length {context}",
+            option="block_size",
+        )
     return requested
 
 
@@ -372,14 +366,16 @@ def load_hf_dir(
     path = Path(path)
     if spec is not None:
         raise SmoothprobeError(
-            f"--spec does not apply to the Hugging Face directory {path}: "
-            "the model is built from its config.json"
+            f"a spec does not apply to the Hugging Face directory {path}: "
+            "the model is built from its config.json",
+            option="spec",
         )
     read_config(path)  # a readable config.json before anything slow
     if data.path is None:
         raise DataError(
-            f"no evaluation data for {path}: pass --data val.bin (token ids), a text "
-            "file (tokenized with the model's tokenizer), or a .pt/.npz with x and y"
+            f"no evaluation data for {path}: give a data file: token ids (val.bin), a text "
+            "file (tokenized with the model's tokenizer), or a .pt/.npz with x and y",
+            option="data_path",
         )
     requested = (
         None

@@ -4,6 +4,10 @@ An operator applies a symmetric d × d matrix H (the Hessian, possibly in a rota
 *block* of k probe vectors at once: ``matvec(V)`` with V of shape (k, d) returns H·V row-wise,
 i.e. the (k, d) tensor whose row j is H v_j. Estimators are written against this protocol only,
 so every estimator runs on a real model, a rotated model, or a dense test matrix.
+
+``as_operator`` turns what a user holds (a dense tensor or array, a scipy ``LinearOperator``, a
+``Problem``) into an operator; ``apply_in_chunks`` is the one chunked product every estimator
+uses.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from smoothprobe.errors import SmoothprobeError
 from smoothprobe.layout import ParameterLayout
 
 
@@ -108,3 +113,97 @@ def dense_matrix(
         eye[torch.arange(stop - start), torch.arange(start, stop)] = 1
         rows.append(operator.matvec(eye).to(dtype))
     return torch.cat(rows)
+
+
+class MatmatOperator:
+    """A scipy ``LinearOperator`` (or anything with ``matmat`` and a square ``shape``).
+
+    Products go through ``matmat`` on (d, k) NumPy arrays, in float64.
+    """
+
+    def __init__(self, linear_operator, *, layout: ParameterLayout | None = None):
+        shape = tuple(linear_operator.shape)
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise SmoothprobeError(f"expected a square linear operator, got shape {shape}")
+        self.linear_operator = linear_operator
+        self.d = int(shape[0])
+        self.dtype = torch.float64
+        self.device = torch.device("cpu")
+        self.layout = layout or ParameterLayout.from_shapes([("theta", (self.d,))])
+        self.cost = CostCounter()
+
+    def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+
+        single = vectors.ndim == 1
+        block = vectors.reshape(1, -1) if single else vectors
+        self.cost.hvps += block.shape[0]
+        columns = np.asarray(block.detach().to("cpu", torch.float64).numpy().T)
+        out = torch.as_tensor(np.asarray(self.linear_operator.matmat(columns)).T.copy())
+        out = out.to(torch.float64)
+        return out.reshape(-1) if single else out
+
+
+def as_operator(obj: object) -> Operator:
+    """Returns an operator for a symmetric matrix, a scipy LinearOperator, a Problem or an operator.
+
+    Args:
+        obj: an ``Operator`` (returned as is), a (d, d) symmetric tensor or NumPy array, a scipy
+            ``LinearOperator`` (anything with ``matmat`` and a square ``shape``), or an object
+            with ``hvp_operator()`` (a ``Problem``).
+
+    Returns:
+        The operator.
+
+    Raises:
+        SmoothprobeError: a non-square or non-symmetric matrix, or an unsupported object.
+    """
+    if hasattr(obj, "matvec") and hasattr(obj, "d") and hasattr(obj, "cost"):
+        return obj  # type: ignore[return-value]
+    if type(obj).__module__ == "numpy" and hasattr(obj, "ndim"):
+        obj = torch.from_numpy(obj)  # type: ignore[arg-type]
+    if isinstance(obj, torch.Tensor):
+        if obj.ndim != 2 or obj.shape[0] != obj.shape[1]:
+            raise SmoothprobeError(f"expected a square (d, d) matrix, got shape {tuple(obj.shape)}")
+        if not obj.dtype.is_floating_point:
+            obj = obj.to(torch.float64)
+        scale = float(obj.abs().max()) if obj.numel() else 0.0
+        if float((obj - obj.T).abs().max()) > torch.finfo(obj.dtype).eps ** 0.5 * scale:
+            raise SmoothprobeError(
+                "the matrix is not symmetric; pass (A + A.T) / 2 if that is what you mean"
+            )
+        return DenseOperator(obj)
+    if hasattr(obj, "hvp_operator"):
+        return obj.hvp_operator()
+    if hasattr(obj, "matmat") and hasattr(obj, "shape"):
+        return MatmatOperator(obj)
+    raise SmoothprobeError(
+        f"cannot measure a {type(obj).__name__}: pass a symmetric matrix, a scipy "
+        "LinearOperator, a Problem or an Operator"
+    )
+
+
+def apply_in_chunks(
+    operator: Operator,
+    probes: torch.Tensor,
+    *,
+    chunk_size: int,
+    dtype: torch.dtype | None = torch.float64,
+) -> torch.Tensor:
+    """Returns H·v for each row v of ``probes``, at most ``chunk_size`` rows per ``matvec``.
+
+    Each chunk is cast to the operator's dtype and device on the way in; the result is
+    concatenated in ``dtype`` (None: the operator's dtype). Only one chunk of products is alive
+    before concatenation, so the peak is the (k, d) result plus one chunk.
+    """
+    out_dtype = operator.dtype if dtype is None else dtype
+    k = probes.shape[0]
+    if k == 0:
+        return torch.zeros(0, operator.d, dtype=out_dtype, device=operator.device)
+    parts = [
+        operator.matvec(probes[a : a + chunk_size].to(operator.device, operator.dtype)).to(
+            out_dtype
+        )
+        for a in range(0, k, chunk_size)
+    ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -18,6 +18,7 @@ import torch
 from smoothprobe.checkpoints import LoadedCheckpoint
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
+from smoothprobe.estimators.sampling import derived_seed
 from smoothprobe.progress import ProgressOperator
 from smoothprobe.records import RunContext, make_record
 
@@ -33,6 +34,7 @@ NORM_PARTS = {  # what each --norm measures (spectral needs L₂ for R·L₂ and
 SPECTRAL_SCALES = ("one", "rms")
 POLAR_METHODS = ("svd", "newton-schulz")
 PRECONDITIONERS = ("none", "adam")
+MIN_HINF_HVPS = 145  # = estimators.hinf_bracket.minimum_hvps() at the default options
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class MeasureSettings:
         method: (1,1)-norm method.
         hvps: (1,1)-norm HVP budget.
         confidence: interval level.
+        hinf_hvps: HVP budget of the H∞ bracket in the ℓ∞ suite (0: skip it; the default is
+            ``suites.linf.DEFAULT_HINF_HVPS``, whose docstring says how it was chosen).
         blocks: partition specs for blockwise H(Φ).
         block_hvps: HVP budget per partition (None: the estimator's default).
         basis: basis spec (``identity``, ``hadamard``, ...).
@@ -74,6 +78,7 @@ class MeasureSettings:
     method: str = "auto"
     hvps: int = 256
     confidence: float = 0.95
+    hinf_hvps: int = 2048  # = suites.linf.DEFAULT_HINF_HVPS (not imported: keeps this module light)
     blocks: tuple[str, ...] = ()
     block_hvps: int | None = None
     basis: str = "identity"
@@ -107,29 +112,33 @@ class MeasureSettings:
     def validate(self) -> None:
         """Raises SmoothprobeError naming the first bad value."""
         checks = [
-            (self.norm in NORMS, f"--norm {self.norm!r}: use one of {', '.join(NORMS)}"),
-            (0 < self.tol < 1, f"--tol {self.tol}: use a value in (0, 1), e.g. 1e-6"),
-            (self.max_hvps >= 2, f"--max-hvps {self.max_hvps}: use at least 2"),
-            (self.top_k >= 1, f"--top-k {self.top_k}: use at least 1"),
-            (self.hvps >= 2, f"--hvps {self.hvps}: use at least 2"),
-            (0 < self.confidence < 1, f"--confidence {self.confidence}: use a level in (0, 1)"),
-            (all(r > 0 for r in self.graddiff), "--graddiff radii must be positive"),
-            (self.graddiff_samples >= 1, "--graddiff-samples must be ≥ 1"),
-            (self.noise_batch_size >= 0, "--noise batch size must be ≥ 0"),
-            (self.chunk_size is None or self.chunk_size >= 1, "--chunk-size must be ≥ 1"),
-            (self.seed >= 0, f"--seed {self.seed}: use a non-negative integer"),
+            (self.norm in NORMS, f"norm={self.norm!r}: use one of {', '.join(NORMS)}"),
+            (0 < self.tol < 1, f"tol={self.tol}: use a value in (0, 1), e.g. 1e-6"),
+            (self.max_hvps >= 2, f"max_hvps={self.max_hvps}: use at least 2"),
+            (self.top_k >= 1, f"top_k={self.top_k}: use at least 1"),
+            (self.hvps >= 2, f"hvps={self.hvps}: use at least 2"),
+            (0 < self.confidence < 1, f"confidence={self.confidence}: use a level in (0, 1)"),
+            (
+                self.hinf_hvps == 0 or self.hinf_hvps >= MIN_HINF_HVPS,
+                f"hinf_hvps={self.hinf_hvps}: use 0 (skip) or at least {MIN_HINF_HVPS}",
+            ),
+            (all(r > 0 for r in self.graddiff), "graddiff radii must be positive"),
+            (self.graddiff_samples >= 1, "graddiff_samples must be ≥ 1"),
+            (self.noise_batch_size >= 0, "noise batch size must be ≥ 0"),
+            (self.chunk_size is None or self.chunk_size >= 1, "chunk_size must be ≥ 1"),
+            (self.seed >= 0, f"seed={self.seed}: use a non-negative integer"),
             (
                 self.spectral_scale in SPECTRAL_SCALES,
-                f"--spectral-scale {self.spectral_scale!r}: use one or rms",
+                f"spectral_scale={self.spectral_scale!r}: use one or rms",
             ),
-            (self.polar in POLAR_METHODS, f"--polar {self.polar!r}: use svd or newton-schulz"),
+            (self.polar in POLAR_METHODS, f"polar={self.polar!r}: use svd or newton-schulz"),
             (
                 self.preconditioner in PRECONDITIONERS,
-                f"--preconditioner {self.preconditioner!r}: use none or adam",
+                f"preconditioner={self.preconditioner!r}: use none or adam",
             ),
             (
                 self.spectral_hvps is None or self.spectral_hvps >= 1,
-                "--spectral-hvps must be ≥ 1",
+                "spectral_hvps must be ≥ 1",
             ),
         ]
         for ok, message in checks:
@@ -163,7 +172,8 @@ def run_measurement(
         loaded: the checkpoint's Problem and provenance.
         settings: what to measure.
         progress: progress bars and step messages on stderr.
-        check_determinism: evaluate loss and one HVP twice first.
+        check_determinism: evaluate loss and one HVP twice first, and check the batched HVP
+            path against single-probe products (``HessianOperator.check_batched``).
 
     Returns:
         The records (loss first, then each geometry's estimates).
@@ -236,10 +246,20 @@ def run_measurement(
     base = problem.hvp_operator(
         chunk_size=settings.chunk_size, retain_graphs=settings.retain_graphs
     )
+    if check_determinism:
+        base.check_batched(seed=settings.seed)  # falls back, with a warning, when it disagrees
     identity = settings.basis == "identity"
     operator = base if identity else RotatedOperator(base, basis)
-    gen = torch.Generator().manual_seed(settings.seed)
     l2_estimate = None
+
+    def stream(name: str) -> torch.Generator:
+        return torch.Generator().manual_seed(derived_seed(settings.seed, name))
+
+    def tagged(found: list[Estimate], name: str) -> list[Estimate]:
+        """Records the run's seed and the estimator's own stream (see ``derived_seed``)."""
+        return [
+            replace(e, seed=settings.seed, settings={**e.settings, "stream": name}) for e in found
+        ]
 
     def tracked(desc: str, total: int | None) -> ProgressOperator:
         return ProgressOperator(operator, desc=desc, total=total, enabled=progress)
@@ -258,35 +278,41 @@ def run_measurement(
             max_hvps=settings.max_hvps,
             top_k=settings.top_k,
             extras=settings.extras,
-            generator=gen,
+            generator=stream("l2"),
             confidence=settings.confidence,
-        )
+        ).estimates()
+        found = tagged(found, "l2")
         op.close()
         estimates += found
         l2_estimate = next(e for e in found if e.quantity == "l2_norm")
     if "linf" in parts:
         from smoothprobe.estimators.row_norms import row_norm_payload
-        from smoothprobe.suites.linf import run_linf
+        from smoothprobe.suites.linf import measure_linf
 
+        bracket = f", H∞ bracket ≤ {settings.hinf_hvps} HVPs" if settings.hinf_hvps else ""
         _log(
-            f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent",
+            f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent{bracket}",
             enabled=progress,
         )
-        op = tracked("l11", None)
-        linf = run_linf(
+        op = tracked("linf", None)
+        linf = measure_linf(
             op,
             method=settings.method,
-            hvps=settings.hvps,
+            max_hvps=settings.hvps,
             confidence=settings.confidence,
-            generator=gen,
+            generator=stream("linf"),
             l2_norm=l2_estimate,
+            hinf_hvps=settings.hinf_hvps,
         )
         op.close()
         rows = row_norm_payload(linf.rows.estimates, operator.layout)
-        estimates += [
-            replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
-            for e in linf.estimates
-        ]
+        estimates += tagged(
+            [
+                replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
+                for e in linf.estimates()
+            ],
+            "linf",
+        )
     if "spectral" in parts:
         from smoothprobe.suites.spectral import measure_spectral
 
@@ -295,15 +321,16 @@ def run_measurement(
             enabled=progress,
         )
         op = tracked("H_op", settings.spectral_hvps)
-        estimates += measure_spectral(
+        found = measure_spectral(
             op,
             scale=settings.spectral_scale,
             matrices=settings.spectral_matrices or None,
             polar=settings.polar,
             max_hvps=settings.spectral_hvps,
-            generator=gen,
+            generator=stream("spectral"),
             reference=estimates,
         )
+        estimates += tagged(found, "spectral")
         op.close()
     precond: list[Estimate] = []
     if preconditioner is not None:
@@ -323,9 +350,10 @@ def run_measurement(
             tol=settings.tol,
             max_hvps=settings.max_hvps,
             top_k=settings.top_k,
-            generator=gen,
+            generator=stream("preconditioned"),
             lambda_max=float(plain.value) if plain is not None and identity else None,
         ).estimates()
+        precond = tagged(precond, "preconditioned")
         op.close()
     blockwise: list[tuple[str, Estimate]] = []
     if partitions:
@@ -337,10 +365,15 @@ def run_measurement(
                 enabled=progress,
             )
             op = tracked(f"H({partition.name})", settings.block_hvps)
-            for est in measure_blockwise(
-                op, partition, max_hvps=settings.block_hvps, generator=gen, l2_norm=l2_estimate
-            ):
-                blockwise.append((partition.name, est))
+            name = f"blockwise:{partition.name}"
+            found = measure_blockwise(
+                op,
+                partition,
+                max_hvps=settings.block_hvps,
+                generator=stream(name),
+                l2_norm=l2_estimate,
+            ).estimates()
+            blockwise += [(partition.name, est) for est in tagged(found, name)]
             op.close()
     if settings.graddiff:
         from smoothprobe.estimators.graddiff import gradient_differences
@@ -351,11 +384,11 @@ def run_measurement(
             radii=settings.graddiff,
             geometry=graddiff_geometry,
             samples=settings.graddiff_samples,
-            generator=gen,
+            generator=stream("graddiff"),
             operator=base,
             basis=None if identity else basis,
         )
-        estimates += diff.to_estimates(confidence=settings.confidence)
+        estimates += tagged(diff.estimates(confidence=settings.confidence), "graddiff")
     if settings.noise_batch_size:
         from smoothprobe.estimators.noise import gradient_noise
 
@@ -363,10 +396,11 @@ def run_measurement(
         noise = gradient_noise(
             problem,
             batch_size=settings.noise_batch_size,
-            generator=gen,
+            confidence=settings.confidence,
+            generator=stream("noise"),
             basis=None if identity else basis,
         )
-        estimates += noise.to_estimates()
+        estimates += tagged(noise.estimates(), "noise")
     records = [make_record(e, context) for e in estimates]
     records += [make_record(e, context, partition=name) for name, e in blockwise]
     # Adam's preconditioner lives in parameter coordinates: measured there whatever the basis

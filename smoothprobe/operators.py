@@ -25,7 +25,7 @@ import warnings
 
 import torch
 
-from smoothprobe.errors import NonFiniteError
+from smoothprobe.errors import NonFiniteError, quoted
 from smoothprobe.linear_operator import CostCounter
 from smoothprobe.problem import Problem
 
@@ -118,23 +118,29 @@ class HessianOperator:
         """H_b·v for each row of ``block`` through the retained graph."""
         if block.shape[0] > 1 and self._batched_ok:
             try:
-                (out,) = torch.autograd.grad(
-                    grad,
-                    leaf,
-                    grad_outputs=block,
-                    retain_graph=True,
-                    is_grads_batched=True,
-                    allow_unused=True,
-                )
-                return torch.zeros_like(block) if out is None else out
+                return self._batched_products(leaf, grad, block)
             except RuntimeError as exc:  # an op without a batching rule for its double backward
-                self._batched_ok = False
-                warnings.warn(
-                    f"batched HVPs unavailable for this model ({str(exc)[:120]}...); "
-                    "falling back to one backward per probe (slower, still exact)",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                self._fall_back(f"the batched backward failed: {quoted(exc)}")
+        return self._single_products(leaf, grad, block)
+
+    def _batched_products(
+        self, leaf: torch.Tensor, grad: torch.Tensor, block: torch.Tensor
+    ) -> torch.Tensor:
+        """All rows of ``block`` through one ``is_grads_batched`` backward."""
+        (out,) = torch.autograd.grad(
+            grad,
+            leaf,
+            grad_outputs=block,
+            retain_graph=True,
+            is_grads_batched=True,
+            allow_unused=True,
+        )
+        return torch.zeros_like(block) if out is None else out
+
+    def _single_products(
+        self, leaf: torch.Tensor, grad: torch.Tensor, block: torch.Tensor
+    ) -> torch.Tensor:
+        """One backward per row of ``block`` (the reference path)."""
         rows = []
         for v in block:
             (hv,) = torch.autograd.grad(
@@ -142,6 +148,63 @@ class HessianOperator:
             )
             rows.append(torch.zeros_like(v) if hv is None else hv)
         return torch.stack(rows)
+
+    def _fall_back(self, why: str) -> None:
+        self._batched_ok = False
+        warnings.warn(
+            f"batched HVPs are not used for this model ({why}); falling back to one backward "
+            "per probe (slower, still exact)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    def check_batched(self, *, probes: int = 3, seed: int = 0) -> bool:
+        """Checks the batched HVP path against single-probe products before it is trusted.
+
+        Draws ``probes`` Gaussian vectors, multiplies them as one batched block and one at a
+        time, and requires (i) the two to agree to the summation-order tolerance of the dtype
+        and (ii) uᵀ(Hv) = vᵀ(Hu) for the batched products of every pair. On disagreement the
+        operator falls back, with a RuntimeWarning naming why, to one backward per probe.
+        Costs 2·``probes`` HVPs (counted).
+
+        Returns:
+            True when the batched path is used from now on.
+        """
+        if not self._batched_ok or probes < 2:
+            return self._batched_ok
+        from smoothprobe.estimators._batched_gradients import agreement_tolerance
+        from smoothprobe.estimators.sampling import gaussian
+
+        gen = torch.Generator().manual_seed(seed)
+        block = gaussian(probes, self.d, generator=gen, dtype=self.dtype, device=self.device)
+        leaf, grad = self._graph(0)
+        try:
+            batched = self._batched_products(leaf, grad, block).to(torch.float64)
+        except RuntimeError as exc:
+            self._fall_back(f"the batched backward failed: {quoted(exc)}")
+            return False
+        single = self._single_products(leaf, grad, block).to(torch.float64)
+        self.cost.hvps += 2 * probes
+        tol = agreement_tolerance(self.dtype)
+        scale = float(single.norm()) or 1.0
+        error = float((batched - single).norm()) / scale
+        if not error <= tol:
+            self._fall_back(
+                f"a batched block of {probes} products differs from single-probe products by "
+                f"{error:.1e} (relative), more than the {tol:.0e} that summation order explains"
+            )
+            return False
+        v = block.to(torch.float64)
+        pairs = v @ batched.T  # [i, j] = v_iᵀ(H v_j)
+        gap = float((pairs - pairs.T).abs().max())
+        size = float(v.norm(dim=1).max() * batched.norm(dim=1).max()) or 1.0
+        if not gap / size <= tol:
+            self._fall_back(
+                f"batched products are not symmetric: |uᵀ(Hv) − vᵀ(Hu)| is {gap / size:.1e} "
+                f"(relative), more than {tol:.0e}"
+            )
+            return False
+        return True
 
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
         """Returns H·v for each row of ``vectors`` ((k, d) or (d,); same shape and dtype out)."""

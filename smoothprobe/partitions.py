@@ -473,7 +473,8 @@ def per_head(
     if not matched:
         raise SmoothprobeError(
             "head partition: no attention tensor (c_attn, q_proj, k_proj, "
-            "query, key) in this model; pass rule= or use --blocks REGEX"
+            "query, key) in this model; pass rule= or use a regex partition",
+            option="blocks",
         )
     if vectors == "unit":
         _merge_vectors_into_rows(layout, pieces)
@@ -573,7 +574,9 @@ def build_partition(spec: str, layout: ParameterLayout, *, n_head: int | None = 
     """
     spec = (spec or "").strip()
     if not spec:
-        raise SmoothprobeError("empty --blocks; use one of " + "|".join(SPECS) + " or a regex")
+        raise SmoothprobeError(
+            "empty partition; use one of " + "|".join(SPECS) + " or a regex", option="blocks"
+        )
     if spec.startswith("regex:"):
         return by_regex(layout, [p for p in spec[len("regex:") :].split(";") if p])
     builders = {
@@ -588,8 +591,9 @@ def build_partition(spec: str, layout: ParameterLayout, *, n_head: int | None = 
     if spec == "head":
         if n_head is None:
             raise SmoothprobeError(
-                "--blocks head needs the number of attention heads; pass "
-                "--n-head N (a nanoGPT checkpoint's model_args has it)"
+                "the head partition needs the number of attention heads (n_head; a nanoGPT "
+                "checkpoint's model_args has it, a spec can return it)",
+                option="n_head",
             )
         return per_head(layout, n_head=n_head)
     return by_regex(layout, [p for p in spec.split(";") if p])

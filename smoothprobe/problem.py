@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from smoothprobe.batches import Batch, default_weight, make_batches
+from smoothprobe.batches import Batch, loss_ignore_index, make_batches, weight_unit
 from smoothprobe.errors import NonDeterministicLossError, NonFiniteError, SmoothprobeError
 from smoothprobe.layout import ParameterLayout
 
@@ -102,8 +102,9 @@ def layout_of_module(model: nn.Module, *, include_frozen: bool = False) -> Param
         shapes.append((name, tuple(p.shape)))
     if not shapes:
         raise SmoothprobeError(
-            "the model has no trainable parameters; pass include_frozen=True "
-            "(--include-frozen) to measure frozen ones"
+            "the model has no trainable parameters; pass include_frozen=True to measure "
+            "frozen ones",
+            option="include_frozen",
         )
     return ParameterLayout.from_shapes(shapes, aliases=aliases)
 
@@ -123,6 +124,8 @@ class Problem:
         include_frozen: measure frozen parameters too.
         forward: ``forward(model, inputs)`` returning outputs; default calls ``model(inputs)``,
             ``model(*inputs)`` for tuples and ``model(**inputs)`` for dicts.
+        ignore_index: target value the loss skips (default: ``loss_ignore_index(loss_fn)``);
+            per-example weights count the other targets, as the batch weights do.
 
     Raises:
         SmoothprobeError: no trainable parameters.
@@ -139,10 +142,12 @@ class Problem:
         device: torch.device | str | None = None,
         include_frozen: bool = False,
         forward: Callable[[nn.Module, Any], Any] | None = None,
+        ignore_index: int | None = None,
     ):
         first = next(iter(model.parameters()), None)
         self.model = model
         self.loss_fn = loss_fn
+        self.ignore_index = loss_ignore_index(loss_fn) if ignore_index is None else ignore_index
         self._runner = _Runner(model, forward or _default_forward)
         self.layout = layout_of_module(model, include_frozen=include_frozen)
         self.dtype = dtype or (first.dtype if first is not None else torch.float32)
@@ -194,8 +199,13 @@ class Problem:
 
     @property
     def num_examples(self) -> float:
-        """Total weight of the sample (examples, or tokens for language models)."""
+        """Total weight of the sample (examples, or scored tokens for language models)."""
         return self.total_weight
+
+    @property
+    def weight_unit(self) -> str:
+        """What the batch weights count: ``"tokens"`` (scored targets) or ``"examples"``."""
+        return weight_unit(self.batches[0].targets)
 
     def batch_loss(self, theta: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean loss of one batch at ``theta`` (differentiable), under evaluation semantics."""
@@ -327,7 +337,8 @@ def problem_from_module(
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     include_frozen: bool = False,
-    weight_fn: Callable[[Any], float] = default_weight,
+    weight_fn: Callable[[Any], float] | None = None,
+    ignore_index: int | None = None,
     forward: Callable[[nn.Module, Any], Any] | None = None,
 ) -> Problem:
     """Builds a Problem in one call (the notebook entry point).
@@ -341,7 +352,9 @@ def problem_from_module(
         dtype: ``"checkpoint"``, ``"float32"``, ``"float64"`` or a torch dtype.
         device: compute device.
         include_frozen: measure frozen parameters too.
-        weight_fn: batch weight from its targets (default: examples, or tokens ≥ 0).
+        weight_fn: batch weight from its targets (default: examples, or scored tokens).
+        ignore_index: target value the loss skips, not counted as a scored token (default: the
+            loss's own, ``loss_ignore_index(loss_fn)``: −100 for PyTorch's cross-entropy).
         forward: custom ``forward(model, inputs)``.
 
     Returns:
@@ -357,8 +370,13 @@ def problem_from_module(
     """
     first = next(iter(model.parameters()), None)
     ckpt_dtype = first.dtype if first is not None else torch.float32
+    ignore_index = loss_ignore_index(loss_fn) if ignore_index is None else ignore_index
     batches = make_batches(
-        data, batch_size=batch_size, num_batches=num_batches, weight_fn=weight_fn
+        data,
+        batch_size=batch_size,
+        num_batches=num_batches,
+        weight_fn=weight_fn,
+        ignore_index=ignore_index,
     )
     return Problem(
         model,
@@ -368,4 +386,5 @@ def problem_from_module(
         device=device,
         include_frozen=include_frozen,
         forward=forward,
+        ignore_index=ignore_index,
     )

@@ -45,6 +45,7 @@ class Quantity(str, enum.Enum):
     ``rho_op``          H_op/(R·L₂) = predicted T_Muon/T_SGD                           spectral
     ``muon_adam_ratio`` H_op/(κ·H∞) = predicted T_Muon/T_Adam                          spectral
     ``precond_lambda_max`` λ_max(P⁻¹H), P = diag(√v̂ + ε) from the Adam state          precond
+    ``precond_lambda_max_upper`` upper end of λ_max(P⁻¹H) (prob_upper, KW)            precond
     ``precond_lambda_min`` λ_min(P⁻¹H)                                                precond
     ``aeos_threshold``  (2 + 2β₁)/((1 − β₁)η), Adam's edge of stability                precond
     ``gd_threshold``    2/η, gradient descent's edge of stability                      precond
@@ -86,6 +87,7 @@ class Quantity(str, enum.Enum):
     RHO_OP = "rho_op"
     MUON_ADAM_RATIO = "muon_adam_ratio"
     PRECOND_LAMBDA_MAX = "precond_lambda_max"
+    PRECOND_LAMBDA_MAX_UPPER = "precond_lambda_max_upper"
     PRECOND_LAMBDA_MIN = "precond_lambda_min"
     AEOS_THRESHOLD = "aeos_threshold"
     GD_THRESHOLD = "gd_threshold"

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -191,6 +192,47 @@ def make_record(
         timestamp=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     return record.to_dict()
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Checks, before any work, that a file can be written where ``atomic_write_text`` will.
+
+    Creates and removes a temporary file in the file's directory (or its nearest existing
+    ancestor, when the directory does not exist yet).
+
+    Raises:
+        SmoothprobeError: the path is a directory, lies under a file, or cannot be written.
+    """
+    from smoothprobe.errors import SmoothprobeError, quoted
+
+    path = Path(path)
+    if path.is_dir():
+        raise SmoothprobeError(f"{path} is a directory; give a file name, e.g. {path / 'm.jsonl'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SmoothprobeError(f"cannot write {path}: {parent} is a file, not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".check")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise SmoothprobeError(
+            f"cannot write {path} ({quoted(exc)}); choose a writable location"
+        ) from None
+
+
+def save_copy(records: Sequence[dict[str, Any]], intended: str | os.PathLike) -> Path | None:
+    """Writes records to a new file in the system's temporary directory, when ``intended``
+    could not be written; returns its path (None when that fails too)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"smoothprobe-{Path(intended).stem}-", suffix=".jsonl")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(records_to_jsonl(records))
+    except OSError:
+        return None
+    return Path(name)
 
 
 def records_to_jsonl(records: Iterable[dict[str, Any]]) -> str:

@@ -13,6 +13,8 @@ and returns a dict::
             "data": (x, y),                   # optional: default reads --data as .pt/.npz (x, y)
             "forward": None,                  # optional: forward(model, inputs) -> outputs
             "n_head": None,                   # optional: attention heads, for --blocks head
+            "ignore_index": None,             # optional: target the loss skips (default: the
+                                              #   loss's own, -100 for cross-entropy)
             "optimizer_order": None,          # optional: parameter names in the order the
         }                                     #   optimizer was built (Adam preconditioner)
 
@@ -31,7 +33,7 @@ from typing import Any
 
 from torch import nn
 
-from smoothprobe.batches import Batch, make_batches
+from smoothprobe.batches import Batch, loss_ignore_index, make_batches
 from smoothprobe.data import load_tensor_file
 from smoothprobe.errors import DataError, SmoothprobeError
 
@@ -46,6 +48,7 @@ class BuiltSpec:
     forward: Callable[[nn.Module, Any], Any] | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
     optimizer_order: tuple[str, ...] | None = None
+    ignore_index: int | None = None
 
 
 def _resolve(spec: str) -> Callable[..., dict]:
@@ -66,14 +69,18 @@ def _resolve(spec: str) -> Callable[..., dict]:
         func = func or "smoothprobe_spec"
     else:
         if not func:
-            raise SmoothprobeError(f"--spec {spec!r}: use path/to/spec.py or module:function")
+            raise SmoothprobeError(
+                f"spec {spec!r}: use path/to/spec.py or module:function", option="spec"
+            )
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            raise SmoothprobeError(f"--spec {spec!r}: cannot import {target} ({exc})") from None
+            raise SmoothprobeError(
+                f"spec {spec!r}: cannot import {target} ({exc})", option="spec"
+            ) from None
     fn = getattr(module, func, None)
     if not callable(fn):
-        raise SmoothprobeError(f"--spec {spec!r}: no function {func!r} in {target}")
+        raise SmoothprobeError(f"spec {spec!r}: no function {func!r} in {target}", option="spec")
     return fn
 
 
@@ -111,9 +118,20 @@ def load_spec(spec: str, *, data) -> BuiltSpec:
     samples = out.get("data")
     if samples is None:
         if data.path is None:
-            raise DataError(f"spec {spec} returned no data: pass --data x_y.pt (or .npz with x, y)")
+            raise DataError(
+                f"spec {spec} returned no data: give a data file x_y.pt (or .npz with x, y)",
+                option="data_path",
+            )
         samples = load_tensor_file(data.path)
-    batches = make_batches(samples, batch_size=data.batch_size, num_batches=data.num_batches)
+    ignore_index = out.get("ignore_index")
+    if ignore_index is None:
+        ignore_index = loss_ignore_index(out["loss_fn"])
+    batches = make_batches(
+        samples,
+        batch_size=data.batch_size,
+        num_batches=data.num_batches,
+        ignore_index=ignore_index,
+    )
     args = {"n_head": out["n_head"]} if out.get("n_head") else {}
     order = out.get("optimizer_order")
     return BuiltSpec(
@@ -123,4 +141,5 @@ def load_spec(spec: str, *, data) -> BuiltSpec:
         out.get("forward"),
         args,
         tuple(order) if order is not None else None,
+        ignore_index,
     )

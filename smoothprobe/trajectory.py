@@ -51,7 +51,9 @@ ORDERS = ("auto", "iter_num", "name")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 
 MeasureOne = Callable[[Path], list[dict[str, Any]]]
-GradientOf = Callable[[Path], tuple[torch.Tensor, torch.Tensor, ParameterLayout]]
+# θ, ∇L(θ), layout, and optionally the loss's fixed state (buffers such as BatchNorm running
+# statistics, frozen parameters: name → tensor), which must agree for a step ratio to be a bound
+GradientOf = Callable[[Path], tuple]
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,8 @@ def list_checkpoints(
     if unknown:
         if order == "iter_num":
             raise CheckpointError(
-                f"{unknown[0]} has no integer iter_num; order by name instead (--order name)"
+                f"{unknown[0]} has no integer iter_num; order by name instead (order='name')",
+                option="order",
             )
         return entries
     return sorted(entries, key=lambda e: e.step)  # stable: ties keep the name order
@@ -178,6 +181,7 @@ def step_ratio_estimates(
     geometries: Sequence[Geometry],
     *,
     basis=None,
+    changed_state: Sequence[str] = (),
 ) -> list[Estimate]:
     """‖∇L(θ_{t+1}) − ∇L(θ_t)‖_* / ‖θ_{t+1} − θ_t‖ in each geometry (``step_ratio``).
 
@@ -186,15 +190,28 @@ def step_ratio_estimates(
         theta_next, grad_next: θ_{t+1} and ∇L(θ_{t+1}), (d,).
         geometries: the norm pairs.
         basis: optional change of basis (differences mapped by Rᵀ).
+        changed_state: names of buffers or frozen tensors (e.g. BatchNorm running statistics)
+            that differ between the two checkpoints (``changed_state``).
 
     Returns:
-        One ``Bound.LOWER`` estimate per geometry, with the step and gradient-change norms in
-        ``extra``; NaN when the step is zero (identical parameters).
+        One estimate per geometry, with the step and gradient-change norms in ``extra``; NaN
+        when the step is zero (identical parameters). It is a ``Bound.LOWER`` on the smoothness
+        constant over the step when both gradients are of one function; when ``changed_state``
+        is not empty they are gradients of two different functions, so the ratio bounds
+        nothing: it is a plain ``Bound.ESTIMATE`` and ``extra["different_functions"]`` says why.
     """
     step = (theta_next.to(torch.float64) - theta_prev.to(torch.float64)).cpu()
     change = (grad_next.to(torch.float64) - grad_prev.to(torch.float64)).cpu()
     if basis is not None:
         step, change = basis.from_params(step), basis.from_params(change)
+    extra: dict[str, Any] = {}
+    if changed_state:
+        names = ", ".join(list(changed_state)[:4]) + (" …" if len(changed_state) > 4 else "")
+        extra["different_functions"] = (
+            f"{len(changed_state)} buffer(s) or frozen tensor(s) differ between the checkpoints "
+            f"({names}), e.g. BatchNorm running statistics: the two gradients are of different "
+            "functions, so this ratio is not a lower bound on a smoothness constant"
+        )
     out = []
     for geo in geometries:
         norm, dual = float(geo.norm(step)), float(geo.dual_norm(change))
@@ -203,15 +220,33 @@ def step_ratio_estimates(
             Estimate(
                 "step_ratio",
                 value,
-                Bound.LOWER,
+                Bound.ESTIMATE if changed_state else Bound.LOWER,
                 gradients=2,
                 method="trajectory",
                 geometry=geo.kind,
                 settings={"partition": geo.partition, "basis": getattr(basis, "name", "identity")},
-                extra={"step_norm": norm, "gradient_change": dual},
+                extra={"step_norm": norm, "gradient_change": dual, **extra},
             )
         )
     return out
+
+
+def changed_state(
+    previous: dict[str, torch.Tensor] | None, current: dict[str, torch.Tensor] | None
+) -> list[str]:
+    """Names of the fixed tensors (buffers, frozen parameters) that differ between two
+    checkpoints; empty when either side is unknown (None)."""
+    if previous is None or current is None:
+        return []
+    names = sorted(set(previous) | set(current))
+    return [
+        n
+        for n in names
+        if n not in previous
+        or n not in current
+        or previous[n].shape != current[n].shape
+        or not torch.equal(previous[n].cpu(), current[n].cpu())
+    ]
 
 
 def gradient_norm_estimates(
@@ -283,6 +318,11 @@ def _check_layouts(a: ParameterLayout, b: ParameterLayout, path: Path) -> None:
         )
 
 
+def _with_state(found: tuple) -> tuple:
+    """(θ, ∇L, layout, state): ``gradient_of`` may leave out the fixed state."""
+    return (*found, None) if len(found) == 3 else tuple(found)
+
+
 def run_trajectory(
     source: str | os.PathLike | Sequence[str | os.PathLike],
     *,
@@ -302,8 +342,10 @@ def run_trajectory(
         out: JSON-lines file; records are appended once per checkpoint, atomically.
         measure_one: ``measure_one(path) -> list of records`` (e.g. from ``make_record``) with
             the per-checkpoint estimates; checkpoint, hash, step and keys are filled in.
-        gradient_of: ``gradient_of(path) -> (θ, ∇L(θ), layout)`` on a fixed evaluation sample;
-            enables ``grad_norm`` and ``step_ratio`` records.
+        gradient_of: ``gradient_of(path) -> (θ, ∇L(θ), layout[, fixed state])`` on a fixed
+            evaluation sample; enables ``grad_norm`` and ``step_ratio`` records. The optional
+            fixed state (buffers and frozen tensors by name, e.g. ``Problem.constants``) lets a
+            step between checkpoints whose BatchNorm statistics differ be labelled as such.
         settings: JSON-ready description of everything that determines the measurements
             (data, sample size, seeds, dtype, estimator options): part of the resume key.
         geometries: for ``grad_norm`` and ``step_ratio``: ``"l2"``, ``"linf"``, Partitions, label
@@ -360,7 +402,7 @@ def run_trajectory(
 def _measure_all(bar, *, out, measure_one, gradient_of, geos, basis, settings_sha) -> list[str]:
     """The loop of ``run_trajectory``: measures what is not yet recorded; returns the hashes."""
     done = {k for line in _read_lines(out) if (k := _line_key(line)) is not None}
-    cached: tuple[Path, torch.Tensor, torch.Tensor, ParameterLayout] | None = None
+    cached: tuple | None = None  # (path, θ, ∇L, layout, fixed state or None)
     previous_sha, previous_entry = "", None
     skipped = 0
     shas: list[str] = []
@@ -375,8 +417,8 @@ def _measure_all(bar, *, out, measure_one, gradient_of, geos, basis, settings_sh
         records: list[dict[str, Any]] = list(measure_one(entry.path)) if measure_one else []
         if gradient_of is not None:
             if previous_entry is not None and (cached is None or cached[0] != previous_entry.path):
-                cached = (previous_entry.path, *gradient_of(previous_entry.path))  # resuming
-            theta, grad, layout = gradient_of(entry.path)
+                cached = (previous_entry.path, *_with_state(gradient_of(previous_entry.path)))
+            theta, grad, layout, state = _with_state(gradient_of(entry.path))
             context = RunContext(
                 checkpoint=str(entry.path),
                 d=int(theta.numel()),
@@ -389,10 +431,16 @@ def _measure_all(bar, *, out, measure_one, gradient_of, geos, basis, settings_sh
             if previous_entry is not None:
                 _check_layouts(cached[3], layout, entry.path)
                 estimates += step_ratio_estimates(
-                    cached[1], cached[2], theta, grad, geos, basis=basis
+                    cached[1],
+                    cached[2],
+                    theta,
+                    grad,
+                    geos,
+                    basis=basis,
+                    changed_state=changed_state(cached[4], state),
                 )
             records += [make_record(e, context) for e in estimates]
-            cached = (entry.path, theta, grad, layout)
+            cached = (entry.path, theta, grad, layout, state)
         stamped = [_stamp(r, entry, sha, settings_sha, previous_sha) for r in records]
         _commit(out, stamped, drop={(sha, settings_sha)})
         done.add((sha, settings_sha, previous_sha))

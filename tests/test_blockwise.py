@@ -149,7 +149,7 @@ def test_singleton_matches_linf_estimators(kind):
     h = MATRICES[kind](d, 2)
     op = DenseOperator(h, layout=flat_layout(d))
     p = singleton(op.layout)
-    l11 = estimate_l11(op, method="exact", hvps=d)
+    l11 = estimate_l11(op, method="exact", max_hvps=d).estimate
     assert block_upper_bound(op, p).value == pytest.approx(l11.value, rel=1e-12)
     gen = torch.Generator().manual_seed(4)
     starts = torch.randint(0, 2, (6, d), generator=gen).to(F64) * 2 - 1
@@ -279,7 +279,7 @@ def test_ascent_is_monotone_batched_and_seeded():
     assert float((p.block_norms(x) / p.sizes.to(F64).sqrt()).max()) <= 1 + 1e-12
     y = project_to_sphere((h @ x).reshape(1, -1), p)[0]
     assert float(y @ h @ x) == pytest.approx(low.value, rel=1e-12)
-    est = low.to_estimate()
+    est = low.estimate()
     assert est.bound is Bound.LOWER and est.quantity == "block_lower"
     init = block_lower_bound(op, p, restarts=0, init=low.x, iterations=3)
     assert init.value >= low.value * (1 - 1e-12)
@@ -303,7 +303,7 @@ def test_sketch_is_below_exact_and_exact_for_low_rank():
         assert torch.all(s.norms <= ex.norms * (1 + 1e-10) + 1e-12)  # lower estimates
         assert s.value <= ex.value * (1 + 1e-12)
         assert s.upper_whp >= ex.value  # probabilistic, holds for this seed
-        est = s.to_estimate()
+        est = s.estimate()
         assert est.bound is Bound.ESTIMATE and est.ci_high == s.upper_whp
         assert est.confidence == pytest.approx(1 - 2e-3)
 
@@ -321,7 +321,7 @@ def test_row_frobenius_bound():
     assert r.hvps == 400 and r.norms is None and not r.certified
     assert abs(r.value - formula) <= 4 * r.stderr
     assert r.stderr < 0.05 * formula
-    est = r.to_estimate()
+    est = r.estimate()
     assert est.method == "row-frobenius" and est.bound is Bound.ESTIMATE and est.stderr > 0
 
 
@@ -346,7 +346,7 @@ def test_heatmap_export_and_estimate():
     assert m.shape == (4, 4)
     torch.testing.assert_close(m, m.T)
     assert float(m.sum()) == pytest.approx(u.value, rel=1e-12)
-    est = u.to_estimate()
+    est = u.estimate()
     assert est.bound is Bound.UPPER and est.geometry == "block"
     assert est.settings["partition"] == "tensor" and est.extra["certified"]
     torch.testing.assert_close(torch.tensor(est.extra["contributions"], dtype=F64), m)
@@ -386,7 +386,7 @@ def test_measure_blockwise_suite():
     op = RotatedOperator(DenseOperator(h, layout=LAYOUT), build_basis("sign", LAYOUT, seed=0))
     p = per_tensor(LAYOUT)
     l2 = float(torch.linalg.eigvalsh(h).abs().max())
-    out = measure_blockwise(op, p, restarts=4, iterations=50, l2_norm=l2, generator=0)
+    out = measure_blockwise(op, p, restarts=4, iterations=50, l2_norm=l2, generator=0).estimates()
     assert [e.quantity for e in out] == ["block_upper", "block_lower", "rho_block"]
     assert all(isinstance(e, Estimate) and e.geometry == "block" for e in out)
     assert all(
@@ -398,15 +398,17 @@ def test_measure_blockwise_suite():
     assert rho.extra["low"] == pytest.approx(lower.value / (LAYOUT.d * l2))
     assert rho.bound is Bound.UPPER and 0 < rho.extra["low"] <= rho.value <= 1 + 1e-12
     l2_est = Estimate(quantity="l2_norm", value=l2, bound=Bound.ESTIMATE)
-    est = measure_blockwise(op, p, restarts=2, iterations=5, l2_norm=l2_est)[2]
+    est = measure_blockwise(op, p, restarts=2, iterations=5, l2_norm=l2_est).estimates()[2]
     assert est.bound is Bound.ESTIMATE
-    assert len(measure_blockwise(op, p, restarts=2, iterations=5)) == 2
-    limited = measure_blockwise(op, p, restarts=2, iterations=5, max_hvps=20, frobenius_probes=4)
+    assert len(measure_blockwise(op, p, restarts=2, iterations=5).estimates()) == 2
+    limited = measure_blockwise(
+        op, p, restarts=2, iterations=5, max_hvps=20, frobenius_probes=4
+    ).estimates()
     assert limited[0].method == "row-frobenius" and limited[0].hvps == 4
     with pytest.raises(SmoothprobeError, match="max_hvps"):
-        measure_blockwise(op, p, restarts=4, iterations=50, max_hvps=100)
+        measure_blockwise(op, p, restarts=4, iterations=50, max_hvps=100).estimates()
     with pytest.raises(SmoothprobeError, match="same layout"):
-        measure_blockwise(op, one_block(flat_layout(3)))
+        measure_blockwise(op, one_block(flat_layout(3))).estimates()
 
 
 def test_user_partition_from_function():

@@ -79,7 +79,7 @@ def test_code_executing_pickle_is_refused(tmp_path):
         pickle.dump({"model": Evil(), "model_args": {}}, fh)
     if os.path.exists("/tmp/smoothprobe_pwned"):
         os.unlink("/tmp/smoothprobe_pwned")
-    with pytest.raises(CheckpointError, match="--trust-pickle"):
+    with pytest.raises(CheckpointError, match="trust_pickle=True"):
         load_checkpoint(path)
     assert not os.path.exists("/tmp/smoothprobe_pwned")
 
@@ -198,7 +198,7 @@ def test_state_dict_and_safetensors_with_spec(tmp_path):
             loaded.problem.theta.float(),
             torch.cat([p.detach().reshape(-1) for p in net.parameters()]),
         )
-    with pytest.raises(CheckpointError, match="--spec"):
+    with pytest.raises(CheckpointError, match="give a spec"):
         load_checkpoint(tmp_path / "sd.pt")
     with pytest.raises(SmoothprobeError, match="no function"):
         load_checkpoint(tmp_path / "sd.pt", spec=f"{spec}:nothing")
@@ -235,7 +235,7 @@ def test_trust_pickle_is_an_explicit_opt_in(nanogpt_run, tmp_path):
     obj = torch.load(ckpt, weights_only=True)
     obj["config"] = {"extra": Harmless()}
     torch.save(obj, tmp_path / "objects.pt")
-    with pytest.raises(CheckpointError, match="--trust-pickle"):
+    with pytest.raises(CheckpointError, match="trust_pickle=True"):
         load_checkpoint(tmp_path / "objects.pt", data=_with_data(data))
     with pytest.warns(UserWarning, match="runs any code"):
         loaded = load_checkpoint(tmp_path / "objects.pt", data=_with_data(data), trust_pickle=True)

@@ -188,8 +188,10 @@ def test_compare_missing_file(runs, tmp_path):
 
 def test_compare_bad_labels(runs):
     result = invoke("compare", runs["before"], runs["after"], "--labels", "only-one")
-    assert_one_line_error(
-        result, "--labels 'only-one': give two names separated by a comma, e.g. before,after"
+    assert result.exit_code == 2  # a bad option value is a usage error (issue 16.12)
+    assert result.output.endswith(
+        "Error: Invalid value for '--labels': 'only-one': give two names separated by a comma, "
+        "e.g. before,after\n"
     )
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -24,16 +27,60 @@ SMALL = demo.BUDGETS["small"]
 FINAL_STEP = SMALL.steps
 
 
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED = REPO / "reports" / "demo"
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """Runs ``smoothprobe demo --budget small`` once; returns (result, report dir, work dir)."""
+    """Runs ``smoothprobe demo --budget small`` once, with the default --out, in a git checkout
+    that has the project's .gitignore; returns (result, report dir, work dir)."""
     root = tmp_path_factory.mktemp("demo")
-    out, work = root / "report", root / "run"
-    result = CliRunner().invoke(
-        cli, ["demo", "--budget", "small", "--out", str(out), "--work-dir", str(work), "-q"]
-    )
+    shutil.copy(REPO / ".gitignore", root / ".gitignore")
+    git(root, "init", "-q")
+    git(root, "add", ".gitignore")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        result = CliRunner().invoke(cli, ["demo", "--budget", "small", "-q"])
+    finally:
+        os.chdir(cwd)
     assert result.exit_code == 0, result.output + repr(result.exception)
-    return result, out, work
+    return result, root / "reports" / "demo-local", root / "reports" / "demo-local-run"
+
+
+def recorded(path: Path) -> str:
+    """How the demo, run from its checkout's root with the default --out, names a path."""
+    parts = path.parts
+    return str(Path(*parts[len(parts) - 1 - parts[::-1].index("reports") :]))
+
+
+def test_demo_leaves_git_status_clean(run):
+    _, out, work = run
+    assert (out / "index.html").is_file() and (work / "val.bin").is_file()
+    assert git(out.parents[1], "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def test_committed_report_is_not_stale(run):
+    """The committed reference report has every file and section the code now writes.
+
+    Regenerate it with ``smoothprobe demo --out reports/demo`` (README, Development).
+    """
+    _, out, _ = run
+
+    def sections(report: Path) -> list[str]:
+        lines = (report / "report.md").read_text(encoding="utf-8").splitlines()
+        return [ln for ln in lines if ln.startswith("## ") and " at " not in ln]
+
+    assert sorted(p.name for p in COMMITTED.iterdir()) == sorted(p.name for p in out.iterdir())
+    assert sections(COMMITTED) == sections(out)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +194,7 @@ def test_records_cover_every_checkpoint(run, records):
         f"ckpt_{s:06d}.pt" for s in demo.checkpoint_steps(SMALL.steps, SMALL.checkpoints)
     ]
     for path in ckpts:
-        rows = records[records["checkpoint"] == str(path)]
+        rows = records[records["checkpoint"] == recorded(path)]
         assert {"d_l2", "l11_norm", "linf_lower"} <= set(rows["quantity"])
         assert set(rows["checkpoint_sha256"]) == {file_sha256(path)}
     final = records[records["step"] == FINAL_STEP]
@@ -179,7 +226,7 @@ def test_work_dir_is_a_nanogpt_run(run, records):
             seed=0,
         ),
     )
-    loss = records[(records["quantity"] == "loss") & (records["checkpoint"] == str(path))]
+    loss = records[(records["quantity"] == "loss") & (records["checkpoint"] == recorded(path))]
     assert set(loss["value"]) == {loaded.problem.loss()}
 
 
@@ -187,12 +234,16 @@ def test_stdout_states_where_things_are(run):
     result, out, work = run
     lines = result.stdout.splitlines()
     assert lines[0].startswith(
-        f"Checkpoint {work / f'ckpt_{FINAL_STEP:06d}.pt'} (step {FINAL_STEP}"
+        f"Checkpoint {recorded(work / f'ckpt_{FINAL_STEP:06d}.pt')} (step {FINAL_STEP}"
     )
     assert "**" not in lines[0]
-    assert f"report      {out / 'index.html'} (and report.md, figures, records.jsonl)" in lines
     assert (
-        f"checkpoints {work} ({SMALL.checkpoints} nanoGPT ckpt_*.pt, train.bin, val.bin, meta.pkl)"
+        f"report      {recorded(out / 'index.html')} (and report.md, figures, records.jsonl)"
+        in lines
+    )
+    assert (
+        f"checkpoints {recorded(work)} ({SMALL.checkpoints} nanoGPT ckpt_*.pt, train.bin, "
+        "val.bin, meta.pkl)"
     ) in lines
 
 

@@ -161,7 +161,7 @@ def test_quadratic_max_never_exceeds_the_exact_constant(d, seed, radius, mode):
             samples=24,
             generator=seed,
         )
-        estimates = {e.quantity: e for e in result.to_estimates()}
+        estimates = {e.quantity: e for e in result.estimates()}
         tol = 1e-10 * constant
         assert estimates["graddiff_max"].value <= constant + tol, kind
         assert estimates["hvp_ratio_max"].value <= constant + tol, kind
@@ -249,7 +249,7 @@ def test_estimates_bounds_settings_and_reproducibility():
     assert torch.equal(torch.random.get_rng_state(), state)
     for x, y in zip(a.radii, b.radii, strict=True):
         assert torch.equal(x.ratios, y.ratios)
-    estimates = a.to_estimates()
+    estimates = a.estimates()
     names = [e.quantity for e in estimates]
     assert names == ["graddiff_max", "graddiff_mean"] * 2 + ["hvp_ratio_max", "hvp_ratio_mean"]
     first = estimates[0]

@@ -368,7 +368,7 @@ def test_bad_hf_directories_give_one_line_errors(hf_dirs, tmp_path):
         with pytest.raises(error, match=words) as info:
             load(directory, data, **options)
         assert "\n" not in str(info.value), directory
-    with pytest.raises(SmoothprobeError, match="--spec does not apply"):
+    with pytest.raises(SmoothprobeError, match="a spec does not apply"):
         load_checkpoint(hf_dirs["gpt2"], data=DataOptions(path=str(hf_dirs["bin"])), spec="spec.py")
     with pytest.raises(DataError, match="no evaluation data"):
         load_checkpoint(hf_dirs["gpt2"], data=DataOptions())

@@ -7,48 +7,26 @@ import math
 
 import pytest
 import torch
+from conftest import diag_dominant, hessian_like, layout_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smoothprobe import Bound, DenseOperator, ParameterLayout
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.estimators.cauchy import cauchy_l11, cauchy_sketch, geomean_correction
+from smoothprobe.estimators.cauchy import cauchy_sketch, geomean_correction
 from smoothprobe.estimators.column_sampling import (
     merge_strata,
     proportional_allocation,
     stratified_columns,
     uniform_columns,
 )
-from smoothprobe.estimators.l11 import METHODS, estimate_l11, run_l11
+from smoothprobe.estimators.l11 import METHODS, estimate_l11
 
 CONCRETE = [m for m in METHODS if m not in ("auto",)]
 
 
 def l11(h: torch.Tensor) -> float:
     return float(h.abs().sum())
-
-
-def hessian_like(d: int, seed: int) -> torch.Tensor:
-    """Low rank + sparse-ish noise with row scales spanning two decades (like real Hessians)."""
-    g = torch.Generator().manual_seed(seed)
-    scale = torch.exp(torch.randn(d, generator=g, dtype=torch.float64) * 1.2)
-    a = torch.randn(d, 6, generator=g, dtype=torch.float64) * scale[:, None]
-    noise = torch.randn(d, d, generator=g, dtype=torch.float64) * 0.05
-    h = a @ a.T / 6 + (noise + noise.T) * torch.outer(scale, scale)
-    return h
-
-
-def diag_dominant(d: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    off = torch.randn(d, d, generator=g, dtype=torch.float64) * 0.01
-    return torch.diag(torch.rand(d, generator=g, dtype=torch.float64) + 0.5) + off + off.T
-
-
-def layout_of(d: int) -> ParameterLayout:
-    a = d // 2
-    return ParameterLayout.from_shapes(
-        [("w", (a // 4, 4)), ("b", (a - 4 * (a // 4),)), ("v", (d - a,))]
-    )
 
 
 def op_of(h: torch.Tensor) -> DenseOperator:
@@ -77,26 +55,27 @@ def test_contract_same_seed_budget_and_global_rng(method):
     runs = []
     for _ in range(2):
         op = op_of(h)
-        budget = 120 if method == "exact" else 40
-        est = estimate_l11(op, method=method, hvps=budget, generator=7)
+        budget = 120 if method == "exact" else 64
+        est = estimate_l11(op, method=method, max_hvps=budget, generator=7).estimate
         assert op.cost.hvps == est.hvps <= budget
         runs.append(est)
     assert torch.equal(torch.get_rng_state(), before)
     assert runs[0].value == runs[1].value and runs[0].ci_low == runs[1].ci_low
     assert math.isfinite(runs[0].value) and runs[0].quantity == "l11_norm"
     assert runs[0].extra["l11_per_d"] == pytest.approx(runs[0].value / 120, rel=1e-15)
-    other = estimate_l11(op_of(h), method=method, hvps=budget, generator=8)
+    other = estimate_l11(op_of(h), method=method, max_hvps=budget, generator=8).estimate
     assert method == "exact" or other.value != runs[0].value
 
 
 def test_generator_object_continues_its_stream_and_none_means_seed_zero():
     h = hessian_like(80, 1)
     g = torch.Generator().manual_seed(3)
-    a = estimate_l11(op_of(h), hvps=32, generator=g)
-    b = estimate_l11(op_of(h), hvps=32, generator=g)
+    a = estimate_l11(op_of(h), max_hvps=32, generator=g).estimate
+    b = estimate_l11(op_of(h), max_hvps=32, generator=g).estimate
     assert a.value != b.value and a.seed == b.seed == 3
     assert (
-        estimate_l11(op_of(h), hvps=32).value == estimate_l11(op_of(h), hvps=32, generator=0).value
+        estimate_l11(op_of(h), max_hvps=32).estimate.value
+        == estimate_l11(op_of(h), max_hvps=32, generator=0).estimate.value
     )
 
 
@@ -105,7 +84,7 @@ def test_probe_blocks_never_exceed_chunk_size():
     h = hessian_like(100, 2)
     for method in ("two-phase", "cauchy-geomean", "cauchy-median", "uniform"):
         op = RecordingOperator(h)
-        estimate_l11(op, method=method, hvps=90, generator=0, chunk_size=8)
+        estimate_l11(op, method=method, max_hvps=90, generator=0, chunk_size=8)
         assert max(b.shape[0] for b in op.blocks) <= 8
         assert sum(b.shape[0] for b in op.blocks) == op.cost.hvps <= 90
 
@@ -114,15 +93,15 @@ def test_probe_blocks_never_exceed_chunk_size():
     "kwargs",
     [
         dict(method="nope"),
-        dict(hvps=0),
-        dict(hvps=5, method="two-phase"),
+        dict(max_hvps=0),
+        dict(max_hvps=63, method="two-phase"),
         dict(confidence=1.0),
         dict(generator="seed"),
         dict(phase1_fraction=1.0),
         dict(defensive=0.0),
-        dict(method="cauchy-geomean", hvps=1),
+        dict(method="cauchy-geomean", max_hvps=1),
         dict(chunk_size=0),
-        dict(method="exact", hvps=29),
+        dict(method="exact", max_hvps=29),
     ],
 )
 def test_bad_options_raise_domain_errors(kwargs):
@@ -135,13 +114,16 @@ def test_bad_options_raise_domain_errors(kwargs):
 
 def test_auto_is_exact_when_budget_covers_every_column():
     h = hessian_like(50, 3)
-    est = estimate_l11(op_of(h), hvps=64)
+    est = estimate_l11(op_of(h), max_hvps=64).estimate
     assert est.method == "exact" and est.bound is Bound.EXACT and est.hvps == 50
     assert est.value == pytest.approx(l11(h), rel=1e-12)
     assert est.ci_low == est.ci_high == pytest.approx(est.value)
-    small = estimate_l11(op_of(h), hvps=6)
+    small = estimate_l11(op_of(h), max_hvps=6).estimate
     assert small.method == "cauchy-geomean"
-    assert estimate_l11(op_of(h), hvps=20).method == "two-phase"
+    assert estimate_l11(op_of(h), max_hvps=20).estimate.method == "cauchy-geomean"
+    big = hessian_like(100, 3)
+    assert estimate_l11(op_of(big), max_hvps=63).estimate.method == "cauchy-geomean"
+    assert estimate_l11(op_of(big), max_hvps=64).estimate.method == "two-phase"
 
 
 @pytest.mark.parametrize("method", ["two-phase", "uniform", "stratified", "cauchy-geomean"])
@@ -150,7 +132,10 @@ def test_unbiased_over_seeds(method):
     h = hessian_like(150, 4)
     truth = l11(h)
     values = torch.tensor(
-        [estimate_l11(op_of(h), method=method, hvps=48, generator=s).value for s in range(40)]
+        [
+            estimate_l11(op_of(h), method=method, max_hvps=64, generator=s).estimate.value
+            for s in range(40)
+        ]
     )
     mean, se = float(values.mean()), float(values.std()) / math.sqrt(40)
     assert abs(mean - truth) <= 4 * se + 1e-12 * truth
@@ -163,7 +148,9 @@ def test_two_phase_beats_cauchy_and_uniform_on_skewed_rows():
     def sd(method):
         errs = torch.tensor(
             [
-                estimate_l11(op_of(h), method=method, hvps=128, generator=s).value / truth - 1
+                estimate_l11(op_of(h), method=method, max_hvps=128, generator=s).estimate.value
+                / truth
+                - 1
                 for s in range(15)
             ]
         )
@@ -181,7 +168,7 @@ def test_interval_covers_in_at_least_90_of_100_repeats():
     op = op_of(h)
     covered = 0
     for s in range(100):
-        est = estimate_l11(op, hvps=96, generator=s)
+        est = estimate_l11(op, max_hvps=96, generator=s).estimate
         assert est.method == "two-phase" and est.ci_low <= est.value <= est.ci_high
         covered += est.ci_low <= truth <= est.ci_high
     assert covered >= 90
@@ -190,16 +177,19 @@ def test_interval_covers_in_at_least_90_of_100_repeats():
 def test_ci_low_never_below_certified_sum_of_exact_columns():
     h = hessian_like(120, 7)
     for method in ("two-phase", "uniform", "stratified"):
-        est = estimate_l11(op_of(h), method=method, hvps=60, generator=1)
+        est = estimate_l11(op_of(h), method=method, max_hvps=64, generator=1).estimate
         assert 0 < est.extra["certified_lower"] <= l11(h)
-        assert est.ci_low >= est.extra["certified_lower"]
+        if method == "two-phase":  # uniform/stratified give no interval (test_coverage.py)
+            assert est.ci_low >= est.extra["certified_lower"]
+        else:
+            assert est.ci_low is None and est.stderr is None
 
 
 def test_uniform_and_stratified_exact_when_budget_exceeds_d():
     h = hessian_like(40, 8)
     g = torch.Generator().manual_seed(0)
     for fn in (uniform_columns, stratified_columns):
-        s = fn(op_of(h), hvps=64, generator=g)
+        s = fn(op_of(h), max_hvps=64, generator=g)
         assert s.exact and s.stderr == 0 and s.total == pytest.approx(l11(h), rel=1e-12)
 
 
@@ -209,7 +199,7 @@ def test_stratified_is_exact_on_a_blockwise_constant_matrix():
     scales = torch.cat([torch.full((30,), 1.0), torch.full((50,), 3.0), torch.full((20,), 0.1)])
     h = torch.diag(scales).double()
     s = stratified_columns(
-        DenseOperator(h, layout=lay), hvps=12, generator=torch.Generator().manual_seed(0)
+        DenseOperator(h, layout=lay), max_hvps=12, generator=torch.Generator().manual_seed(0)
     )
     assert s.total == pytest.approx(l11(h), rel=1e-12) and s.stderr == pytest.approx(0, abs=1e-12)
 
@@ -236,7 +226,7 @@ def test_cauchy_median_and_iqr_are_the_exact_order_statistics_of_the_probes():
     h = hessian_like(60, 9)
     for scale in ("median", "iqr"):
         op = RecordingOperator(h)
-        sk = cauchy_sketch(op, probes=21, scale=scale, generator=3, chunk_size=5)
+        sk = cauchy_sketch(op, max_hvps=21, scale=scale, generator=3, chunk_size=5)
         y = (torch.cat(op.blocks) @ h).numpy()
         import numpy as np
 
@@ -252,7 +242,7 @@ def test_cauchy_median_and_iqr_are_the_exact_order_statistics_of_the_probes():
 def test_cauchy_geomean_is_unbiased_per_row_on_a_diagonal():
     """For diagonal H each row sees |H_ii|·|Cauchy|; the corrected geometric mean is unbiased."""
     diag = torch.linspace(0.5, 2.0, 400, dtype=torch.float64)
-    sk = cauchy_sketch(DenseOperator(torch.diag(diag)), probes=8, scale="geomean", generator=0)
+    sk = cauchy_sketch(DenseOperator(torch.diag(diag)), max_hvps=8, scale="geomean", generator=0)
     ratio = sk.row_norms / diag  # 400 iid unbiased draws of a mean-1 variable
     assert abs(float(ratio.mean()) - 1) < 4 * float(ratio.std()) / 20
     assert geomean_correction(8) == pytest.approx(math.cos(math.pi / 16) ** 8)
@@ -265,8 +255,8 @@ def test_streaming_histogram_matches_exact_quantiles(scale):
     h = hessian_like(200, 10)
     diffs = []
     for seed in range(5):
-        exact = cauchy_sketch(op_of(h), probes=100, scale=scale, generator=seed)
-        stream = cauchy_sketch(op_of(h), probes=100, scale=scale, generator=seed, memory_limit=0)
+        exact = cauchy_sketch(op_of(h), max_hvps=100, scale=scale, generator=seed)
+        stream = cauchy_sketch(op_of(h), max_hvps=100, scale=scale, generator=seed, memory_limit=0)
         assert stream.quantiles == "histogram" and exact.quantiles == "exact"
         diffs.append(stream.total / exact.total - 1)
         rel = (stream.row_norms - exact.row_norms).abs() / exact.row_norms
@@ -277,22 +267,26 @@ def test_streaming_histogram_matches_exact_quantiles(scale):
 def test_streaming_memory_does_not_grow_with_probes():
     h = hessian_like(100, 11)
     held = {
-        k: cauchy_sketch(op_of(h), probes=k, scale="median", generator=0, memory_limit=0).held_bytes
+        k: cauchy_sketch(
+            op_of(h), max_hvps=k, scale="median", generator=0, memory_limit=0
+        ).held_bytes
         for k in (20, 200)
     }
     assert held[20] == held[200] < 100 * 200 * 4
-    assert cauchy_sketch(op_of(h), probes=64, scale="geomean", generator=0).held_bytes == 0
+    assert cauchy_sketch(op_of(h), max_hvps=64, scale="geomean", generator=0).held_bytes == 0
 
 
 def test_cauchy_estimate_fields_and_zero_rows():
     h = torch.zeros(30, 30, dtype=torch.float64)
     h[:10, :10] = hessian_like(10, 12)
     for scale in ("median", "iqr", "geomean"):
-        est = cauchy_l11(DenseOperator(h), probes=32, scale=scale, generator=0)
+        est = estimate_l11(
+            DenseOperator(h), method=f"cauchy-{scale}", max_hvps=32, generator=0
+        ).estimate
         assert est.method == f"cauchy-{scale}" and est.hvps == 32
         assert est.extra["l11_per_d"] == pytest.approx(est.value / 30)
         assert est.ci_low is not None and est.ci_low <= est.value <= est.ci_high
-        sk = cauchy_sketch(DenseOperator(h), probes=32, scale=scale, generator=0)
+        sk = cauchy_sketch(DenseOperator(h), max_hvps=32, scale=scale, generator=0)
         assert torch.all(sk.row_norms[10:] == 0)
 
 
@@ -310,14 +304,14 @@ def test_permutation_and_sign_flip_leave_target_and_estimates_consistent(seed):
     hs = signs[:, None] * h * signs[None, :]
     truth = l11(h)
     for m in (hp, hs):
-        assert estimate_l11(DenseOperator(m), method="exact").value == pytest.approx(truth)
+        assert estimate_l11(DenseOperator(m), method="exact").estimate.value == pytest.approx(truth)
     # Column sampling sees |H e_j|: a sign flip changes nothing at all.
-    a = estimate_l11(DenseOperator(h), method="uniform", hvps=20, generator=seed)
-    b = estimate_l11(DenseOperator(hs), method="uniform", hvps=20, generator=seed)
+    a = estimate_l11(DenseOperator(h), method="uniform", max_hvps=20, generator=seed).estimate
+    b = estimate_l11(DenseOperator(hs), method="uniform", max_hvps=20, generator=seed).estimate
     assert a.value == pytest.approx(b.value, rel=1e-12) and a.stderr == pytest.approx(b.stderr)
     # The default estimator is consistent on each version: within 5 standard errors.
     for m in (h, hp, hs):
-        est = estimate_l11(DenseOperator(m), hvps=40, generator=seed)
+        est = estimate_l11(DenseOperator(m), max_hvps=40, generator=seed).estimate
         assert abs(est.value - truth) <= 5 * est.stderr + 1e-9 * truth
 
 
@@ -329,8 +323,8 @@ def test_haar_rotation_raises_l11_of_a_diagonal_dominant_matrix():
     rotated = q.T @ h @ q
     assert l11(rotated) > 1.3 * l11(h)
     torch.testing.assert_close(torch.linalg.eigvalsh(rotated), torch.linalg.eigvalsh(h))
-    a = estimate_l11(DenseOperator(h), hvps=64, generator=1)
-    b = estimate_l11(DenseOperator(rotated), hvps=64, generator=1)
+    a = estimate_l11(DenseOperator(h), max_hvps=64, generator=1).estimate
+    b = estimate_l11(DenseOperator(rotated), max_hvps=64, generator=1).estimate
     assert a.ci_high < b.ci_low
 
 
@@ -361,13 +355,15 @@ def test_default_method_on_real_models(name):
     dense = DenseOperator(h.to(torch.float32), layout=problem.layout)
     errs, covered = [], 0
     for s in range(100):
-        est = estimate_l11(dense, hvps=256, generator=s)
+        est = estimate_l11(dense, max_hvps=256, generator=s).estimate
         errs.append(est.value / truth - 1)
         covered += est.ci_low <= truth <= est.ci_high
     sd = float(torch.tensor(errs).pow(2).mean().sqrt())
     cauchy = torch.tensor(
         [
-            estimate_l11(dense, method="cauchy-median", hvps=256, generator=s).value / truth - 1
+            estimate_l11(dense, method="cauchy-median", max_hvps=256, generator=s).estimate.value
+            / truth
+            - 1
             for s in range(20)
         ]
     )
@@ -375,7 +371,7 @@ def test_default_method_on_real_models(name):
     assert sd < float(cauchy.pow(2).mean().sqrt()) / 2
     # The real HVP operator (double backward) gives the same run as its dense Hessian.
     op = problem.hvp_operator()
-    run = run_l11(op, hvps=64, generator=0)
-    ref = estimate_l11(DenseOperator(h, layout=problem.layout), hvps=64, generator=0)
+    run = estimate_l11(op, max_hvps=64, generator=0)
+    ref = estimate_l11(DenseOperator(h, layout=problem.layout), max_hvps=64, generator=0).estimate
     assert run.estimate.value == pytest.approx(ref.value, rel=1e-6)
     assert op.cost.hvps == run.estimate.hvps <= 64

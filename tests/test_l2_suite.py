@@ -1,43 +1,30 @@
-"""measure_l2, input coercion, and the contract every ℓ2 estimator honours."""
+"""measure_l2 and input coercion (the contract every estimator honours: test_contract.py)."""
 
 from __future__ import annotations
 
 import json
 import math
-from functools import partial
 
-import numpy as np
 import pytest
 import torch
+from conftest import spiked
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.estimate import Estimate
-from smoothprobe.estimators.frobenius import frobenius_sq
-from smoothprobe.estimators.lanczos import lanczos, mixed_start
-from smoothprobe.estimators.power_iteration import power_iteration
-from smoothprobe.estimators.spectral_density import spectral_density
-from smoothprobe.estimators.trace import hutchinson_trace, hutchpp_trace
-from smoothprobe.linear_operator import DenseOperator
-from smoothprobe.suites.l2 import as_operator, measure_l2, parse_extras
+from smoothprobe.estimators.lanczos import mixed_start
+from smoothprobe.linear_operator import DenseOperator, as_operator
+from smoothprobe.suites.l2 import measure_l2, parse_extras
 
 
 def matrix(d: int = 150, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
-    eigs = torch.cat(
-        [
-            torch.tensor([30.0, 12.0, -7.0], dtype=torch.float64),
-            torch.randn(d - 3, generator=g, dtype=torch.float64),
-        ]
-    )
-    h = (q * eigs) @ q.T
-    return (h + h.T) / 2
+    return spiked(d, seed)
 
 
 def test_measure_l2_quantities_and_values():
     h = matrix()
     eigs = torch.linalg.eigvalsh(h)
-    ests = measure_l2(h, tol=1e-8, top_k=2, extras="trace, frobenius,density", generator=3)
+    ests = measure_l2(
+        h, tol=1e-8, top_k=2, extras="trace, frobenius,density", generator=3
+    ).estimates()
     by = {e.quantity: e for e in ests}
     assert [e.quantity for e in ests] == [
         "lambda_max",
@@ -67,13 +54,13 @@ def test_measure_l2_quantities_and_values():
 
 def test_measure_l2_accepts_arrays_operators_and_problems():
     h = matrix(60, 1)
-    a = measure_l2(h.numpy(), generator=0)[0].value
-    b = measure_l2(DenseOperator(h), generator=0)[0].value
+    a = measure_l2(h.numpy(), generator=0).estimates()[0].value
+    b = measure_l2(DenseOperator(h), generator=0).estimates()[0].value
     assert a == b
     examples = pytest.importorskip("smoothprobe.examples")
     pytest.importorskip("sklearn")
     problem = examples.build_example("mlp")
-    est = measure_l2(problem, tol=1e-4, generator=0)
+    est = measure_l2(problem, tol=1e-4, generator=0).estimates()
     assert est[0].quantity == "lambda_max" and est[0].value > 0 and est[0].extra["converged"]
 
 
@@ -83,16 +70,21 @@ def test_measure_l2_starts_from_the_gradient_when_the_operator_has_one():
     problem = examples.build_example("mlp")
     h = examples.exact_hessian("mlp")
     eigs = torch.linalg.eigvalsh((h + h.T) / 2)
-    est = {e.quantity: e for e in measure_l2(problem, tol=1e-8, generator=0)}
+    est = {e.quantity: e for e in measure_l2(problem, tol=1e-8, generator=0).estimates()}
     assert est["lambda_max"].settings["start"] == "gradient+random"
     assert est["lambda_max"].value == pytest.approx(float(eigs[-1]), rel=1e-7)
     assert est["lambda_min"].value == pytest.approx(float(eigs[0]), rel=1e-7)
     assert est["lambda_max"].gradients >= 1  # the gradient graph was built
-    rand = {e.quantity: e for e in measure_l2(problem, tol=1e-8, start="random", generator=0)}
+    rand = {
+        e.quantity: e
+        for e in measure_l2(problem, tol=1e-8, start="random", generator=0).estimates()
+    }
     assert rand["lambda_max"].settings["start"] == "random"
-    assert measure_l2(h, generator=0)[0].settings["start"] == "random"  # dense: no gradient
+    assert (
+        measure_l2(h, generator=0).estimates()[0].settings["start"] == "random"
+    )  # dense: no gradient
     with pytest.raises(SmoothprobeError):
-        measure_l2(h, start="eigenvector")
+        measure_l2(h, start="eigenvector").estimates()
 
 
 def test_mixed_start_weights_direction_and_noise_equally():
@@ -112,7 +104,7 @@ def test_mixed_start_weights_direction_and_noise_equally():
 def test_measure_l2_with_a_user_start():
     h = matrix(80, 2)
     start = torch.randn(80, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    est = measure_l2(h, tol=1e-8, start=start)
+    est = measure_l2(h, tol=1e-8, start=start).estimates()
     assert est[0].settings["start"] == "user"
     assert est[0].value == pytest.approx(float(torch.linalg.eigvalsh(h)[-1]), rel=1e-8)
 
@@ -130,62 +122,3 @@ def test_extras_are_validated():
     assert parse_extras(["frobenius_sq", "spectral_density"]) == ["frobenius", "density"]
     with pytest.raises(SmoothprobeError, match="unknown extra"):
         measure_l2(matrix(20), extras=("trace", "l11"))
-
-
-# ---- the contract -------------------------------------------------------------------------
-
-BUDGET = 40
-ESTIMATORS = {
-    "lanczos": partial(lanczos, max_hvps=BUDGET, tol=1e-14),
-    "power_iteration": partial(power_iteration, max_hvps=BUDGET, tol=1e-14),
-    "hutchinson": partial(hutchinson_trace, num_probes=BUDGET),
-    "hutch++": partial(hutchpp_trace, num_probes=BUDGET),
-    "frobenius": partial(frobenius_sq, num_probes=BUDGET),
-    "frobenius-hutchinson": partial(frobenius_sq, num_probes=BUDGET, method="hutchinson"),
-    "spectral_density": partial(spectral_density, num_probes=4, steps=BUDGET // 4),
-    "measure_l2": partial(
-        measure_l2,
-        max_hvps=BUDGET // 2,
-        probes=BUDGET // 2,
-        tol=1e-14,
-        extras=("trace", "frobenius"),
-    ),
-}
-
-
-def values(result) -> list[float]:
-    """The numbers an estimator returned, whatever its result type."""
-    if isinstance(result, list):
-        return [v for e in result for v in values(e)]
-    if isinstance(result, Estimate):
-        return [result.value, result.stderr or 0.0, result.ci_low or 0.0, result.ci_high or 0.0]
-    if hasattr(result, "density"):
-        return [*result.density.tolist(), result.negative_mass]
-    return [result.lambda_max, result.lambda_min, *result.top_values, result.residual_max]
-
-
-def hvps_of(result) -> int:
-    if isinstance(result, list):  # Lanczos run (shared by 4 estimates) + shared deflated probes
-        return result[0].hvps + result[4].hvps
-    return result.hvps
-
-
-@pytest.mark.parametrize("name", sorted(ESTIMATORS))
-def test_contract(name):
-    estimator = ESTIMATORS[name]
-    op = DenseOperator(matrix(120, 4))
-    torch_state, np_state = torch.get_rng_state(), np.random.get_state()
-    first = estimator(op, generator=11)
-    # respects its HVP budget, and reports what it used
-    assert op.cost.hvps <= BUDGET
-    assert hvps_of(first) == op.cost.hvps
-    # finite numbers
-    assert all(math.isfinite(v) for v in values(first))
-    # same seed ⇒ same result; a Generator seeded alike is the same as the int seed
-    again = estimator(DenseOperator(matrix(120, 4)), generator=torch.Generator().manual_seed(11))
-    assert values(again) == values(first)
-    other = estimator(DenseOperator(matrix(120, 4)), generator=12)
-    assert values(other) != values(first)
-    # global RNG untouched
-    assert torch.equal(torch.get_rng_state(), torch_state)
-    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), np_state, strict=True))

@@ -56,7 +56,7 @@ def brute_force_variance(G, w, batch_size):
 
 
 def values(result, **kwargs):
-    return {(e.quantity, e.settings["partition"]): e for e in result.to_estimates(**kwargs)}
+    return {(e.quantity, e.settings["partition"]): e for e in result.estimates(**kwargs)}
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "gpt"])
@@ -107,7 +107,7 @@ def test_unequal_token_weights_match_the_weighted_brute_force():
     assert torch.allclose(g_bar, problem.gradient(), rtol=0, atol=1e-12 * float(g_bar.abs().max()))
     result = gradient_noise(problem, batch_size=3, groups=0)
     assert torch.allclose(result.variance, var, rtol=1e-9, atol=1e-14 * float(var.max()))
-    assert result.jackknife is None and result.to_estimates()[0].stderr is None
+    assert result.jackknife is None and result.estimates()[0].stderr is None
 
 
 def test_minibatch_method_matches_brute_force_and_loop_mode():
@@ -144,7 +144,7 @@ def test_basis_rotates_per_example_gradients():
     var, _ = brute_force_variance(G, token_weights(y), batch_size=1)
     result = gradient_noise(problem, batch_size=1, basis=basis, groups=0)
     assert torch.allclose(result.variance, var, rtol=1e-8, atol=1e-14 * float(var.max()))
-    assert result.to_estimates()[0].settings["basis"] == basis.name
+    assert result.estimates()[0].settings["basis"] == basis.name
 
 
 def test_batch_size_scaling_and_partition_invariances():

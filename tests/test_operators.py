@@ -7,7 +7,9 @@ from torch.nn import functional as F
 
 from smoothprobe.errors import NonDeterministicLossError
 from smoothprobe.examples import build_example, exact_hessian
+from smoothprobe.linear_operator import dense_matrix
 from smoothprobe.models.gpt import GPT, GPTConfig, lm_loss
+from smoothprobe.operators import HessianOperator
 from smoothprobe.problem import problem_from_module
 
 EXAMPLES = ["mlp", "cnn", "gpt"]
@@ -154,3 +156,94 @@ def test_gradient_from_operator_equals_problem_gradient():
     problem = build_example("gpt")
     op = problem.hvp_operator()
     assert torch.allclose(op.gradient(), problem.gradient(), rtol=1e-12, atol=1e-15)
+
+
+class BrokenBatching(HessianOperator):
+    """Batched products deliberately wrong (as a bad batching rule would make them)."""
+
+    def __init__(self, *args, break_with: str, **kwargs):
+        self.break_with = break_with
+        super().__init__(*args, **kwargs)
+
+    def _batched_products(self, leaf, grad, block):
+        out = super()._batched_products(leaf, grad, block)
+        if self.break_with == "scale":  # wrong but still symmetric
+            return out * (1 + 1e-3)
+        if self.break_with == "raise":
+            raise RuntimeError("no batching rule for this op")
+        return out.roll(1, dims=0)  # products assigned to the wrong probes
+
+
+def loaded_from(problem):
+    """A LoadedCheckpoint-shaped wrapper of an in-memory Problem (what run_measurement reads)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        problem=problem,
+        path="in-memory",
+        sha256="0" * 64,
+        step=0,
+        kind="module",
+        data_path=None,
+        n_head=None,
+    )
+
+
+def _small_problem():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 5, generator=gen, dtype=torch.float64)
+    y = torch.randn(16, 1, generator=gen, dtype=torch.float64)
+    return problem_from_module(model, F.mse_loss, (x, y), batch_size=8)
+
+
+def test_batched_path_passes_its_check_when_it_is_right():
+    op = _small_problem().hvp_operator()
+    assert op.check_batched(seed=1)
+    assert op.cost.hvps == 6
+
+
+@pytest.mark.parametrize(
+    ("broken", "why"),
+    [("scale", "differs from single-probe"), ("roll", "differs"), ("raise", "failed")],
+)
+def test_a_broken_batched_path_falls_back_loudly_to_single_probes(broken, why):
+    problem = _small_problem()
+    op = BrokenBatching(problem, break_with=broken)
+    with pytest.warns(RuntimeWarning, match=why):
+        assert not op.check_batched(seed=1)
+    h = dense_matrix(problem.hvp_operator())
+    block = torch.eye(problem.d, dtype=torch.float64)[:4]
+    torch.testing.assert_close(op.matvec(block), h[:4], rtol=1e-12, atol=1e-12)
+
+
+def test_asymmetric_batched_products_are_refused():
+    class Asymmetric(BrokenBatching):
+        def _single_products(self, leaf, grad, block):  # both paths agree, but H is not symmetric
+            return self._skewed(super()._single_products(leaf, grad, block), block)
+
+        def _batched_products(self, leaf, grad, block):
+            return self._skewed(HessianOperator._batched_products(self, leaf, grad, block), block)
+
+        @staticmethod
+        def _skewed(out, block):
+            skew = torch.zeros(block.shape[1], block.shape[1], dtype=block.dtype)
+            skew[0, 1], skew[1, 0] = 1.0, -1.0
+            return out + block @ skew.T
+
+    op = Asymmetric(_small_problem(), break_with="none")
+    with pytest.warns(RuntimeWarning, match="not symmetric"):
+        assert not op.check_batched(seed=1)
+
+
+def test_measurement_checks_the_batched_path_first(monkeypatch):
+    from smoothprobe.measure import MeasureSettings, run_measurement
+
+    calls = []
+    monkeypatch.setattr(
+        HessianOperator, "check_batched", lambda self, **kw: calls.append(kw) or True
+    )
+    loaded = loaded_from(_small_problem())
+    run_measurement(loaded, MeasureSettings(norm="none", seed=3), progress=False)
+    assert calls == [{"seed": 3}]

@@ -238,8 +238,8 @@ def test_build_partition_specs(gpt_layout):
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("", "empty --blocks"),
-        ("head", "--n-head"),
+        ("", "empty partition"),
+        ("head", "n_head"),
         ("rows", "tensor|layer|row|head"),
         ("attn[", "invalid regex"),
     ],

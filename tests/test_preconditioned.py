@@ -135,3 +135,74 @@ def test_lambda_of_p_inverse_h_against_dense_float64():
     assert est["aeos_threshold"].value == pytest.approx(38 / 1e-2)
     assert est["gd_threshold"].value == pytest.approx(2 / 1e-2)
     assert top.extra["ratio_to_threshold"] == pytest.approx(top.value / (38 / 1e-2))
+    upper = est["precond_lambda_max_upper"]
+    assert upper.bound is Bound.PROB_UPPER and upper.failure_prob == 1e-3
+    assert upper.value >= float(truth[-1]) * (1 - 1e-12)
+
+
+def test_tridiagonal_rebuilt_from_ritz_pairs_gives_the_same_kw_bound():
+    from smoothprobe.estimators.krylov_bound import lanczos_upper_bounds
+    from smoothprobe.estimators.lanczos import lanczos
+    from smoothprobe.estimators.ritz_bounds import ritz_upper_bounds, tridiagonal_from_ritz
+
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(200, 200, generator=g, dtype=torch.float64)
+    h = (a + a.T) / 2
+    r = lanczos(DenseOperator(h), max_hvps=25, tol=1e-14, keep_basis=True, generator=3)
+    alpha, beta, beta_last = tridiagonal_from_ritz(r.ritz_values, r.ritz_residuals)
+    assert alpha == pytest.approx(r.krylov.alpha.tolist(), rel=1e-8, abs=1e-8)
+    assert beta == pytest.approx(r.krylov.beta.tolist(), rel=1e-8, abs=1e-8)
+    assert beta_last == pytest.approx(float(r.krylov.residual.norm()), rel=1e-10)
+    want = lanczos_upper_bounds(
+        r.krylov.alpha.tolist(), r.krylov.beta.tolist(), beta_last, d=200, failure_prob=1e-3
+    )
+    got = ritz_upper_bounds(r.ritz_values, r.ritz_residuals, d=200, failure_prob=1e-3)
+    assert got.lambda_max_upper == pytest.approx(want.lambda_max_upper, rel=1e-8)
+    assert got.norm_upper == pytest.approx(want.norm_upper, rel=1e-8)
+    truth = torch.linalg.eigvalsh(h)
+    assert got.lambda_max_upper >= float(truth[-1])
+
+
+SPEC = """
+import torch
+from torch import nn
+
+def smoothprobe_spec(*, data_path, batch_size, num_batches, seed):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(12, 2, generator=g), torch.randint(2, (12,), generator=g)
+    model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 2))
+    return {"model": model, "loss_fn": nn.functional.cross_entropy, "data": (x, y),
+            "optimizer_order": ORDER}
+"""
+
+
+@pytest.mark.parametrize("order", [None, ["1.weight", "0.weight", "1.bias"]])
+def test_plain_checkpoint_with_spec_supplied_order(tmp_path, order):
+    """{"model", "optimizer"} saved by plain PyTorch; the ambiguous order comes from the spec."""
+    from smoothprobe.checkpoints import DataOptions, load_checkpoint
+
+    model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 2))
+    opt = torch.optim.Adam(
+        [{"params": [model[1].weight]}, {"params": [model[0].weight, model[1].bias]}]
+    )
+    x = torch.randn(4, 2)
+    for _ in range(2):
+        opt.zero_grad()
+        model(x).square().sum().backward()
+        opt.step()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, tmp_path / "c.pt")
+    (tmp_path / "spec.py").write_text(SPEC.replace("ORDER", repr(order)))
+    loaded = load_checkpoint(
+        tmp_path / "c.pt", spec=str(tmp_path / "spec.py"), data=DataOptions(batch_size=6)
+    )
+    assert loaded.optimizer_state is not None
+    if order is None:
+        with pytest.raises(OptimizerStateError, match="more than one order"):
+            adam_preconditioner(loaded.optimizer_state, loaded.problem.layout)
+    else:
+        pre = adam_preconditioner(
+            loaded.optimizer_state, loaded.problem.layout, order=loaded.optimizer_order
+        )
+        assert pre.order == "user"
+        want = expected_diagonal(model, opt).detach()
+        assert torch.allclose(pre.diagonal, want.to(torch.float64), rtol=1e-6)

@@ -261,3 +261,21 @@ def test_committed_report_verdicts_follow_from_its_records():
     assert analyse(runs, records)["verdicts"] == verdicts
     for row in constants_table(records):
         assert row["lower"] <= row["upper"] * (1 + 1e-9), row
+
+
+def test_measure_point_uses_the_hinf_bracket_when_asked(gpt_task):
+    import dataclasses
+
+    from smoothprobe.reproduce.measure_step import QUICK_BUDGET, MeasurePoint, measure_point
+
+    _, keep = train(gpt_task, BY_NAME["adam"], RunConfig(1e-2, 0, 4, 2))
+    point = MeasurePoint("k", "adam", 4, "identity", ())
+    budget = dataclasses.replace(QUICK_BUDGET, hinf_hvps=160)
+    records = measure_point(gpt_task, keep["step_4"], point, budget)
+    by_q = {r["quantity"]: r for r in records}
+    assert {"hinf_lower", "hinf_upper", "linf_lower", "l11_norm"} <= set(by_q)
+    row = next(r for r in constants_table(records) if r["partition"] == "singleton")
+    assert row["upper"] == by_q["hinf_upper"]["value"]
+    assert row["lower"] == max(by_q["hinf_lower"]["value"], by_q["linf_lower"]["value"])
+    assert row["lower"] <= row["upper"]
+    assert point.key(gpt_task, budget) != point.key(gpt_task, QUICK_BUDGET)

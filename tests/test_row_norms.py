@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smoothprobe import Bound, DenseOperator, ParameterLayout
-from smoothprobe.estimators.l11 import run_l11
+from smoothprobe.estimators.l11 import estimate_l11
 from smoothprobe.estimators.row_norms import RowNorms, max_row_estimate, refine_max_row
 
 LAYOUT = ParameterLayout.from_shapes([("w", (10, 6)), ("b", (10,)), ("head", (3, 10))])
@@ -37,7 +37,7 @@ def rows_true(h: torch.Tensor) -> torch.Tensor:
 def test_exact_rows_are_exact_and_lower_bounds_certified(method):
     h = matrix(0)
     truth = rows_true(h)
-    run = run_l11(DenseOperator(h, layout=LAYOUT), method=method, hvps=40, generator=1)
+    run = estimate_l11(DenseOperator(h, layout=LAYOUT), method=method, max_hvps=64, generator=1)
     rows = run.rows
     assert rows.estimates.shape == (D,) and rows.exact.dtype == torch.bool
     if method == "cauchy-median":
@@ -53,8 +53,8 @@ def test_exact_rows_are_exact_and_lower_bounds_certified(method):
 
 def test_cauchy_row_estimates_track_truth():
     h = matrix(1)
-    rows = run_l11(
-        DenseOperator(h, layout=LAYOUT), method="cauchy-geomean", hvps=400, generator=0
+    rows = estimate_l11(
+        DenseOperator(h, layout=LAYOUT), method="cauchy-geomean", max_hvps=400, generator=0
     ).rows
     log_err = (rows.estimates / rows_true(h)).log()
     # per-row log error of the geometric mean has s.d. π/(2√k) = 0.079 at k = 400
@@ -64,7 +64,7 @@ def test_cauchy_row_estimates_track_truth():
 
 def test_summary_per_tensor_and_export():
     h = matrix(2)
-    run = run_l11(DenseOperator(h, layout=LAYOUT), method="exact", hvps=D)
+    run = estimate_l11(DenseOperator(h, layout=LAYOUT), method="exact", max_hvps=D)
     table = run.rows.summary()
     truth = rows_true(h).numpy()
     assert [r["name"] for r in table] == ["w", "b", "head"]
@@ -97,7 +97,7 @@ def test_summary_with_unknown_rows():
 def test_refine_finds_the_largest_row_exactly():
     h = matrix(3, spike=30.0)
     op = DenseOperator(h, layout=LAYOUT)
-    run = run_l11(op, method="cauchy-geomean", hvps=64, generator=0)
+    run = estimate_l11(op, method="cauchy-geomean", max_hvps=64, generator=0)
     before = op.cost.hvps
     rows, used = refine_max_row(op, run.rows, max_hvps=16, chunk_size=4)
     assert op.cost.hvps - before == used <= 16
@@ -114,11 +114,13 @@ def test_max_row_bound_kinds():
     h = matrix(4)
     truth = float(rows_true(h).max())
     op = DenseOperator(h, layout=LAYOUT)
-    exact = max_row_estimate(run_l11(op, method="exact", hvps=D).rows)
+    exact = max_row_estimate(estimate_l11(op, method="exact", max_hvps=D).rows)
     assert exact.bound is Bound.EXACT and exact.value == pytest.approx(truth)
-    sampled = max_row_estimate(run_l11(op, method="uniform", hvps=20, generator=0).rows)
+    sampled = max_row_estimate(estimate_l11(op, method="uniform", max_hvps=20, generator=0).rows)
     assert sampled.bound is Bound.LOWER and sampled.value <= truth * (1 + 1e-12)
-    estimated = max_row_estimate(run_l11(op, method="two-phase", hvps=40, generator=0).rows)
+    estimated = max_row_estimate(
+        estimate_l11(op, method="two-phase", max_hvps=64, generator=0).rows
+    )
     assert estimated.bound is Bound.ESTIMATE
     assert estimated.extra["certified_lower"] <= truth * (1 + 1e-12)
     empty = max_row_estimate(RowNorms.empty(LAYOUT))
@@ -137,9 +139,11 @@ def test_permutation_and_sign_flip_leave_row_norm_targets_unchanged(seed):
     flipped = s[:, None] * h * s[None, :]
     torch.testing.assert_close(rows_true(flipped), truth)
     # exact rows of the flipped matrix are the same numbers
-    a = run_l11(DenseOperator(h, layout=LAYOUT), method="uniform", hvps=30, generator=seed).rows
-    b = run_l11(
-        DenseOperator(flipped, layout=LAYOUT), method="uniform", hvps=30, generator=seed
+    a = estimate_l11(
+        DenseOperator(h, layout=LAYOUT), method="uniform", max_hvps=30, generator=seed
+    ).rows
+    b = estimate_l11(
+        DenseOperator(flipped, layout=LAYOUT), method="uniform", max_hvps=30, generator=seed
     ).rows
     assert torch.equal(a.exact, b.exact)
     torch.testing.assert_close(a.estimates[a.exact], b.estimates[b.exact], rtol=1e-12, atol=0)

@@ -7,12 +7,13 @@ import math
 
 import pytest
 import torch
+from conftest import scaled_symmetric as symmetric
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smoothprobe import Bound, DenseOperator
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.estimators.sign_ascent import linf_lower, sign_ascent
+from smoothprobe.estimators.sign_ascent import sign_ascent
 
 
 def brute_force_inf_to_1(h: torch.Tensor) -> float:
@@ -20,13 +21,6 @@ def brute_force_inf_to_1(h: torch.Tensor) -> float:
     d = h.shape[0]
     signs = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=d)), dtype=h.dtype)
     return float((signs @ h).abs().sum(dim=1).max())
-
-
-def symmetric(d: int, seed: int, *, scale_spread: float = 1.0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randn(d, d, generator=g, dtype=torch.float64)
-    s = torch.exp(scale_spread * torch.randn(d, generator=g, dtype=torch.float64))
-    return (a + a.T) / 2 * torch.outer(s, s)
 
 
 class AsymmetricOperator(DenseOperator):
@@ -40,7 +34,7 @@ class AsymmetricOperator(DenseOperator):
 @given(d=st.integers(1, 12), seed=st.integers(0, 10_000), spread=st.floats(0.0, 2.0))
 @settings(max_examples=60, deadline=None)
 def test_never_exceeds_brute_force_or_l11(d, seed, spread):
-    h = symmetric(d, seed, scale_spread=spread)
+    h = symmetric(d, seed, spread=spread)
     truth = brute_force_inf_to_1(h)
     r = sign_ascent(DenseOperator(h), restarts=4, max_iters=10, generator=seed)
     assert r.value <= truth * (1 + 1e-12) + 1e-300
@@ -115,7 +109,7 @@ def test_contract_budget_determinism_and_global_rng():
 
 
 def test_values_never_decrease_along_the_ascent():
-    h = symmetric(50, 7, scale_spread=1.5)
+    h = symmetric(50, 7, spread=1.5)
     op = DenseOperator(h)
     last = -math.inf
     for iters in range(1, 8):
@@ -125,7 +119,7 @@ def test_values_never_decrease_along_the_ascent():
 
 
 def test_column_starts_certify_the_largest_row():
-    h = symmetric(30, 8, scale_spread=1.5)
+    h = symmetric(30, 8, spread=1.5)
     top = int(h.abs().sum(1).argmax())
     r = sign_ascent(DenseOperator(h), restarts=0, column_starts=torch.tensor([top]), max_iters=1)
     assert r.value == pytest.approx(float(h[top].abs().sum()), rel=1e-12)
@@ -148,7 +142,7 @@ def test_asymmetric_operator_cannot_inflate_the_bound():
 
 def test_linf_lower_estimate_fields_and_errors():
     h = symmetric(25, 10)
-    est = linf_lower(DenseOperator(h), restarts=3, generator=2)
+    est = sign_ascent(DenseOperator(h), restarts=3, generator=2).estimate()
     assert est.quantity == "linf_lower" and est.bound is Bound.LOWER
     assert est.method == "sign-ascent" and est.seed == 2 and est.hvps > 0
     assert est.value <= float(h.abs().sum())

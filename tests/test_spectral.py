@@ -161,7 +161,7 @@ def test_suite_records_bracket_and_ratios():
         Estimate("linf_lower", 0.5 * float(h.abs().sum()), Bound.LOWER, geometry="linf"),
         Estimate("l11_norm", float(h.abs().sum()), Bound.EXACT, geometry="linf"),
     ]
-    out = measure_spectral(op, reference=reference, restarts=8)
+    out = measure_spectral(op, reference=reference, restarts=8, l2_failure_prob=None)
     by = {(e.quantity, e.settings["partition"]): e for e in out}
     for part in ("matrices", "mixed"):
         low, up = by[("op_lower", part)], by[("op_upper", part)]
@@ -184,3 +184,19 @@ def test_budget_too_small_for_block_norms_is_a_clear_error():
     op = DenseOperator(random_symmetric(TINY.d, seed=0), layout=TINY)
     with pytest.raises(SmoothprobeError):
         op_upper_bound(op, spectral_geometry(TINY), method="row-frobenius")
+
+
+def test_r_l2_end_from_the_suites_own_random_start_lanczos():
+    h = random_symmetric(TINY.d, seed=6)
+    op = DenseOperator(h, layout=TINY)
+    l2 = float(torch.linalg.eigvalsh(h).abs().max())
+    out = measure_spectral(op, l2_failure_prob=1e-3)
+    by = {(e.quantity, e.settings["partition"]): e for e in out}
+    for part in ("matrices", "mixed"):
+        rl2 = by[("op_upper_rl2", part)]
+        assert rl2.bound is Bound.PROB_UPPER and rl2.failure_prob == 1e-3
+        r = spectral_geometry(TINY, mixed=part == "mixed").radius_sq
+        assert rl2.value >= r * l2 * (1 - 1e-12)
+        rho = by[("rho_op", part)]
+        assert rho.extra["lower_bound"] == "prob_upper"
+        assert rho.ci_low <= by[("op_lower", part)].value / (r * l2)

@@ -61,7 +61,7 @@ def test_quadrature_reproduces_moments_up_to_degree_2m_minus_1():
 def test_density_matches_the_exact_smoothed_density():
     eigs = bimodal()
     op = DenseOperator(with_spectrum(eigs, 0))
-    sd = spectral_density(op, num_probes=10, steps=60, generator=2)
+    sd = spectral_density(op, max_hvps=600, steps=60, generator=2)
     dx = sd.grid[1] - sd.grid[0]
     exact = smoothed_density(
         sd.grid, [(eigs.numpy(), np.full(eigs.numel(), 1 / eigs.numel()))], sd.sigma
@@ -77,7 +77,7 @@ def test_density_matches_the_exact_smoothed_density():
 def test_invariant_subspaces_stop_runs_early_and_exactly():
     eigs = torch.tensor([1.0] * 30 + [-2.0] * 20 + [5.0] * 10, dtype=torch.float64)
     op = DenseOperator(torch.diag(eigs))
-    sd = spectral_density(op, num_probes=4, steps=40, generator=0)
+    sd = spectral_density(op, max_hvps=160, steps=40, generator=0)
     assert sd.hvps == 4 * 3  # three distinct eigenvalues: each run breaks down after 3 steps
     for nodes, weights in zip(sd.nodes, sd.weights, strict=True):
         np.testing.assert_allclose(nodes, [-2.0, 1.0, 5.0], atol=1e-10)
@@ -89,10 +89,10 @@ def test_invariant_subspaces_stop_runs_early_and_exactly():
 def test_orthogonal_change_of_basis_leaves_the_density_distribution_alone():
     eigs = bimodal(300, 3)
     a = spectral_density(
-        DenseOperator(with_spectrum(eigs, 4)), num_probes=12, steps=50, sigma=0.3, generator=1
+        DenseOperator(with_spectrum(eigs, 4)), max_hvps=600, steps=50, sigma=0.3, generator=1
     )
     b = spectral_density(
-        DenseOperator(with_spectrum(eigs, 5)), num_probes=12, steps=50, sigma=0.3, generator=1
+        DenseOperator(with_spectrum(eigs, 5)), max_hvps=600, steps=50, sigma=0.3, generator=1
     )
     grid = np.linspace(-6, 11, 400)
     da = smoothed_density(grid, list(zip(a.nodes, a.weights, strict=True)), 0.3)
@@ -103,12 +103,12 @@ def test_orthogonal_change_of_basis_leaves_the_density_distribution_alone():
 def test_estimate_is_json_ready_with_the_curve_in_extra():
     sd = spectral_density(
         DenseOperator(with_spectrum(bimodal(100, 2), 2)),
-        num_probes=3,
+        max_hvps=60,
         steps=20,
         num_points=64,
         generator=0,
     )
-    est = sd.to_estimate()
+    (est,) = sd.estimates()
     assert est.quantity == "spectral_density" and est.method == "slq"
     assert math.isfinite(est.value) and 0.0 <= est.value <= 1.0
     assert len(est.extra["grid"]) == len(est.extra["density"]) == 64
@@ -117,8 +117,8 @@ def test_estimate_is_json_ready_with_the_curve_in_extra():
 
 def test_same_seed_same_density_and_sigma_rel():
     op = DenseOperator(with_spectrum(bimodal(100, 2), 2))
-    a = spectral_density(op, num_probes=3, steps=20, generator=7)
-    b = spectral_density(op, num_probes=3, steps=20, generator=7)
+    a = spectral_density(op, max_hvps=60, steps=20, generator=7)
+    b = spectral_density(op, max_hvps=60, steps=20, generator=7)
     np.testing.assert_array_equal(a.density, b.density)
     lo = min(n.min() for n in a.nodes)
     hi = max(n.max() for n in a.nodes)
@@ -127,7 +127,7 @@ def test_same_seed_same_density_and_sigma_rel():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"num_probes": 0}, {"steps": 0}, {"num_points": 1}, {"sigma": -1.0}, {"sigma_rel": 0.0}],
+    [{"max_hvps": 0}, {"steps": 0}, {"num_points": 1}, {"sigma": -1.0}, {"sigma_rel": 0.0}],
 )
 def test_invalid_options_raise(kwargs):
     with pytest.raises(SmoothprobeError):

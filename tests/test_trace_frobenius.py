@@ -67,7 +67,7 @@ ESTIMATORS = {
 
 def test_hutchinson_is_exact_on_diagonal_matrices():
     h = torch.diag(torch.linspace(-3.0, 7.0, 50, dtype=torch.float64))
-    est = hutchinson_trace(DenseOperator(h), num_probes=5, generator=3)
+    est = hutchinson_trace(DenseOperator(h), max_hvps=5, generator=3)
     assert est.value == pytest.approx(float(torch.trace(h)), abs=1e-12)
     assert est.stderr == pytest.approx(0.0, abs=1e-12)
     assert est.bound is Bound.ESTIMATE and est.quantity == "trace" and est.hvps == 5
@@ -77,7 +77,7 @@ def test_hutchpp_is_exact_when_the_sketch_captures_the_range():
     g = torch.Generator().manual_seed(0)
     u = torch.randn(80, 5, generator=g, dtype=torch.float64)
     h = u @ torch.diag(torch.tensor([5.0, -3.0, 2.0, 1.0, 0.5], dtype=torch.float64)) @ u.T
-    est = hutchpp_trace(DenseOperator(h), num_probes=18, generator=1)  # sketch rank 6 ≥ 5
+    est = hutchpp_trace(DenseOperator(h), max_hvps=18, generator=1)  # sketch rank 6 ≥ 5
     assert est.value == pytest.approx(float(torch.trace(h)), rel=1e-10)
     assert abs(est.stderr) <= 1e-8 * abs(est.value)
     assert est.extra["sketch_rank"] == 6 and est.hvps == 18 and est.method == "hutch++"
@@ -86,7 +86,7 @@ def test_hutchpp_is_exact_when_the_sketch_captures_the_range():
 def test_frobenius_is_exact_on_scaled_orthogonal_matrices():
     q = with_spectrum(torch.ones(60, dtype=torch.float64), 2)  # = I up to rounding
     reflect = torch.eye(60, dtype=torch.float64) - 2 * torch.outer(q[0], q[0]) / (q[0] @ q[0])
-    est = frobenius_sq(DenseOperator(3 * reflect), num_probes=4, method="hutchinson")
+    est = frobenius_sq(DenseOperator(3 * reflect), max_hvps=4, method="hutchinson")
     assert est.value == pytest.approx(9 * 60, rel=1e-12)  # ‖3Rz‖² = 9‖z‖² = 9d
     assert est.extra["frobenius"] == pytest.approx((9 * 60) ** 0.5)
 
@@ -94,10 +94,10 @@ def test_frobenius_is_exact_on_scaled_orthogonal_matrices():
 def deflated_by_lanczos(quantity):
     """measure_l2's path: trace / ‖H‖_F² with probes deflated by the Lanczos basis."""
 
-    def run(op, *, num_probes, generator):
+    def run(op, *, max_hvps, generator):
         ests = measure_l2(
-            op, tol=1e-6, extras=("trace", "frobenius"), probes=num_probes, generator=generator
-        )
+            op, tol=1e-6, extras=("trace", "frobenius"), trace_hvps=max_hvps, generator=generator
+        ).estimates()
         return next(e for e in ests if e.quantity == quantity)
 
     return run
@@ -117,7 +117,7 @@ def test_error_bars_cover_the_truth_in_90_percent_of_seeds(name, matrix):
     h = outliers() if matrix == "outliers" else goe()
     truth = truth_of(h)
     op = DenseOperator(h)
-    ests = [estimator(op, num_probes=48, generator=seed) for seed in range(100)]
+    ests = [estimator(op, max_hvps=48, generator=seed) for seed in range(100)]
     inside = np.mean([e.ci_low <= truth <= e.ci_high for e in ests])
     assert inside >= 0.9
     # unbiased: the mean of 100 estimates is within 4 standard errors of the truth
@@ -132,14 +132,11 @@ def test_deflation_shrinks_the_error_by_orders_of_magnitude():
     fro = float((h * h).sum())
     op = DenseOperator(h)
     plain = np.std(
-        [frobenius_sq(op, num_probes=48, method="hutchinson", generator=s).value for s in range(30)]
+        [frobenius_sq(op, max_hvps=48, method="hutchinson", generator=s).value for s in range(30)]
     )
-    sketch = np.std([frobenius_sq(op, num_probes=48, generator=s).value for s in range(30)])
+    sketch = np.std([frobenius_sq(op, max_hvps=48, generator=s).value for s in range(30)])
     lanczos = np.std(
-        [
-            deflated_by_lanczos("frobenius_sq")(op, num_probes=48, generator=s).value
-            for s in range(30)
-        ]
+        [deflated_by_lanczos("frobenius_sq")(op, max_hvps=48, generator=s).value for s in range(30)]
     )
     assert lanczos < sketch < plain / 10 and plain / fro > 0.05
 
@@ -147,20 +144,20 @@ def test_deflation_shrinks_the_error_by_orders_of_magnitude():
 def test_trace_and_frobenius_can_share_hutchpp_products():
     h = outliers()
     op = DenseOperator(h)
-    shared = deflated_probes(op, num_probes=30, generator=4)
+    shared = deflated_probes(op, max_hvps=30, generator=4)
     assert op.cost.hvps == 30 == shared.hvps
-    tr = hutchpp_trace(op, probes=shared)
-    fro = frobenius_sq(op, probes=shared)
+    tr = hutchpp_trace(op, products=shared)
+    fro = frobenius_sq(op, products=shared)
     assert op.cost.hvps == 30  # no further HVPs
-    assert tr.value == hutchpp_trace(op, num_probes=30, generator=4).value
-    assert fro.value == frobenius_sq(op, num_probes=30, generator=4).value
+    assert tr.value == hutchpp_trace(op, max_hvps=30, generator=4).value
+    assert fro.value == frobenius_sq(op, max_hvps=30, generator=4).value
     assert tr.hvps == fro.hvps == 30
 
 
 def test_hutchpp_beats_hutchinson_on_outlier_spectra():
     op = DenseOperator(outliers())
-    plain = np.std([hutchinson_trace(op, num_probes=30, generator=s).value for s in range(40)])
-    plus = np.std([hutchpp_trace(op, num_probes=30, generator=s).value for s in range(40)])
+    plain = np.std([hutchinson_trace(op, max_hvps=30, generator=s).value for s in range(40)])
+    plus = np.std([hutchpp_trace(op, max_hvps=30, generator=s).value for s in range(40)])
     assert plus < 0.5 * plain
 
 
@@ -169,11 +166,11 @@ def test_probes_go_through_matvec_in_blocks(name):
     estimator, _ = ESTIMATORS[name]
     h = outliers(60, 1)
     op = CallCounter(h)
-    one = estimator(op, num_probes=30, block_size=8, generator=5)
+    one = estimator(op, max_hvps=30, chunk_size=8, generator=5)
     assert op.cost.hvps == 30 == one.hvps
     hutchpp = name in ("hutch++", "frobenius")
     assert op.calls == (3 * 2 if hutchpp else 4)  # ceil(10/8) per Hutch++ third
-    other = estimator(DenseOperator(h), num_probes=30, block_size=1, generator=5)
+    other = estimator(DenseOperator(h), max_hvps=30, chunk_size=1, generator=5)
     assert other.value == pytest.approx(one.value, rel=1e-12)  # blocking changes nothing
 
 
@@ -181,15 +178,15 @@ def test_probes_go_through_matvec_in_blocks(name):
 def test_invalid_options_raise(name):
     estimator, _ = ESTIMATORS[name]
     op = DenseOperator(torch.eye(10, dtype=torch.float64))
-    for kwargs in ({"num_probes": 1}, {"block_size": 0}, {"confidence": 1.5}, {"generator": "x"}):
+    for kwargs in ({"max_hvps": 1}, {"chunk_size": 0}, {"confidence": 1.5}, {"generator": "x"}):
         with pytest.raises(SmoothprobeError):
             estimator(op, **kwargs)
 
 
 def test_confidence_level_widens_the_interval():
     op = DenseOperator(outliers())
-    narrow = hutchinson_trace(op, num_probes=20, confidence=0.5, generator=0)
-    wide = hutchinson_trace(op, num_probes=20, confidence=0.99, generator=0)
+    narrow = hutchinson_trace(op, max_hvps=20, confidence=0.5, generator=0)
+    wide = hutchinson_trace(op, max_hvps=20, confidence=0.99, generator=0)
     assert narrow.value == wide.value and narrow.stderr == wide.stderr
     assert wide.ci_high - wide.ci_low > 2 * (narrow.ci_high - narrow.ci_low)
 
@@ -204,8 +201,8 @@ def test_coverage_on_a_real_network_hessian():
     truth = {"trace": float(torch.trace(h)), "frobenius_sq": float((h * h).sum())}
     inside = {name: 0 for name in truth}
     for seed in range(100):
-        for e in measure_l2(op, tol=1e-4, extras=("trace", "frobenius"), probes=32, generator=seed)[
-            4:
-        ]:
+        for e in measure_l2(
+            op, tol=1e-4, extras=("trace", "frobenius"), trace_hvps=32, generator=seed
+        ).estimates()[4:]:
             inside[e.quantity] += e.ci_low <= truth[e.quantity] <= e.ci_high
     assert min(inside.values()) >= 90, inside

@@ -6,7 +6,8 @@ import re
 
 import click
 
-from smoothprobe_cli.main import cli
+from smoothprobe_cli.main import cli, on_interrupt, threads_option
+from smoothprobe_cli.validate import writable_dir_callback
 
 
 def plain(markdown: str) -> str:
@@ -17,14 +18,17 @@ def plain(markdown: str) -> str:
 @cli.command()
 @click.option(
     "--out",
-    default="reports/demo",
+    default="reports/demo-local",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Report directory (replaced as a whole: new, empty or a previous report).",
+    callback=writable_dir_callback,
+    help="Report directory (replaced as a whole: new, empty or a previous report). The "
+    "default is git-ignored; `--out reports/demo` regenerates the committed reference report.",
 )
 @click.option(
     "--work-dir",
     type=click.Path(file_okay=False),
+    callback=writable_dir_callback,
     help="Data and checkpoints (default: OUT-run beside the report; git-ignored).",
 )
 @click.option(
@@ -47,13 +51,7 @@ def plain(markdown: str) -> str:
     show_default=True,
     help="Seed of initialization, batches, evaluation sample and estimators.",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Torch threads (the models are tiny: one thread is fast and repeatable).",
-)
+@threads_option(default=1, help_default="1; the models are tiny: one thread is fast and repeatable")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def demo(out, work_dir, budget, steps, seed, threads, quiet):
     """Train a tiny character-level GPT on Python's standard library and report its geometry.
@@ -64,12 +62,21 @@ def demo(out, work_dir, budget, steps, seed, threads, quiet):
 
     \b
     Examples:
-      smoothprobe demo                        # → reports/demo/index.html
+      smoothprobe demo                        # → reports/demo-local/index.html
       smoothprobe demo --budget small --out /tmp/demo
-      smoothprobe measure reports/demo-run/ckpt_000600.pt --data reports/demo-run/val.bin
+      smoothprobe demo --out reports/demo     # regenerate the committed reference report
+      smoothprobe measure reports/demo-local-run/ckpt_000600.pt \\
+          --data reports/demo-local-run/val.bin
     """
     from smoothprobe.demo import run_demo
     from smoothprobe.report.render import headline_text
+
+    on_interrupt(
+        lambda: (
+            f"the report in {out} was not written (a previous one there is unchanged); "
+            "the demo cannot resume: run the same command again to start over"
+        )
+    )
 
     result = run_demo(
         out,

@@ -9,6 +9,20 @@ import click
 from smoothprobe_cli.main import cli, data_options, pass_loaded
 
 
+def sample_weight(problem) -> str:
+    """The sample's total weight, what it counts, and what it is for."""
+    total = f"{problem.num_examples:,.0f}"
+    if problem.weight_unit == "tokens":
+        return (
+            f"{total} scored tokens (each batch's mean loss is weighted by its scored tokens, "
+            f"so the loss is the mean over all {total} tokens)"
+        )
+    return (
+        f"{total} examples (each batch's mean loss is weighted by its examples, "
+        f"so the loss is the mean over all {total} examples)"
+    )
+
+
 @cli.command()
 @click.argument("checkpoint", default="example:gpt")
 @data_options
@@ -30,6 +44,8 @@ def info(loaded, seed, fmt):
     Example:
       smoothprobe info out/ckpt.pt --data data/shakespeare_char/val.bin
     """
+    import torch
+
     problem = loaded.problem
     summary = {
         "checkpoint": loaded.path,
@@ -41,8 +57,10 @@ def info(loaded, seed, fmt):
         "tied": [[s.name, *s.aliases] for s in problem.layout.slots if s.aliases],
         "batches": len(problem.batches),
         "sample_weight": problem.num_examples,
+        "sample_weight_unit": problem.weight_unit,
         "loss": problem.loss(),
         "model_args": loaded.model_args,
+        "threads": torch.get_num_threads(),
     }
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2))
@@ -57,11 +75,9 @@ def info(loaded, seed, fmt):
     )
     for group in summary["tied"]:
         click.echo(f"tied        {' = '.join(group)} (counted once)")
-    click.echo(
-        f"sample      {len(problem.batches)} batches, weight {problem.num_examples:g} "
-        f"(examples or tokens)"
-    )
+    click.echo(f"sample      {len(problem.batches)} batches, {sample_weight(problem)}")
     click.echo(f"loss        {summary['loss']:.6f}")
+    click.echo(f"threads     {summary['threads']} (torch CPU threads; --threads to change)")
     click.echo("")
     width = max(len(s.name) for s in problem.layout.slots)
     click.echo(f"{'tensor':<{width}}  {'shape':<16} {'numel':>10}")

@@ -13,6 +13,28 @@ import click
 
 from smoothprobe.errors import SmoothprobeError
 
+# Library arguments named by SmoothprobeError.option → the command-line flag that sets them.
+FLAGS = {
+    "basis": "--basis",
+    "block_size": "--block-size",
+    "blocks": "--blocks",
+    "data_path": "--data",
+    "dtype": "--dtype",
+    "include_frozen": "--include-frozen",
+    "n_head": "--spec (returning n_head) or a nanoGPT checkpoint",
+    "order": "--order",
+    "radii": "--graddiff",
+    "spec": "--spec",
+    "trust_pickle": "--trust-pickle",
+}
+
+
+def with_flag(exc: SmoothprobeError) -> str:
+    """The library's message plus the command-line option that fixes it (the library never
+    names flags: its callers may not be this command line)."""
+    flag = FLAGS.get(getattr(exc, "option", None) or "")
+    return f"{exc} [option: {flag}]" if flag else str(exc)
+
 
 class SmoothprobeGroup(click.Group):
     """Turns library errors into ``click.ClickException`` (one line, exit code 1)."""
@@ -21,13 +43,19 @@ class SmoothprobeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SmoothprobeError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(with_flag(exc)) from None
         except KeyboardInterrupt:
-            click.echo(
-                "interrupted; completed work was saved where the command supports resuming",
-                err=True,
-            )
+            explain = ctx.meta.get(ON_INTERRUPT)
+            click.echo(f"interrupted: {explain() if explain else 'nothing was written'}", err=True)
             sys.exit(130)
+
+
+ON_INTERRUPT = "smoothprobe.on_interrupt"
+
+
+def on_interrupt(explain) -> None:
+    """Registers what the running command says on Ctrl-C: what was saved, how to resume."""
+    click.get_current_context().meta[ON_INTERRUPT] = explain
 
 
 @click.group(cls=SmoothprobeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,6 +69,35 @@ def cli() -> None:
       smoothprobe measure ckpt.pt --data train.bin --norm linf
       smoothprobe info ckpt.pt --data val.bin
     """
+
+
+def threads_option(default=None, help_default="the cores this process may use that are idle"):
+    """``--threads N`` (environment: SMOOTHPROBE_THREADS): torch's CPU threads."""
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=default,
+        envvar="SMOOTHPROBE_THREADS",
+        show_envvar=True,
+        help=f"CPU threads for torch (default: {help_default}). More threads than free cores "
+        "makes every HVP many times slower, with the same numbers.",
+    )
+
+
+def apply_threads(threads: int | None) -> str:
+    """Sets torch's thread count; returns the run-header line that states it and its source."""
+    from smoothprobe.threads import set_threads, usable_cores
+
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source("threads") if ctx else None
+    n = set_threads(threads)
+    if source == click.core.ParameterSource.ENVIRONMENT:
+        origin = "from SMOOTHPROBE_THREADS"
+    elif threads is not None and source != click.core.ParameterSource.DEFAULT:
+        origin = "from --threads"
+    else:
+        origin = "default: the idle ones; set --threads or SMOOTHPROBE_THREADS"
+    return f"torch threads {n} of {usable_cores()} usable cores ({origin})"
 
 
 def data_options(fn):
@@ -103,6 +160,7 @@ def data_options(fn):
             show_default=True,
             help="Seed of the data sample and of every estimator.",
         ),
+        threads_option(),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -160,8 +218,12 @@ def pass_loaded(fn):
         include_frozen,
         trust_pickle,
         seed,
+        threads,
         **kwargs,
     ):
+        header = apply_threads(threads)
+        if "quiet" in kwargs and not kwargs["quiet"]:
+            click.echo(f"[smoothprobe] {header}", err=True)
         loaded = load(
             checkpoint,
             data_path=data_path,

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import click
 
-from smoothprobe_cli.main import cli, data_options, pass_loaded
+from smoothprobe_cli.main import cli, data_options, on_interrupt, pass_loaded
 from smoothprobe_cli.output import FORMATS, render
+from smoothprobe_cli.validate import (
+    basis_callback,
+    blocks_callback,
+    check_against_model,
+    extras_callback,
+    geometry_callback,
+    method_callback,
+    writable_file_callback,
+)
 
 
 def _split_list(ctx, param, value):
@@ -86,13 +95,14 @@ MEASURE_OPTIONS = [
         "--with",
         "extras",
         multiple=True,
-        callback=_split_list,
+        callback=extras_callback,
         help="Extra ℓ2 quantities: trace, frobenius, density (comma-separated).",
     ),
     click.option(
         "--method",
         default="auto",
         show_default=True,
+        callback=method_callback,
         help="(1,1)-norm method: auto, two-phase, cauchy-median, cauchy-iqr, "
         "cauchy-geomean, uniform, stratified.",
     ),
@@ -104,6 +114,14 @@ MEASURE_OPTIONS = [
         help="(1,1)-norm HVP budget.",
     ),
     click.option(
+        "--hinf-hvps",
+        type=click.IntRange(min=0),
+        default=2048,
+        show_default=True,
+        help="HVP budget of the certified H∞ bracket (hinf_lower, hinf_upper) in the ℓ∞ "
+        "suite; 0 skips it.",
+    ),
+    click.option(
         "--confidence",
         type=click.FloatRange(0, 1, min_open=True, max_open=True),
         default=0.95,
@@ -113,7 +131,7 @@ MEASURE_OPTIONS = [
     click.option(
         "--blocks",
         multiple=True,
-        callback=_split_list,
+        callback=blocks_callback,
         help="Partitions for blockwise H(Φ): tensor, layer, row, head, one, singleton, "
         "or a regex (repeatable).",
     ),
@@ -128,6 +146,7 @@ MEASURE_OPTIONS = [
         "--basis",
         default="identity",
         show_default=True,
+        callback=basis_callback,
         help="Basis: identity, hadamard, block-haar:K, matrix, permutation, sign.",
     ),
     click.option(
@@ -147,6 +166,7 @@ MEASURE_OPTIONS = [
         "--graddiff-geometry",
         default="l2",
         show_default=True,
+        callback=geometry_callback,
         help="Geometry of the perturbations: l2, linf, or a partition spec.",
     ),
     click.option(
@@ -189,6 +209,7 @@ def make_settings(
     extras,
     method,
     hvps,
+    hinf_hvps,
     confidence,
     blocks,
     block_hvps,
@@ -216,6 +237,7 @@ def make_settings(
         extras=extras,
         method=method,
         hvps=hvps,
+        hinf_hvps=hinf_hvps,
         confidence=confidence,
         blocks=blocks,
         block_hvps=block_hvps,
@@ -250,7 +272,9 @@ def make_settings(
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
-    help="Also write the records as JSON lines to this file (written atomically).",
+    callback=writable_file_callback,
+    help="Also write the records as JSON lines to this file (written atomically; checked "
+    "for writing before the run).",
 )
 @click.option("--append", is_flag=True, help="Append to --out instead of replacing it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
@@ -267,10 +291,38 @@ def measure(loaded, seed, fmt, out, append, quiet, **options):
       smoothprobe measure out/ckpt.pt --data val.bin --norm spectral --preconditioner adam
     """
     from smoothprobe.measure import run_measurement
-    from smoothprobe.records import write_records
 
+    on_interrupt(
+        lambda: (
+            "nothing was saved: measure keeps its results in memory until the run "
+            + ("completes, then writes " + out if out else "completes")
+            + ", and cannot resume; run the same command again to start over"
+        )
+    )
     settings = make_settings(seed=seed, **options)
+    check_against_model(
+        loaded,
+        basis=settings.basis,
+        blocks=settings.blocks,
+        graddiff_geometry=settings.graddiff_geometry if settings.graddiff else None,
+        seed=seed,
+    )
     result = run_measurement(loaded, settings, progress=not quiet)
-    if out:
-        write_records(out, result.records, append=append)
     click.echo(render(result.records, fmt), nl=False)
+    if out:
+        write_out(out, result.records, append=append)
+
+
+def write_out(out: str, records, *, append: bool) -> None:
+    """Writes the records to ``out``; if that fails after the run, saves a copy and says where."""
+    from smoothprobe.errors import quoted
+    from smoothprobe.records import save_copy, write_records
+
+    try:
+        write_records(out, records, append=append)
+    except OSError as exc:
+        copy = save_copy(records, out)
+        where = f"a copy was saved to {copy}" if copy else "no copy could be saved either"
+        raise click.ClickException(
+            f"could not write {out} ({quoted(exc)}); the records are printed above and {where}"
+        ) from None

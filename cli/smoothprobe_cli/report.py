@@ -64,11 +64,25 @@ def report(records, out, title, checkpoint, step):
     )
 
 
+def two_labels(value: str) -> tuple[str, str]:
+    """``--labels A,B``: exactly two non-empty names (a usage error otherwise)."""
+    names = [s.strip() for s in value.split(",")]
+    if len(names) != 2 or not all(names):
+        raise click.BadParameter(
+            f"{value!r}: give two names separated by a comma, e.g. before,after"
+        )
+    return names[0], names[1]
+
+
 @cli.command()
 @click.argument("a", type=click.Path(dir_okay=False))
 @click.argument("b", type=click.Path(dir_okay=False))
 @click.option(
-    "--labels", default="A,B", show_default=True, help="Names of the two sides, comma-separated."
+    "--labels",
+    default="A,B",
+    show_default=True,
+    callback=lambda ctx, param, value: two_labels(value),
+    help="Names of the two sides, comma-separated.",
 )
 def compare(a, b, labels):
     """Print the constants of two runs side by side (their latest checkpoints).
@@ -80,13 +94,7 @@ def compare(a, b, labels):
     Example:
       smoothprobe compare before.jsonl after.jsonl --labels before,after
     """
-    from smoothprobe.errors import SmoothprobeError
     from smoothprobe.report.render import compare_table
 
-    names = [s.strip() for s in labels.split(",")]
-    if len(names) != 2 or not all(names):
-        raise SmoothprobeError(
-            f"--labels {labels!r}: give two names separated by a comma, e.g. before,after"
-        )
-    table = compare_table(load_record_files([a]), load_record_files([b]), labels=tuple(names))
+    table = compare_table(load_record_files([a]), load_record_files([b]), labels=labels)
     click.echo(table.rstrip("\n"))

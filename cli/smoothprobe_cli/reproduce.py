@@ -50,8 +50,15 @@ from smoothprobe_cli.main import cli
     show_default=True,
     help="Torch threads (tiny models: one thread is fast and repeatable).",
 )
+@click.option(
+    "--hinf-hvps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="HVPs of the H∞ bracket (SDP relaxation) per point (default 0: the bracket is "
+    "[sign-ascent lower bound, min(‖H‖₁,₁ upper end, d·L₂)]; ≥ 145 when used).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
-def reproduce(models, data_path, batch_size, out, quick, steps, seeds, threads, quiet):
+def reproduce(models, data_path, batch_size, out, quick, steps, seeds, threads, hinf_hvps, quiet):
     """Train the Adam family and SGD, measure their geometry, and test the seed paper's claims.
 
     From one initialisation per seed and one data order, trains Adam, Adam in a rotated
@@ -79,6 +86,8 @@ def reproduce(models, data_path, batch_size, out, quick, steps, seeds, threads, 
         changes["eval_every"] = max(1, min(config.eval_every, steps))
     if seeds is not None:
         changes["seeds"] = seeds
+    if hinf_hvps is not None:
+        changes["budget"] = dataclasses.replace(config.budget, hinf_hvps=hinf_hvps)
     config = dataclasses.replace(config, **changes)
     config.validate()
     previous = torch.get_num_threads()

@@ -4,9 +4,30 @@ from __future__ import annotations
 
 import click
 
-from smoothprobe_cli.main import cli, data_options, load
+from smoothprobe_cli.main import apply_threads, cli, data_options, load, on_interrupt
 from smoothprobe_cli.measure import make_settings, measure_options
 from smoothprobe_cli.output import FORMATS, render
+from smoothprobe_cli.validate import writable_file_callback
+
+
+def saved_so_far(out: str) -> str:
+    """What an interrupted trajectory left in ``out`` and how to resume it."""
+    import json
+    from pathlib import Path
+
+    names = set()
+    if Path(out).exists():
+        for line in Path(out).read_text(encoding="utf-8").splitlines():
+            try:
+                names.add(json.loads(line).get("checkpoint"))
+            except (json.JSONDecodeError, AttributeError):
+                continue
+    if not names:
+        return f"no checkpoint was finished, so {out} holds nothing new; run the same command again"
+    return (
+        f"{out} holds the records of {len(names)} checkpoint(s), each saved when it finished; "
+        "run the same command again to resume: it skips them"
+    )
 
 
 @cli.command()
@@ -17,6 +38,7 @@ from smoothprobe_cli.output import FORMATS, render
     "--out",
     required=True,
     type=click.Path(dir_okay=False),
+    callback=writable_file_callback,
     help="JSON-lines records file; re-running with the same settings resumes it.",
 )
 @click.option(
@@ -59,6 +81,7 @@ def trajectory(
     include_frozen,
     trust_pickle,
     seed,
+    threads,
     **options,
 ):
     """Measure a series of checkpoints of one run (SOURCE: a directory or a glob).
@@ -75,8 +98,12 @@ def trajectory(
     from smoothprobe.partitions import build_partition
     from smoothprobe.trajectory import run_trajectory, trajectory_table
 
+    on_interrupt(lambda: saved_so_far(out))
     settings = make_settings(seed=seed, **options)
     settings.validate()
+    header = apply_threads(threads)
+    if not quiet:
+        click.echo(f"[smoothprobe] {header}", err=True)
     load_kwargs = dict(
         data_path=data_path,
         spec=spec,
@@ -102,7 +129,7 @@ def trajectory(
 
     def gradient_of(path):
         problem = loaded(path).problem
-        return problem.theta, problem.gradient(), problem.layout
+        return problem.theta, problem.gradient(), problem.layout, problem.constants
 
     names = [g.strip() for g in step_geometries.split(",") if g.strip()]
     geometries = []

@@ -17,8 +17,8 @@ import torch
 from torch.func import grad, vmap
 from torch.utils import _pytree as pytree
 
-from smoothprobe.batches import Batch, default_weight
-from smoothprobe.errors import DataError, NonFiniteError, SmoothprobeError
+from smoothprobe.batches import Batch, default_weight, scored_targets
+from smoothprobe.errors import DataError, NonFiniteError, SmoothprobeError, quoted
 from smoothprobe.problem import Problem
 
 MODES = ("auto", "vmap", "loop")
@@ -95,7 +95,7 @@ class PointGradients:
             if self.mode == "vmap":
                 raise SmoothprobeError(f"vmapped gradients failed for this model: {exc}") from exc
             warnings.warn(
-                f"vmapped gradients unavailable for this model ({str(exc)[:120]}); "
+                f"vmapped gradients unavailable for this model ({quoted(exc)}); "
                 "falling back to one gradient per point (slower, same values)",
                 RuntimeWarning,
                 stacklevel=4,
@@ -237,7 +237,7 @@ class ExampleGradients:
             if self.mode == "vmap":
                 raise SmoothprobeError(f"vmapped per-example gradients failed: {exc}") from exc
             warnings.warn(
-                f"vmapped per-example gradients unavailable ({str(exc)[:120]}); "
+                f"vmapped per-example gradients unavailable ({quoted(exc)}); "
                 "falling back to a loop over examples (slower, same values)",
                 RuntimeWarning,
                 stacklevel=4,
@@ -292,7 +292,8 @@ class ExampleGradients:
         """(n,) float64 CPU weights of the examples of a chunk."""
         if self.example_weight is default_weight and torch.is_tensor(targets):
             if targets.ndim >= 2 and not targets.is_floating_point():  # scored tokens per row
-                return (targets >= 0).reshape(n, -1).sum(1).to("cpu", torch.float64)
+                scored = scored_targets(targets, ignore_index=self.problem.ignore_index)
+                return scored.reshape(n, -1).sum(1).to("cpu", torch.float64)
             return torch.ones(n, dtype=torch.float64)
         return torch.tensor(
             [float(self.example_weight(slice_batch(targets, slice(i, i + 1)))) for i in range(n)],

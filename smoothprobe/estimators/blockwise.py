@@ -39,6 +39,7 @@ lower bound on H∞). One block: power iteration (→ d·‖H‖₂). Restarts r
 
 from __future__ import annotations
 
+import enum
 import math
 import time
 from collections.abc import Callable
@@ -49,11 +50,26 @@ import torch
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
-from smoothprobe.estimators.sampling import resolve_generator
-from smoothprobe.linear_operator import Operator
+from smoothprobe.estimators.sampling import (
+    check_choice,
+    check_int,
+    gaussian,
+    rademacher,
+    resolve_generator,
+)
+from smoothprobe.linear_operator import Operator, apply_in_chunks, as_operator
 from smoothprobe.partitions import Partition
 
-UPPER_METHODS = ("auto", "exact", "sketch", "row-frobenius")
+
+class UpperMethod(str, enum.Enum):
+    """How U(Φ) is computed (module docstring)."""
+
+    AUTO = "auto"
+    EXACT = "exact"
+    SKETCH = "sketch"
+    ROW_FROBENIUS = "row-frobenius"
+
+
 EXACT_MEMORY_ENTRIES = 1 << 26  # d × (widest block column) entries kept at once in exact mode
 DEFAULT_MAX_HVPS = 20_000  # the "auto" budget when none is given
 
@@ -72,21 +88,6 @@ def _check(operator: Operator, partition: Partition) -> None:
             f"partition {partition.name!r} has d={partition.d:,} but the "
             f"operator has d={operator.d:,}; build it from the same layout"
         )
-
-
-def _randn(shape, gen: torch.Generator, operator: Operator) -> torch.Tensor:
-    dtype = torch.promote_types(operator.dtype, torch.float32)
-    x = torch.randn(shape, generator=gen, device=gen.device, dtype=dtype)
-    return x.to(device=operator.device, dtype=operator.dtype)
-
-
-def _hvp64(operator: Operator, probes: torch.Tensor, chunk: int) -> torch.Tensor:
-    """H·probes row-wise, ``chunk`` probes per matvec, as float64."""
-    outs = [
-        operator.matvec(probes[i : i + chunk]).to(torch.float64)
-        for i in range(0, probes.shape[0], chunk)
-    ]
-    return torch.cat(outs) if outs else probes.to(torch.float64)
 
 
 def block_spectral_norms(rows: torch.Tensor, partition: Partition) -> torch.Tensor:
@@ -176,7 +177,11 @@ class BlockUpperResult:
         root = self.sizes.to(torch.float64).sqrt()
         return root[:, None] * self.norms * root[None, :]
 
-    def to_estimate(self, *, matrix_limit: int = 64, settings: dict | None = None) -> Estimate:
+    def estimates(self) -> list[Estimate]:
+        """``[self.estimate()]``."""
+        return [self.estimate()]
+
+    def estimate(self, *, matrix_limit: int = 64, settings: dict | None = None) -> Estimate:
         """The ``block_upper`` Estimate (the contribution matrix in ``extra`` when B ≤ limit)."""
         extra: dict[str, Any] = {
             "certified": self.certified,
@@ -271,7 +276,7 @@ def _exact_columns(operator, partition, blocks, chunk, acc: _Accumulator) -> Non
             coords.numel(), operator.d, dtype=operator.dtype, device=operator.device
         )
         probes[torch.arange(coords.numel()), coords.to(operator.device)] = 1
-        rows = _hvp64(operator, probes, chunk)
+        rows = apply_in_chunks(operator, probes, chunk_size=chunk)
         del probes
         # width-1 columns: ‖H_{b,j}‖₂ is the ℓ2 norm of a column segment, all at once
         seg = partition.block_norms(rows) if all(sizes[b] == 1 for b in group) else None
@@ -299,11 +304,9 @@ def _sketch_columns(operator, partition, blocks, *, p, q, chunk, gen, alpha, acc
         probes = torch.zeros(n, d, dtype=operator.dtype, device=dev)
         gauss = {}
         for i, b in enumerate(group):
-            gauss[b] = torch.randn(
-                p, coords[b].numel(), generator=gen, dtype=torch.float64, device=gen.device
-            ).to(dev)
+            gauss[b] = gaussian(p, coords[b].numel(), generator=gen, device=dev)
             probes[i * p : (i + 1) * p, coords[b]] = gauss[b].to(operator.dtype)
-        y0 = _hvp64(operator, probes, chunk)
+        y0 = apply_in_chunks(operator, probes, chunk_size=chunk)
         ys, whp = [], {}
         for i, b in enumerate(group):
             yb = y0[i * p : (i + 1) * p]
@@ -311,13 +314,13 @@ def _sketch_columns(operator, partition, blocks, *, p, q, chunk, gen, alpha, acc
             r = torch.linalg.qr(gauss[b].T).R  # G = Q R  ⇒  (H Q)ᵀ = R⁻ᵀ (H G)ᵀ
             ys.append(torch.linalg.solve_triangular(r.T, yb, upper=False))
         for _ in range(q):
-            z = _hvp64(operator, torch.cat(ys).to(operator.dtype), chunk)
+            z = apply_in_chunks(operator, torch.cat(ys), chunk_size=chunk)
             probes.zero_()
             for i, b in enumerate(group):
                 probes[i * p : (i + 1) * p, coords[b]] = _orth_rows(
                     z[i * p : (i + 1) * p, coords[b]]
                 ).to(operator.dtype)
-            y = _hvp64(operator, probes, chunk)
+            y = apply_in_chunks(operator, probes, chunk_size=chunk)
             ys = [y[i * p : (i + 1) * p] for i in range(len(group))]
         for i, b in enumerate(group):
             acc.add(b, block_spectral_norms(ys[i], partition), whp[b])
@@ -327,16 +330,28 @@ def _exact_fits(partition: Partition) -> bool:
     return partition.d * int(partition.sizes.max()) <= EXACT_MEMORY_ENTRIES
 
 
-def _choose(method, partition, *, max_hvps, exact_width) -> str:
-    if method not in UPPER_METHODS:
-        raise SmoothprobeError(f"upper method {method!r}: use one of {', '.join(UPPER_METHODS)}")
-    if method != "auto":
-        return method
+def _costs(partition: Partition, *, exact_width: int, frobenius_probes: int) -> dict[str, int]:
+    """HVPs each method spends on this partition."""
+    return {
+        "exact": partition.d,
+        "sketch": int(torch.clamp(partition.sizes, max=exact_width).sum()),
+        "row-frobenius": frobenius_probes,
+    }
+
+
+def _choose(method, partition, *, max_hvps, costs: dict[str, int]) -> str:
+    method = check_choice("upper method", method, UpperMethod).value
     budget = DEFAULT_MAX_HVPS if max_hvps is None else max_hvps
-    if partition.d <= budget and _exact_fits(partition):
-        return "exact"
-    sketch_cost = int(torch.clamp(partition.sizes, max=exact_width).sum())
-    return "sketch" if sketch_cost <= budget else "row-frobenius"
+    if method == "auto":
+        if costs["exact"] <= budget and _exact_fits(partition):
+            return "exact"
+        method = "sketch" if costs["sketch"] <= budget else "row-frobenius"
+    if max_hvps is not None and costs[method] > max_hvps:
+        raise SmoothprobeError(
+            f"U(Φ) by {method!r} needs {costs[method]:,} HVPs on {partition.name!r}, more than "
+            f"max_hvps={max_hvps:,}; raise the budget or use a cheaper method"
+        )
+    return method
 
 
 def _row_frobenius(operator, partition, *, probes, chunk, gen) -> tuple[float, float, torch.Tensor]:
@@ -344,8 +359,7 @@ def _row_frobenius(operator, partition, *, probes, chunk, gen) -> tuple[float, f
     parts = []
     for start in range(0, probes, chunk):
         k = min(chunk, probes - start)
-        signs = torch.randint(0, 2, (k, operator.d), generator=gen, device=gen.device)
-        z = (signs.to(torch.float64) * 2 - 1).to(device=operator.device, dtype=operator.dtype)
+        z = rademacher(k, operator.d, generator=gen, dtype=operator.dtype, device=operator.device)
         parts.append(partition.block_norms(operator.matvec(z)).square().cpu())
     sq = torch.cat(parts)  # (k, B): ‖(Hz)_b‖² per probe
     root = partition.sizes.to(torch.float64).sqrt()
@@ -374,7 +388,7 @@ def block_upper_bound(
     iterations: int = 2,
     frobenius_probes: int = 32,
     failure_probability: float = 1e-3,
-    chunk: int = 64,
+    chunk_size: int = 64,
     max_matrix_blocks: int = 2048,
     generator: torch.Generator | int | None = None,
 ) -> BlockUpperResult:
@@ -385,29 +399,33 @@ def block_upper_bound(
         partition: Φ.
         method: ``"auto"``, ``"exact"`` (d HVPs, certified), ``"sketch"`` or ``"row-frobenius"``
             (see the module docstring for what each value is).
-        max_hvps: budget used by ``"auto"`` to pick the method (None: ``DEFAULT_MAX_HVPS``).
+        max_hvps: HVP budget: ``"auto"`` picks the best method within it (None:
+            ``DEFAULT_MAX_HVPS``); a given method that needs more raises.
         sketch: probes p per wide block column (sketch).
         iterations: power steps q per wide block column (sketch).
         frobenius_probes: Rademacher probes (row-frobenius).
         failure_probability: δ for ``upper_whp`` (sketch).
-        chunk: probes per ``matvec`` call.
+        chunk_size: probes per ``matvec`` call.
         max_matrix_blocks: keep the (B, B) norm matrix when B ≤ this.
         generator: torch.Generator or seed (None: seed 0).
 
     Returns:
-        A BlockUpperResult (``.to_estimate()`` gives the ``block_upper`` Estimate).
+        A BlockUpperResult (``.estimates()`` gives the ``block_upper`` Estimate).
 
     Raises:
-        SmoothprobeError: unknown method, d mismatch, bad sketch size, or ``exact`` on a block
-            column too wide to hold in memory.
+        SmoothprobeError: unknown method, d mismatch, bad sketch size, a method over budget, or
+            ``exact`` on a block column too wide to hold in memory.
     """
+    operator = as_operator(operator)
     _check(operator, partition)
+    check_int("chunk_size", chunk_size, minimum=1)
     if sketch < 1 or iterations < 0 or frobenius_probes < 1:
         raise SmoothprobeError("sketch and frobenius_probes must be ≥ 1, iterations ≥ 0")
     gen, seed = resolve_generator(generator)
     exact_width = sketch * (2 * iterations + 1)
-    chunk = _chunk_for(operator.d, chunk)
-    chosen = _choose(method, partition, max_hvps=max_hvps, exact_width=exact_width)
+    chunk = _chunk_for(operator.d, chunk_size)
+    costs = _costs(partition, exact_width=exact_width, frobenius_probes=frobenius_probes)
+    chosen = _choose(method, partition, max_hvps=max_hvps, costs=costs)
     settings = {
         "method": chosen,
         "sketch": sketch,
@@ -529,7 +547,11 @@ class BlockLowerResult:
     asymmetry: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def to_estimate(self, *, settings: dict | None = None) -> Estimate:
+    def estimates(self) -> list[Estimate]:
+        """``[self.estimate()]``."""
+        return [self.estimate()]
+
+    def estimate(self, *, settings: dict | None = None) -> Estimate:
         """The ``block_lower`` Estimate (Bound.LOWER)."""
         r = self.restart_values
         extra = {
@@ -563,8 +585,10 @@ def block_lower_bound(
     restarts: int = 8,
     iterations: int = 100,
     tol: float = 1e-7,
+    max_hvps: int | None = None,
     init: torch.Tensor | None = None,
     generator: torch.Generator | int | None = None,
+    chunk_size: int = 64,
     check: bool = True,
     callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> BlockLowerResult:
@@ -576,31 +600,50 @@ def block_lower_bound(
         restarts: random starting points (Gaussian, projected to the Φ-sphere).
         iterations: maximum ascent steps (one HVP per restart each).
         tol: stop when no restart improves by more than ``tol`` relative.
+        max_hvps: HVP budget (None: starts × iterations + 1); the ascent stops before a step
+            that would exceed it (the final check's HVP is reserved).
         init: optional extra starting vectors (k, d) or (d,), projected to the Φ-sphere.
         generator: torch.Generator or seed (None: seed 0).
+        chunk_size: probes per ``matvec`` call.
         check: re-evaluate the best pair as xᵀ(Hy) with one more HVP and report the smaller.
         callback: called with (step, values (r,)) after every step.
 
     Returns:
-        A BlockLowerResult (``.to_estimate()`` gives the ``block_lower`` Estimate).
+        A BlockLowerResult (``.estimates()`` gives the ``block_lower`` Estimate).
 
     Raises:
-        SmoothprobeError: d mismatch or no starting point.
+        SmoothprobeError: d mismatch, no starting point, or a budget below one step.
     """
+    operator = as_operator(operator)
     _check(operator, partition)
+    check_int("chunk_size", chunk_size, minimum=1)
     gen, seed = resolve_generator(generator)
     start, (h0, g0) = time.perf_counter(), operator.cost.snapshot()
-    starts = [_randn((restarts, operator.d), gen, operator)] if restarts > 0 else []
+    starts = []
+    if restarts > 0:
+        starts.append(
+            gaussian(
+                restarts, operator.d, generator=gen, dtype=operator.dtype, device=operator.device
+            )
+        )
     if init is not None:
         starts.append(init.reshape(-1, operator.d).to(device=operator.device, dtype=operator.dtype))
     if not starts or sum(s.shape[0] for s in starts) == 0:
         raise SmoothprobeError("block lower bound needs restarts ≥ 1 or an init vector")
     x = project_to_sphere(torch.cat(starts), partition)
+    budget = x.shape[0] * max(1, iterations) + int(check) if max_hvps is None else max_hvps
+    if budget < x.shape[0] + int(check):
+        raise SmoothprobeError(
+            f"max_hvps={max_hvps} is below one ascent step of the {x.shape[0]} starts"
+            f"{' plus the final check' if check else ''}; raise it or use fewer restarts"
+        )
     best = torch.full((x.shape[0],), -math.inf, dtype=torch.float64)
     top, best_x, best_hx = -math.inf, x[0].clone(), x[0].clone()
     prev, converged, steps = None, False, 0
     for step in range(max(1, iterations)):
-        hx = operator.matvec(x)
+        if h0 + x.shape[0] * (step + 1) + int(check) > h0 + budget:
+            break
+        hx = apply_in_chunks(operator, x, chunk_size=chunk_size, dtype=None)
         vals = dual_norm(hx, partition).cpu()  # = yᵀHx for y = project_to_sphere(Hx)
         steps = step + 1
         best = torch.maximum(best, vals)
@@ -639,6 +682,7 @@ def block_lower_bound(
             "restarts": restarts,
             "iterations": iterations,
             "tol": tol,
+            "max_hvps": max_hvps,
             "check": check,
             "init": 0 if init is None else int(init.reshape(-1, operator.d).shape[0]),
         },

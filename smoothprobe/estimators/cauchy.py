@@ -39,24 +39,30 @@ the three scale estimators share the asymptotic efficiency π/(2√k)).
 
 from __future__ import annotations
 
+import enum
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from smoothprobe.errors import SmoothprobeError
-from smoothprobe.estimate import Bound, Estimate
-from smoothprobe.estimators._linf_common import (
-    check_confidence,
+from smoothprobe.estimators.sampling import (
+    cauchy,
+    check_choice,
     check_int,
     chunks,
-    t_interval,
+    resolve_generator,
 )
-from smoothprobe.estimators.sampling import resolve_generator
 
-SCALES = ("median", "iqr", "geomean")
+
+class CauchyScale(str, enum.Enum):
+    """Per-row scale estimator of a Cauchy sketch (module docstring)."""
+
+    MEDIAN = "median"
+    IQR = "iqr"
+    GEOMEAN = "geomean"
+
+
 DEFAULT_MEMORY_LIMIT = 1 << 30
 PILOT_PROBES = 8
 HIST_HALF_WIDTH = 5.0  # log-range ±W around the pilot scale
@@ -123,8 +129,7 @@ def _run_probes(
     """
     k = bounds[-1][1]
     for a, b in chunks(k, chunk_size):
-        probes = torch.empty(b - a, operator.d, dtype=torch.float64, device=generator.device)
-        probes.cauchy_(generator=generator)
+        probes = cauchy(b - a, operator.d, generator=generator)
         values = operator.matvec(probes.to(dtype=operator.dtype, device=operator.device))
         del probes
         for g, (start, stop) in enumerate(bounds):
@@ -309,8 +314,8 @@ def _batch_relative_stderr(group_totals: list[float]) -> float | None:
 def cauchy_sketch(
     operator,
     *,
-    probes: int,
-    scale: str = "geomean",
+    max_hvps: int,
+    scale: CauchyScale | str = CauchyScale.GEOMEAN,
     generator: torch.Generator | int | None = None,
     chunk_size: int = 32,
     groups: int = 8,
@@ -320,8 +325,8 @@ def cauchy_sketch(
 
     Args:
         operator: symmetric operator (``matvec`` on (n, d) blocks).
-        probes: number of Cauchy probes k (one HVP each).
-        scale: ``"median"``, ``"iqr"`` or ``"geomean"``.
+        max_hvps: number of Cauchy probes k (one HVP each; all are used).
+        scale: a ``CauchyScale`` (``"median"``, ``"iqr"`` or ``"geomean"``).
         generator: torch.Generator or int seed (default seed 0); the global RNG is not used.
         chunk_size: probes per ``matvec`` call (bounds the (chunk, d) block held at once).
         groups: number of disjoint probe groups for the batch-means error bar.
@@ -334,9 +339,8 @@ def cauchy_sketch(
     Raises:
         SmoothprobeError: for an unknown scale or invalid counts.
     """
-    if scale not in SCALES:
-        raise SmoothprobeError(f"unknown Cauchy scale estimator {scale!r}; use one of {SCALES}")
-    k = check_int("probes", probes, minimum=2 if scale == "geomean" else 1)
+    scale = check_choice("Cauchy scale estimator", scale, CauchyScale).value
+    k = check_int("max_hvps", max_hvps, minimum=2 if scale == "geomean" else 1)
     check_int("chunk_size", chunk_size, minimum=1)
     check_int("groups", groups, minimum=1)
     generator, _ = resolve_generator(generator)
@@ -382,93 +386,3 @@ def cauchy_sketch(
         "histogram",
         holder.held_bytes,
     )
-
-
-def cauchy_l11(
-    operator,
-    *,
-    probes: int = 256,
-    scale: str = "median",
-    confidence: float = 0.95,
-    generator: torch.Generator | int | None = None,
-    chunk_size: int = 32,
-    groups: int = 8,
-    memory_limit: int = DEFAULT_MEMORY_LIMIT,
-) -> Estimate:
-    """‖H‖₁,₁ by Cauchy sketch, as an Estimate (``extra["l11_per_d"]`` = seed-code convention).
-
-    Args:
-        operator: symmetric operator.
-        probes: Cauchy probes k (= HVPs).
-        scale: ``"median"``, ``"iqr"`` (the seed paper's code) or ``"geomean"``.
-        confidence: level of the batch-means Student-t interval.
-        generator: torch.Generator or int seed (default seed 0).
-        chunk_size: probes per ``matvec`` call.
-        groups: probe groups for the batch-means error bar.
-        memory_limit: see :func:`cauchy_sketch`.
-
-    Returns:
-        Estimate with quantity ``"l11_norm"`` and method ``"cauchy-<scale>"``.
-
-    Raises:
-        SmoothprobeError: for invalid options.
-
-    Example:
-        >>> import torch
-        >>> from smoothprobe import DenseOperator
-        >>> op = DenseOperator(torch.eye(4, dtype=torch.float64))
-        >>> est = cauchy_l11(op, probes=64, generator=0)  # ‖I₄‖₁,₁ = 4
-        >>> est.method, est.hvps, abs(est.value / 4 - 1) < 0.3
-        ('cauchy-median', 64, True)
-    """
-    confidence = check_confidence(confidence)
-    gen, seed = resolve_generator(generator)
-    hvps0 = operator.cost.hvps
-    t0 = time.perf_counter()
-    sketch = cauchy_sketch(
-        operator,
-        probes=probes,
-        scale=scale,
-        generator=gen,
-        chunk_size=chunk_size,
-        groups=groups,
-        memory_limit=memory_limit,
-    )
-    total = sketch.total
-    low, high = t_interval(total, sketch.stderr, len(sketch.group_totals) - 1, confidence)
-    return Estimate(
-        quantity="l11_norm",
-        value=total,
-        bound=Bound.ESTIMATE,
-        stderr=sketch.stderr,
-        ci_low=low,
-        ci_high=high,
-        confidence=confidence if low is not None else None,
-        hvps=operator.cost.hvps - hvps0,
-        seconds=time.perf_counter() - t0,
-        seed=seed,
-        method=f"cauchy-{scale}",
-        geometry="linf",
-        settings={
-            "probes": probes,
-            "scale": scale,
-            "chunk_size": chunk_size,
-            "groups": groups,
-            "memory_limit": memory_limit,
-        },
-        extra={
-            "l11_per_d": total / operator.d,
-            "d": operator.d,
-            "quantiles": sketch.quantiles,
-            "held_bytes": sketch.held_bytes,
-            "group_totals": list(sketch.group_totals),
-            "ci_method": _ci_method(sketch),
-        },
-    )
-
-
-def _ci_method(sketch: CauchySketch) -> str:
-    g = len(sketch.group_totals)
-    if sketch.quantiles == "histogram":
-        return f"batch-means(g={g}, geomean-proxy)"
-    return f"batch-means(g={g})" if g >= 2 else "none"

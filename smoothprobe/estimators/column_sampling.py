@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.estimators._linf_common import check_int, chunks, unit_block
+from smoothprobe.estimators.sampling import check_int, chunks, resolve_generator, unit_block
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,8 @@ def all_columns(operator, *, chunk_size: int = 32, keep_rows: bool = False) -> C
 def uniform_columns(
     operator,
     *,
-    hvps: int,
-    generator: torch.Generator,
+    max_hvps: int,
+    generator: torch.Generator | int | None = None,
     chunk_size: int = 32,
     keep_rows: bool = False,
 ) -> ColumnSample:
@@ -127,15 +127,16 @@ def uniform_columns(
 
     Args:
         operator: symmetric operator.
-        hvps: number of columns n (≥ 2).
-        generator: torch.Generator.
+        max_hvps: number of columns n (≥ 2).
+        generator: torch.Generator or int seed (default 0).
         chunk_size: unit vectors per ``matvec``.
         keep_rows: also accumulate the certified row lower bounds.
 
     Returns:
         ColumnSample with T̂ = d·mean(c).
     """
-    n = check_int("hvps", hvps, minimum=2)
+    n = check_int("max_hvps", max_hvps, minimum=2)
+    generator, _ = resolve_generator(generator)
     d = operator.d
     if n >= d:
         return all_columns(operator, chunk_size=chunk_size, keep_rows=keep_rows)
@@ -197,8 +198,8 @@ def proportional_allocation(sizes: list[int], n: int) -> list[int]:
 def stratified_columns(
     operator,
     *,
-    hvps: int,
-    generator: torch.Generator,
+    max_hvps: int,
+    generator: torch.Generator | int | None = None,
     chunk_size: int = 32,
     strata: list[tuple[int, int]] | None = None,
     keep_rows: bool = False,
@@ -207,8 +208,8 @@ def stratified_columns(
 
     Args:
         operator: symmetric operator (its ``layout`` gives the default strata).
-        hvps: total columns n (≥ 2).
-        generator: torch.Generator.
+        max_hvps: total columns n (≥ 2).
+        generator: torch.Generator or int seed (default 0).
         chunk_size: unit vectors per ``matvec``.
         strata: optional contiguous (start, stop) strata covering range(d).
         keep_rows: also accumulate the certified row lower bounds.
@@ -216,7 +217,8 @@ def stratified_columns(
     Returns:
         ColumnSample with T̂ = Σ_h N_h·mean_h(c).
     """
-    n = check_int("hvps", hvps, minimum=2)
+    n = check_int("max_hvps", max_hvps, minimum=2)
+    generator, _ = resolve_generator(generator)
     d = operator.d
     if n >= d:
         return all_columns(operator, chunk_size=chunk_size, keep_rows=keep_rows)
@@ -287,9 +289,9 @@ def certainty_set(p: torch.Tensor, n: int) -> torch.Tensor:
 def importance_columns(
     operator,
     *,
-    hvps: int,
+    max_hvps: int,
     proposal: torch.Tensor,
-    generator: torch.Generator,
+    generator: torch.Generator | int | None = None,
     chunk_size: int = 32,
     defensive: float = 0.1,
     keep_rows: bool = False,
@@ -298,9 +300,9 @@ def importance_columns(
 
     Args:
         operator: symmetric operator.
-        hvps: draws n (≥ 3); distinct columns (HVPs) ≤ n.
+        max_hvps: draws n (≥ 3); distinct columns (HVPs) ≤ n.
         proposal: (d,) nonnegative weights, ideally ∝ the column norms (e.g. Cauchy r̂_j).
-        generator: torch.Generator.
+        generator: torch.Generator or int seed (default 0).
         chunk_size: unit vectors per ``matvec``.
         defensive: uniform mixture weight α ∈ (0, 1].
         keep_rows: also accumulate the certified row lower bounds.
@@ -311,7 +313,8 @@ def importance_columns(
     Raises:
         SmoothprobeError: for a proposal of the wrong shape or α outside (0, 1].
     """
-    n = check_int("hvps", hvps, minimum=3)
+    n = check_int("max_hvps", max_hvps, minimum=3)
+    generator, _ = resolve_generator(generator)
     d = operator.d
     if proposal.shape != (d,):
         raise SmoothprobeError(f"proposal must have shape ({d},), got {tuple(proposal.shape)}")

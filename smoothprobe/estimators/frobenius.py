@@ -13,44 +13,48 @@ The estimate is the (shifted) sample mean with a Student-t interval over the ran
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 
-from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
-from smoothprobe.estimators.sampling import rademacher, resolve_generator, sample_mean
+from smoothprobe.estimators.sampling import (
+    check_choice,
+    check_int,
+    rademacher,
+    resolve_generator,
+    sample_mean,
+)
 from smoothprobe.estimators.trace import (
     DeflatedProbes,
-    apply_in_blocks,
+    SumMethod,
     deflated_method,
     deflated_probes,
 )
-from smoothprobe.linear_operator import Operator
-
-METHODS = ("hutch++", "hutchinson")
+from smoothprobe.linear_operator import Operator, apply_in_chunks, as_operator
 
 
 def frobenius_sq(
     operator: Operator,
     *,
-    num_probes: int = 66,
-    block_size: int = 16,
+    max_hvps: int = 66,
+    chunk_size: int = 16,
     confidence: float = 0.95,
-    method: str = "hutch++",
+    method: SumMethod | str = SumMethod.HUTCHPP,
     generator: torch.Generator | int | None = 0,
-    probes: DeflatedProbes | None = None,
+    products: DeflatedProbes | None = None,
 ) -> Estimate:
     """Estimates ‖H‖_F² with a standard error and a Student-t interval.
 
     Args:
         operator: symmetric operator.
-        num_probes: HVP budget (≥ 2 for Hutchinson, ≥ 6 for Hutch++).
-        block_size: probes per ``matvec`` call.
+        max_hvps: HVP budget (≥ 2 for Hutchinson, ≥ 6 for Hutch++).
+        chunk_size: probes per ``matvec`` call.
         confidence: level of the interval.
         method: ``"hutch++"`` or ``"hutchinson"`` (see the module docstring).
         generator: generator or int seed.
-        probes: Hutch++ products computed earlier (e.g. for the trace): no new HVPs, and
+        products: Hutch++ products computed earlier (e.g. for the trace): no new HVPs, and
             ``hvps`` reports theirs.
 
     Returns:
@@ -67,26 +71,24 @@ def frobenius_sq(
         >>> frobenius_sq(op, method="hutchinson").value
         20.0
     """
-    if method not in METHODS:
-        raise SmoothprobeError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if method == "hutch++" or probes is not None:
+    operator = as_operator(operator)
+    method = check_choice("Frobenius method", method, SumMethod)
+    if method is SumMethod.HUTCHPP or products is not None:
         return _from_deflated(
             operator,
-            num_probes=num_probes,
-            block_size=block_size,
+            max_hvps=max_hvps,
+            chunk_size=chunk_size,
             confidence=confidence,
             generator=generator,
-            probes=probes,
+            products=products,
         )
-    if num_probes < 2:
-        raise SmoothprobeError(f"num_probes must be ≥ 2, got {num_probes}")
-    if block_size < 1:
-        raise SmoothprobeError(f"block_size must be ≥ 1, got {block_size}")
+    check_int("max_hvps", max_hvps, minimum=2)
+    check_int("chunk_size", chunk_size, minimum=1)
     t0 = time.perf_counter()
     generator, seed = resolve_generator(generator)
     hvps0 = operator.cost.hvps
-    z = rademacher(num_probes, operator.d, generator=generator, device=operator.device)
-    hz = apply_in_blocks(operator, z, block_size=block_size)
+    z = rademacher(max_hvps, operator.d, generator=generator, device=operator.device)
+    hz = apply_in_chunks(operator, z, chunk_size=chunk_size)
     stats = sample_mean((hz * hz).sum(dim=1), confidence=confidence)
     return _estimate(
         0.0,
@@ -95,15 +97,16 @@ def frobenius_sq(
         hvps=operator.cost.hvps - hvps0,
         seconds=time.perf_counter() - t0,
         seed=seed,
-        settings={"num_probes": num_probes, "block_size": block_size},
+        settings={"max_hvps": max_hvps, "chunk_size": chunk_size},
     )
 
 
-def _from_deflated(operator, *, num_probes, block_size, confidence, generator, probes) -> Estimate:
+def _from_deflated(operator, *, max_hvps, chunk_size, confidence, generator, products) -> Estimate:
     t0 = time.perf_counter()
+    probes = products
     if probes is None:
         probes = deflated_probes(
-            operator, num_probes=num_probes, block_size=block_size, generator=generator
+            operator, max_hvps=max_hvps, chunk_size=chunk_size, generator=generator
         )
     exact = float((probes.hq * probes.hq).sum())  # ‖HQ‖_F²
     stats = sample_mean((probes.hg * probes.hg).sum(dim=1), confidence=confidence)
@@ -121,13 +124,14 @@ def _from_deflated(operator, *, num_probes, block_size, confidence, generator, p
 
 def _estimate(exact, stats, *, method, hvps, seconds, seed, settings, extra=None) -> Estimate:
     value = exact + stats.mean
+    low, high = _log_interval(stats)
     return Estimate(
         quantity="frobenius_sq",
         value=value,
         bound=Bound.ESTIMATE,
         stderr=stats.stderr,
-        ci_low=exact + stats.ci_low,
-        ci_high=exact + stats.ci_high,
+        ci_low=exact + low,
+        ci_high=exact + high,
         confidence=stats.confidence,
         hvps=hvps,
         seconds=seconds,
@@ -135,5 +139,25 @@ def _estimate(exact, stats, *, method, hvps, seconds, seed, settings, extra=None
         method=method,
         geometry="l2",
         settings={**settings, "confidence": stats.confidence, "method": method},
-        extra={"frobenius": max(value, 0.0) ** 0.5, "probes": stats.n, **(extra or {})},
+        extra={
+            "frobenius": max(value, 0.0) ** 0.5,
+            "probes": stats.n,
+            "ci_method": "student-t on the log of the sampled mean",
+            **(extra or {}),
+        },
     )
+
+
+def _log_interval(stats) -> tuple[float, float]:
+    """Interval of the sampled part's mean, taken on the log scale: m·exp(∓ t·se/m).
+
+    The samples ‖Hz‖² are nonnegative and right-skewed (a few large eigen-directions dominate),
+    so a symmetric t interval's upper end missed the truth in 7-8.5% of runs (200 seeds, dense
+    test matrices) against 2.5% claimed; on the log scale it keeps its level
+    (tests/test_coverage.py).
+    """
+    if not stats.mean > 0:
+        return stats.ci_low, stats.ci_high
+    t = (stats.ci_high - stats.mean) / stats.stderr if stats.stderr > 0 else 0.0
+    half = t * stats.stderr / stats.mean
+    return stats.mean * math.exp(-half), stats.mean * math.exp(half)

@@ -35,9 +35,13 @@ graddiff record carries the largest relative gap to them. Round-off limits small
 absolute error is about eps·‖∇L(θ)‖_*/‖δ‖ (``extra["roundoff"]``).
 
 Example:
-    >>> from smoothprobe.examples import build_example  # doctest: +SKIP
-    >>> result = gradient_differences(build_example("mlp"), radii=[1e-1, 1e-3], samples=8)
-    >>> [e.quantity for e in result.to_estimates()][:2]  # doctest: +SKIP
+    >>> import torch
+    >>> from smoothprobe.problem import problem_from_module
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    >>> x, y = torch.randn(16, 3), torch.randn(16, 1)
+    >>> problem = problem_from_module(net, torch.nn.functional.mse_loss, (x, y), dtype="float64")
+    >>> result = gradient_differences(problem, radii=[1e-1, 1e-3], samples=8)
+    >>> sorted({e.quantity for e in result.estimates()})[:2]
     ['graddiff_max', 'graddiff_mean']
 """
 
@@ -146,7 +150,7 @@ class GradDiffResult:
             "gradient_mode": self.gradient_mode,
         }
 
-    def to_estimates(
+    def estimates(
         self,
         *,
         quantiles: Sequence[float] = DEFAULT_QUANTILES,
@@ -251,7 +255,7 @@ def _mean_estimate(quantity, values, confidence, settings, extra, cost, common) 
 def _check_radii(radii: float | Sequence[float]) -> tuple[float, ...]:
     values = (radii,) if isinstance(radii, (int, float)) else tuple(radii)
     if not values:
-        raise SmoothprobeError("give at least one radius (e.g. --graddiff 1e-2)")
+        raise SmoothprobeError("give at least one radius (e.g. 1e-2)", option="radii")
     for r in values:
         if not (isinstance(r, (int, float)) and math.isfinite(r) and r > 0):
             raise SmoothprobeError(f"radii must be positive finite numbers, got {r!r}")
@@ -324,7 +328,7 @@ def gradient_differences(
         chunk_size: at most this many perturbed points per vmapped call.
 
     Returns:
-        The sweep (``.to_estimates()`` for records).
+        The sweep (``.estimates()`` for records).
 
     Raises:
         SmoothprobeError: invalid radii, samples, mode or geometry.
@@ -360,7 +364,8 @@ def gradient_differences(
         if bool((step_norms == 0).any()):
             raise SmoothprobeError(
                 f"radius {r:g} is below the resolution of {problem.dtype} at these parameters "
-                "(θ+δ rounds to θ); use a larger radius or --dtype float64"
+                "(θ+δ rounds to θ); use a larger radius or float64",
+                option="dtype",
             )
         ratios = geo.dual_norm(diff).cpu() / step_norms
         used = engine.evaluations - before + base_cost

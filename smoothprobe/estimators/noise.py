@@ -29,7 +29,9 @@ iid draws of B examples from it, so Var[g_B] = Var[g_1]/B):
   relative error ≈ √(2/(M−1)) per coordinate.
 
 Error bars: a delete-a-group jackknife over ``groups`` groups of examples (or of minibatches)
-gives the standard error of every summary (the centre ḡ is held fixed: an O(1/N) effect).
+gives the standard error of every summary (the centre ḡ is held fixed: an O(1/N) effect) and
+a Student-t interval on groups − 1 degrees of freedom (9 for the default 10 groups: t = 2.26, not
+the normal 1.96, whose interval would hold ≈ 92% of the time instead of 95%).
 Memory: 2 + 2·groups vectors of d float64.
 
 Signal-to-noise ratio, per geometry: the dual norm of the full gradient over that of σ,
@@ -58,7 +60,7 @@ from smoothprobe.estimators._batched_gradients import (
     batch_size_of,
     slice_batch,
 )
-from smoothprobe.estimators.sampling import resolve_generator
+from smoothprobe.estimators.sampling import check_confidence, resolve_generator, t_interval
 from smoothprobe.geometries import Geometry, l2, linf, resolve_geometry
 from smoothprobe.problem import Problem
 
@@ -100,6 +102,7 @@ class NoiseResult:
     consistency_error: float | None
     basis: str = "identity"
     partition: Geometry | None = None
+    confidence: float = 0.95
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -120,7 +123,7 @@ class NoiseResult:
             }
         )
 
-    def to_estimates(self, *, partitions: Sequence[Any] | None = None) -> list[Estimate]:
+    def estimates(self, *, partitions: Sequence[Any] | None = None) -> list[Estimate]:
         """Noise summaries and SNRs as Estimates (``Bound.ESTIMATE``, jackknife stderr).
 
         Args:
@@ -146,19 +149,24 @@ class NoiseResult:
         out = []
         for quantity, geo, fn in specs:
             value = fn(geo, self.variance)
-            stderr = None
+            stderr, dof = None, None
             if self.jackknife is not None:
                 values = torch.tensor([fn(geo, v) for v in self.jackknife], dtype=torch.float64)
                 g = values.numel()
                 stderr = float(
                     math.sqrt((g - 1) / g * float(((values - values.mean()) ** 2).sum()))
                 )
+                dof = g - 1  # a delete-a-group jackknife of g groups: t with g − 1 dof
+            low, high = t_interval(value, stderr, dof, self.confidence)
             out.append(
                 Estimate(
                     quantity,
                     value,
                     Bound.ESTIMATE,
                     stderr=stderr,
+                    ci_low=low,
+                    ci_high=high,
+                    confidence=None if low is None else self.confidence,
                     gradients=self.gradients,
                     seconds=self.seconds,
                     seed=self.seed,
@@ -178,6 +186,7 @@ class NoiseResult:
                         "jackknife_groups": None
                         if self.jackknife is None
                         else int(self.jackknife.shape[0]),
+                        "dof": dof,
                     },
                 )
             )
@@ -343,6 +352,7 @@ def gradient_noise(
     partition: Any = None,
     basis=None,
     groups: int = 10,
+    confidence: float = 0.95,
     generator: torch.Generator | int | None = None,
     gradient_mode: str = "auto",
     chunk_size: int | None = None,
@@ -357,20 +367,23 @@ def gradient_noise(
         minibatch_size: m for the minibatch method (default B).
         partition: Partition / labels / Geometry for ``noise_block`` and ``snr_block``.
         basis: optional change of basis: gradients are mapped by Rᵀ before the variance.
-        groups: jackknife groups for standard errors (< 2 disables them).
+        groups: jackknife groups for standard errors (< 2 disables them); the intervals are
+            Student-t with groups − 1 degrees of freedom.
+        confidence: level of those intervals.
         generator: seed of the minibatch shuffle (torch.Generator or int; default 0).
         gradient_mode: per-example gradients by ``"auto"``, ``"vmap"`` or ``"loop"``.
         chunk_size: examples per vmapped call (bounds memory).
         example_weight: weight of one example from its targets (default: 1, or scored tokens).
 
     Returns:
-        The result (``.to_estimates()`` for records, ``.at_batch_size(B')`` to restate it).
+        The result (``.estimates()`` for records, ``.at_batch_size(B')`` to restate it).
 
     Raises:
         SmoothprobeError: invalid options; a loss that is not a mean over examples.
         DataError: too few examples, or batches that cannot be split into examples.
     """
     _check_batch_size(batch_size)
+    confidence = check_confidence(confidence)
     if method not in NOISE_METHODS:
         raise SmoothprobeError(f"unknown noise method {method!r}: use {', '.join(NOISE_METHODS)}")
     geo = None if partition is None else resolve_geometry(partition, d=problem.d)
@@ -420,4 +433,5 @@ def gradient_noise(
         consistency_error=error,
         basis=getattr(basis, "name", "identity"),
         partition=geo,
+        confidence=confidence,
     )

@@ -21,6 +21,7 @@ The other upper bound, H_op ≤ R·L₂, needs L₂'s upper end and is formed by
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -294,6 +295,8 @@ def op_upper_bound(
         else RestrictedOperator(operator, [b.name for b in geometry.blocks])
     )
     partition = geometry.tensor_partition(target.layout)
+    params = inspect.signature(block_upper_bound).parameters
+    chunk = {("chunk_size" if "chunk_size" in params else "chunk"): chunk_size}
     upper = block_upper_bound(
         target,
         partition,
@@ -301,8 +304,8 @@ def op_upper_bound(
         max_hvps=max_hvps,
         sketch=sketch,
         iterations=iterations,
-        chunk=chunk_size,
         generator=gen,
+        **chunk,
     )
     if upper.norms is None:
         raise SmoothprobeError(

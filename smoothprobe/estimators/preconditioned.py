@@ -8,8 +8,10 @@ stability") observe that λ_max(P⁻¹H) rises to and hovers at the adaptive edg
 threshold (2 + 2β₁)/((1 − β₁)η) — 38/η for β₁ = 0.9 — just as plain GD's λ_max(H) hovers at 2/η.
 
 Records (geometry ``preconditioned``): ``precond_lambda_max`` (Ritz value: certified lower bound,
-``ci_high`` = θ + residual, top-k in ``extra``), ``precond_lambda_min`` (certified upper bound),
-``aeos_threshold`` and ``gd_threshold`` = 2/η (exact, from the checkpoint's param groups).
+``ci_high`` = θ + residual, top-k in ``extra``), ``precond_lambda_max_upper`` (``prob_upper``: the
+Kuczyński–Woźniakowski bound of the random-start run, holding with probability ≥ 1 − δ),
+``precond_lambda_min`` (certified upper bound), ``aeos_threshold`` and ``gd_threshold`` = 2/η
+(exact, from the checkpoint's param groups).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class PreconditionedResult:
         aeos_threshold: (2 + 2β₁)/((1 − β₁)η).
         gd_threshold: 2/η.
         lambda_max: unpreconditioned λ_max(H) when known (for comparison), else None.
+        failure_prob: δ of the ``prob_upper`` record.
     """
 
     spectrum: SpectrumResult
@@ -78,6 +81,7 @@ class PreconditionedResult:
     aeos_threshold: float
     gd_threshold: float
     lambda_max: float | None = None
+    failure_prob: float = 1e-3
 
     def estimates(self) -> list[Estimate]:
         """``precond_lambda_max``, ``precond_lambda_min``, ``aeos_threshold``, ``gd_threshold``."""
@@ -100,6 +104,32 @@ class PreconditionedResult:
             )
             for name in ("lambda_max", "lambda_min")
         ]
+        from smoothprobe.estimators.ritz_bounds import ritz_upper_bounds
+
+        kw = ritz_upper_bounds(
+            self.spectrum.ritz_values,
+            self.spectrum.ritz_residuals,
+            d=self.spectrum.d,
+            failure_prob=self.failure_prob,
+        )
+        if kw is not None:
+            out.append(
+                Estimate(
+                    quantity="precond_lambda_max_upper",
+                    value=kw.lambda_max_upper,
+                    bound=Bound.PROB_UPPER,
+                    failure_prob=self.failure_prob,
+                    hvps=0,
+                    seed=self.spectrum.seed,
+                    method="kuczynski-wozniakowski",
+                    geometry="preconditioned",
+                    settings=settings,
+                    extra={
+                        "steps": kw.steps,
+                        "what": "upper end of lambda_max(P^-1 H), random start",
+                    },
+                )
+            )
         for quantity, value, what in (
             ("aeos_threshold", self.aeos_threshold, "(2 + 2 beta1)/((1 - beta1) lr)"),
             ("gd_threshold", self.gd_threshold, "2/lr"),
@@ -127,6 +157,7 @@ def preconditioned_sharpness(
     top_k: int = 1,
     generator: torch.Generator | int | None = 0,
     lambda_max: float | None = None,
+    failure_prob: float = 1e-3,
 ) -> PreconditionedResult:
     """λ_max and λ_min of P⁻¹H by Lanczos on P^{-½}HP^{-½}, with the step's thresholds.
 
@@ -136,6 +167,7 @@ def preconditioned_sharpness(
         tol, max_hvps, top_k: Lanczos options (one HVP per step).
         generator: torch.Generator or int seed of the start vector.
         lambda_max: the unpreconditioned λ_max(H), to show next to it (optional).
+        failure_prob: δ of the Kuczyński–Woźniakowski upper end (the start is random).
 
     Returns:
         The result (``.estimates()`` gives the records).
@@ -153,4 +185,5 @@ def preconditioned_sharpness(
         aeos_threshold=preconditioner.aeos_threshold,
         gd_threshold=2.0 / preconditioner.lr,
         lambda_max=lambda_max,
+        failure_prob=failure_prob,
     )

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from smoothprobe.estimate import Bound, Estimate
-from smoothprobe.estimators._linf_common import check_int
 from smoothprobe.estimators.column_sampling import evaluate_columns
+from smoothprobe.estimators.sampling import check_int
 from smoothprobe.layout import ParameterLayout
 
 QUANTILES = (0.5, 0.9, 0.99)

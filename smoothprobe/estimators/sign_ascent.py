@@ -20,8 +20,8 @@ import torch
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
-from smoothprobe.estimators._linf_common import check_int, chunks, unit_block
-from smoothprobe.estimators.sampling import resolve_generator
+from smoothprobe.estimators.sampling import check_int, rademacher, resolve_generator, unit_block
+from smoothprobe.linear_operator import apply_in_chunks, as_operator
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class SignAscentResult:
         iterations: ascent steps of the longest restart.
         hvps: HVPs used (ascent plus the final check).
         asymmetry: |vᵀ(Hu) − uᵀ(Hv)| / max(|·|) for the best pair (0 when not checked).
+        d: dimension.
+        seconds, seed, settings: wall time, generator seed and options.
     """
 
     value: float
@@ -45,15 +47,39 @@ class SignAscentResult:
     iterations: int
     hvps: int
     asymmetry: float
+    d: int
+    seconds: float
+    seed: int
+    settings: dict
+
+    def estimate(self) -> Estimate:
+        """The ``"linf_lower"`` Estimate (Bound.LOWER): a certified lower bound on H∞."""
+        return Estimate(
+            quantity="linf_lower",
+            value=self.value,
+            bound=Bound.LOWER,
+            hvps=self.hvps,
+            seconds=self.seconds,
+            seed=self.seed,
+            method="sign-ascent",
+            geometry="linf",
+            settings=dict(self.settings),
+            extra={
+                "restart_values": list(self.restart_values),
+                "iterations": self.iterations,
+                "asymmetry": self.asymmetry,
+                "d": self.d,
+            },
+        )
+
+    def estimates(self) -> list[Estimate]:
+        """``[self.estimate()]``."""
+        return [self.estimate()]
 
 
 def _signs(values: torch.Tensor) -> torch.Tensor:
     """sign(x) with sign(0) = +1, so the result is a vertex of the ∞-ball."""
     return torch.where(values < 0, -1.0, 1.0).to(values.dtype)
-
-
-def _apply(operator, block: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    return torch.cat([operator.matvec(block[a:b]) for a, b in chunks(block.shape[0], chunk_size)])
 
 
 def _starting_block(
@@ -66,8 +92,11 @@ def _starting_block(
     d = operator.d
     parts = []
     if restarts:
-        bits = torch.randint(0, 2, (restarts, d), generator=generator, device=generator.device)
-        parts.append((2 * bits - 1).to(dtype=operator.dtype, device=operator.device))
+        parts.append(
+            rademacher(
+                restarts, d, generator=generator, dtype=operator.dtype, device=operator.device
+            )
+        )
     if column_starts is not None and column_starts.numel():
         parts.append(unit_block(column_starts.reshape(-1).long(), operator))
     if starts is not None:
@@ -85,18 +114,21 @@ def sign_ascent(
     *,
     restarts: int = 8,
     max_iters: int = 30,
+    max_hvps: int | None = None,
     generator: torch.Generator | int | None = None,
     column_starts: torch.Tensor | None = None,
     starts: torch.Tensor | None = None,
     chunk_size: int = 32,
     check: bool = True,
 ) -> SignAscentResult:
-    """Runs batched alternating sign ascent on max uᵀHv.
+    """Runs batched alternating sign ascent on max uᵀHv: a certified lower bound on H∞.
 
     Args:
-        operator: symmetric operator.
+        operator: an Operator or anything ``as_operator`` accepts.
         restarts: random ±1 starting vectors.
         max_iters: ascent steps (HVPs) per restart at most.
+        max_hvps: HVP budget (None: (starts)·max_iters + 1); the ascent stops before a step
+            that would exceed it (the final check's HVP is reserved).
         generator: torch.Generator or int seed (default seed 0); the global RNG is untouched.
         column_starts: optional indices j whose unit vectors e_j are extra starts (e.g. the
             largest rows: the first step certifies ‖He_j‖₁ = r_j).
@@ -105,24 +137,43 @@ def sign_ascent(
         check: re-evaluate the best pair as uᵀ(Hv) with one more HVP.
 
     Returns:
-        The result; ``value`` is a certified lower bound on ‖H‖∞→1 (given exact HVPs).
+        The result; ``value`` is a certified lower bound on ‖H‖∞→1 (given exact HVPs);
+        ``.estimates()`` gives the ``"linf_lower"`` Estimate.
 
     Raises:
-        SmoothprobeError: for invalid options.
+        SmoothprobeError: for invalid options, or a budget below one step of every start.
+
+    Example:
+        >>> import torch
+        >>> H = torch.tensor([[2.0, -1.0], [-1.0, 2.0]], dtype=torch.float64)
+        >>> sign_ascent(H, generator=0).value  # max uᵀHv = 6 at u = v = (1, −1)
+        6.0
     """
+    operator = as_operator(operator)
     check_int("restarts", restarts, minimum=0)
     check_int("max_iters", max_iters, minimum=1)
     check_int("chunk_size", chunk_size, minimum=1)
-    generator, _ = resolve_generator(generator)
+    generator, seed = resolve_generator(generator)
+    t0 = time.perf_counter()
     hvps0 = operator.cost.hvps
     block = _starting_block(operator, generator, restarts, column_starts, starts)
     r = block.shape[0]
+    budget = r * max_iters + int(check) if max_hvps is None else max_hvps
+    if budget < r + int(check):
+        raise SmoothprobeError(
+            f"max_hvps={max_hvps} is below one step of the {r} starts"
+            f"{' plus the final check' if check else ''}; raise it or use fewer restarts"
+        )
+    spent = 0
     best = torch.full((r,), -1.0, dtype=torch.float64)
     best_value, best_u, best_v = -1.0, block[0], block[0]
     active = torch.arange(r)
     iterations = 0
     for _ in range(max_iters):
-        images = _apply(operator, block, chunk_size)
+        if spent + block.shape[0] + int(check) > budget:
+            break
+        spent += block.shape[0]
+        images = apply_in_chunks(operator, block, chunk_size=chunk_size, dtype=None)
         values = images.to(torch.float64).abs().sum(dim=1).cpu()
         iterations += 1
         top = int(values.argmax())
@@ -150,69 +201,14 @@ def sign_ascent(
         iterations,
         operator.cost.hvps - hvps0,
         asymmetry,
-    )
-
-
-def linf_lower(
-    operator,
-    *,
-    restarts: int = 8,
-    max_iters: int = 30,
-    generator: torch.Generator | int | None = None,
-    column_starts: torch.Tensor | None = None,
-    chunk_size: int = 32,
-) -> Estimate:
-    """Certified lower bound on H∞ = ‖H‖∞→1 by sign ascent, as an Estimate (Bound.LOWER).
-
-    Args:
-        operator: symmetric operator.
-        restarts: random ±1 starts.
-        max_iters: ascent steps per restart at most.
-        generator: torch.Generator or int seed (default seed 0).
-        column_starts: optional indices j of unit-vector starts e_j (e.g. the largest rows).
-        chunk_size: vectors per ``matvec`` call.
-
-    Returns:
-        Estimate ``"linf_lower"`` with ``extra`` holding every restart's value, the iterations
-        and the asymmetry of the final check.
-
-    Example:
-        >>> import torch
-        >>> from smoothprobe import DenseOperator
-        >>> H = torch.tensor([[2.0, -1.0], [-1.0, 2.0]], dtype=torch.float64)
-        >>> linf_lower(DenseOperator(H), generator=0).value  # max uᵀHv = 6 at u = v = (1, −1)
-        6.0
-    """
-    gen, seed = resolve_generator(generator)
-    t0 = time.perf_counter()
-    result = sign_ascent(
-        operator,
-        restarts=restarts,
-        max_iters=max_iters,
-        generator=gen,
-        column_starts=column_starts,
-        chunk_size=chunk_size,
-    )
-    starts = 0 if column_starts is None else int(column_starts.numel())
-    return Estimate(
-        quantity="linf_lower",
-        value=result.value,
-        bound=Bound.LOWER,
-        hvps=result.hvps,
-        seconds=time.perf_counter() - t0,
-        seed=seed,
-        method="sign-ascent",
-        geometry="linf",
-        settings={
+        operator.d,
+        time.perf_counter() - t0,
+        seed,
+        {
             "restarts": restarts,
             "max_iters": max_iters,
-            "column_starts": starts,
+            "max_hvps": max_hvps,
+            "column_starts": 0 if column_starts is None else int(column_starts.numel()),
             "chunk_size": chunk_size,
-        },
-        extra={
-            "restart_values": list(result.restart_values),
-            "iterations": result.iterations,
-            "asymmetry": result.asymmetry,
-            "d": operator.d,
         },
     )

@@ -28,8 +28,8 @@ from scipy.linalg import eigh_tridiagonal
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
-from smoothprobe.estimators.sampling import rademacher, resolve_generator, sample_mean
-from smoothprobe.linear_operator import Operator
+from smoothprobe.estimators.sampling import check_int, rademacher, resolve_generator, sample_mean
+from smoothprobe.linear_operator import Operator, apply_in_chunks, as_operator
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,12 @@ class SpectralDensity:
     seed: int
     settings: dict = field(default_factory=dict)
 
-    def to_estimate(self) -> Estimate:
-        """Returns Estimate ``spectral_density``: value = ``negative_mass``; curve in ``extra``.
+    def estimates(self) -> list[Estimate]:
+        """Returns [Estimate ``spectral_density``]: value = ``negative_mass``; curve in ``extra``.
 
         ``extra`` holds ``grid``, ``density``, ``sigma``, ``nodes`` and ``weights`` as lists.
         """
-        return Estimate(
+        estimate = Estimate(
             quantity="spectral_density",
             value=float(self.negative_mass),
             bound=Bound.ESTIMATE,
@@ -85,10 +85,11 @@ class SpectralDensity:
                 "weights": [w.tolist() for w in self.weights],
             },
         )
+        return [estimate]
 
 
 def block_lanczos_quadrature(
-    operator: Operator, starts: torch.Tensor, *, steps: int
+    operator: Operator, starts: torch.Tensor, *, steps: int, chunk_size: int = 16
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Runs independent Lanczos recurrences from each row of ``starts`` and returns quadratures.
 
@@ -96,6 +97,7 @@ def block_lanczos_quadrature(
         operator: symmetric operator.
         starts: (n, d) float64 unit rows on the operator's device.
         steps: Lanczos steps per run (capped at d; a run stops early on an invariant subspace).
+        chunk_size: probes per ``matvec`` call.
 
     Returns:
         Per run, (nodes ascending, weights) of its Gauss quadrature.
@@ -111,7 +113,7 @@ def block_lanczos_quadrature(
     active = list(range(n))
     for j in range(steps):
         idx = torch.tensor(active, device=starts.device)
-        w = operator.matvec(basis[idx, j].to(operator.dtype)).to(torch.float64)  # (a, d)
+        w = apply_in_chunks(operator, basis[idx, j], chunk_size=chunk_size)  # (a, d) float64
         q = basis[idx, : j + 1]  # (a, j+1, d)
         c1 = torch.einsum("ajd,ad->aj", q, w)
         w = w - torch.einsum("aj,ajd->ad", c1, q)
@@ -156,23 +158,26 @@ def smoothed_density(
 def spectral_density(
     operator: Operator,
     *,
-    num_probes: int = 8,
+    max_hvps: int = 640,
     steps: int = 80,
     sigma: float | None = None,
     sigma_rel: float = 0.01,
     num_points: int = 512,
     generator: torch.Generator | int | None = 0,
+    chunk_size: int = 16,
 ) -> SpectralDensity:
     """Estimates the Gaussian-smoothed spectral density of H by stochastic Lanczos quadrature.
 
     Args:
         operator: symmetric operator.
-        num_probes: independent Rademacher start vectors (HVPs = num_probes · steps).
+        max_hvps: HVP budget: ``max_hvps // steps`` independent Rademacher start vectors run
+            ``steps`` Lanczos steps each.
         steps: Lanczos steps per probe (the quadrature has that many nodes).
         sigma: absolute Gaussian width; None uses ``sigma_rel`` · (θ_max − θ_min).
         sigma_rel: relative width used when ``sigma`` is None.
         num_points: grid size; the grid spans [θ_min − 4σ, θ_max + 4σ].
         generator: generator or int seed.
+        chunk_size: probes per ``matvec`` call.
 
     Returns:
         The density with its quadrature, cost and provenance.
@@ -180,18 +185,20 @@ def spectral_density(
     Raises:
         SmoothprobeError: invalid options.
     """
-    if num_probes < 1 or steps < 1 or num_points < 2:
-        raise SmoothprobeError(
-            "num_probes and steps must be ≥ 1 and num_points ≥ 2, got "
-            f"{num_probes}, {steps}, {num_points}"
-        )
+    operator = as_operator(operator)
+    check_int("steps", steps, minimum=1)
+    check_int("num_points", num_points, minimum=2)
+    check_int("chunk_size", chunk_size, minimum=1)
+    num_probes = check_int("max_hvps", max_hvps, minimum=steps) // steps
     if (sigma is not None and not sigma > 0) or not sigma_rel > 0:
         raise SmoothprobeError(f"sigma and sigma_rel must be > 0, got {sigma}, {sigma_rel}")
     t0 = time.perf_counter()
     generator, seed = resolve_generator(generator)
     hvps0 = operator.cost.hvps
     starts = rademacher(num_probes, operator.d, generator=generator, device=operator.device)
-    quads = block_lanczos_quadrature(operator, starts / math.sqrt(operator.d), steps=steps)
+    quads = block_lanczos_quadrature(
+        operator, starts / math.sqrt(operator.d), steps=steps, chunk_size=chunk_size
+    )
     lo = min(float(nodes.min()) for nodes, _ in quads)
     hi = max(float(nodes.max()) for nodes, _ in quads)
     width = sigma if sigma is not None else sigma_rel * max(hi - lo, abs(hi), 1e-300)
@@ -210,6 +217,7 @@ def spectral_density(
         seconds=time.perf_counter() - t0,
         seed=seed,
         settings={
+            "max_hvps": max_hvps,
             "num_probes": num_probes,
             "steps": steps,
             "sigma": sigma,

@@ -9,7 +9,7 @@
   network Hessians) the deflated part has far smaller variance. The standard error is that of
   the Hutchinson part, conditional on Q (the deflation term is exact given Q).
 
-Probes are applied in blocks of ``block_size`` through one ``matvec`` call each.
+Probes are applied in blocks of ``chunk_size`` through one ``matvec`` call each.
 The interval is mean ± t_{(1+confidence)/2, n−1}·stderr (Student t over the n probes).
 Hutch++'s products (Q, HQ, G⊥, HG⊥) also give ‖H‖_F² = ‖HQ‖_F² + E‖HG⊥‖², so the trace and the
 Frobenius estimate can share one set of HVPs (``deflated_probes``).
@@ -17,47 +17,39 @@ Frobenius estimate can share one set of HVPs (``deflated_probes``).
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass
 
 import torch
 
-from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
-from smoothprobe.estimators.sampling import rademacher, resolve_generator, sample_mean
-from smoothprobe.linear_operator import Operator
+from smoothprobe.estimators.sampling import (
+    check_int,
+    rademacher,
+    resolve_generator,
+    sample_mean,
+)
+from smoothprobe.linear_operator import Operator, apply_in_chunks, as_operator
 
 
-def apply_in_blocks(operator: Operator, probes: torch.Tensor, *, block_size: int) -> torch.Tensor:
-    """Returns H·z for each row z of ``probes`` (float64), ``block_size`` rows per matvec call.
+class SumMethod(str, enum.Enum):
+    """Estimator of a spectral sum (tr H, ‖H‖_F²): plain Hutchinson or Hutch++ deflation."""
 
-    Args:
-        operator: symmetric operator.
-        probes: (k, d) float64 probes.
-        block_size: rows per ``matvec`` call.
-
-    Returns:
-        (k, d) float64 products.
-    """
-    rows = [
-        operator.matvec(probes[i : i + block_size].to(operator.dtype)).to(torch.float64)
-        for i in range(0, probes.shape[0], block_size)
-    ]
-    return torch.cat(rows)
+    HUTCHPP = "hutch++"
+    HUTCHINSON = "hutchinson"
 
 
-def _check(num_probes: int, block_size: int, minimum: int) -> None:
-    if num_probes < minimum:
-        raise SmoothprobeError(f"num_probes must be ≥ {minimum}, got {num_probes}")
-    if block_size < 1:
-        raise SmoothprobeError(f"block_size must be ≥ 1, got {block_size}")
+def _check(max_hvps: int, chunk_size: int, minimum: int) -> None:
+    check_int("max_hvps", max_hvps, minimum=minimum)
+    check_int("chunk_size", chunk_size, minimum=1)
 
 
 def hutchinson_trace(
     operator: Operator,
     *,
-    num_probes: int = 64,
-    block_size: int = 16,
+    max_hvps: int = 64,
+    chunk_size: int = 16,
     confidence: float = 0.95,
     generator: torch.Generator | int | None = 0,
 ) -> Estimate:
@@ -65,8 +57,8 @@ def hutchinson_trace(
 
     Args:
         operator: symmetric operator.
-        num_probes: number of Rademacher probes (= HVPs), ≥ 2.
-        block_size: probes per ``matvec`` call.
+        max_hvps: number of Rademacher probes (= HVPs), ≥ 2.
+        chunk_size: probes per ``matvec`` call.
         confidence: level of the interval.
         generator: generator or int seed.
 
@@ -80,15 +72,16 @@ def hutchinson_trace(
         >>> import torch
         >>> from smoothprobe.linear_operator import DenseOperator
         >>> op = DenseOperator(torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64)))
-        >>> hutchinson_trace(op, num_probes=4).value  # exact for a diagonal matrix
+        >>> hutchinson_trace(op, max_hvps=4).value  # exact for a diagonal matrix
         55.0
     """
-    _check(num_probes, block_size, 2)
+    operator = as_operator(operator)
+    _check(max_hvps, chunk_size, 2)
     t0 = time.perf_counter()
     generator, seed = resolve_generator(generator)
     hvps0 = operator.cost.hvps
-    z = rademacher(num_probes, operator.d, generator=generator, device=operator.device)
-    hz = apply_in_blocks(operator, z, block_size=block_size)
+    z = rademacher(max_hvps, operator.d, generator=generator, device=operator.device)
+    hz = apply_in_chunks(operator, z, chunk_size=chunk_size)
     stats = sample_mean((z * hz).sum(dim=1), confidence=confidence)
     return Estimate(
         quantity="trace",
@@ -103,7 +96,7 @@ def hutchinson_trace(
         seed=seed,
         method="hutchinson",
         geometry="l2",
-        settings={"num_probes": num_probes, "block_size": block_size, "confidence": confidence},
+        settings={"max_hvps": max_hvps, "chunk_size": chunk_size, "confidence": confidence},
         extra={"probes": stats.n},
     )
 
@@ -136,24 +129,24 @@ class DeflatedProbes:
 def deflated_probes(
     operator: Operator,
     *,
-    num_probes: int = 66,
-    block_size: int = 16,
+    max_hvps: int = 66,
+    chunk_size: int = 16,
     generator: torch.Generator | int | None = 0,
     subspace: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> DeflatedProbes:
-    """Computes Hutch++'s products with ``num_probes`` HVPs split in thirds.
+    """Computes Hutch++'s products with ``max_hvps`` HVPs split in thirds.
 
-    k = num_probes // 3 sketch probes give Q = orth(H S); k HVPs give HQ; the remaining
-    num_probes − 2k Rademacher probes are projected, g ← (I − QQᵀ)g, and multiplied by H.
+    k = max_hvps // 3 sketch probes give Q = orth(H S); k HVPs give HQ; the remaining
+    max_hvps − 2k Rademacher probes are projected, g ← (I − QQᵀ)g, and multiplied by H.
     With ``subspace = (Q, HQ)`` already known, e.g. a Lanczos basis and its images
-    (``KrylovBasis.images``, free), all ``num_probes`` HVPs go to deflated probes; a converged
+    (``KrylovBasis.images``, free), all ``max_hvps`` HVPs go to deflated probes; a converged
     Lanczos basis holds the extreme eigenvectors almost exactly, which removes the outliers
     that make Hutchinson's samples skewed.
 
     Args:
         operator: symmetric operator.
-        num_probes: HVP budget, ≥ 6 (≥ 2 with ``subspace``).
-        block_size: probes per ``matvec`` call.
+        max_hvps: HVP budget, ≥ 6 (≥ 2 with ``subspace``).
+        chunk_size: probes per ``matvec`` call.
         generator: generator or int seed.
         subspace: optional (Q (k, d) orthonormal rows, HQ (k, d)), float64.
 
@@ -163,25 +156,26 @@ def deflated_probes(
     Raises:
         SmoothprobeError: invalid options.
     """
-    _check(num_probes, block_size, 6 if subspace is None else 2)
+    operator = as_operator(operator)
+    _check(max_hvps, chunk_size, 6 if subspace is None else 2)
     t0 = time.perf_counter()
     generator, seed = resolve_generator(generator)
     hvps0 = operator.cost.hvps
     d = operator.d
     if subspace is None:
-        k = min(num_probes // 3, d)
+        k = min(max_hvps // 3, d)
         sketch = rademacher(k, d, generator=generator, device=operator.device)
-        q = torch.linalg.qr(apply_in_blocks(operator, sketch, block_size=block_size).T).Q.T
-        hq = apply_in_blocks(operator, q, block_size=block_size)
+        q = torch.linalg.qr(apply_in_chunks(operator, sketch, chunk_size=chunk_size).T).Q.T
+        hq = apply_in_chunks(operator, q, chunk_size=chunk_size)
     else:
         q, hq = (t.to(device=operator.device, dtype=torch.float64) for t in subspace)
         k = 0
-    g = rademacher(num_probes - 2 * k, d, generator=generator, device=operator.device)
+    g = rademacher(max_hvps - 2 * k, d, generator=generator, device=operator.device)
     g = g - (g @ q.T) @ q  # (I − QQᵀ) g
-    hg = apply_in_blocks(operator, g, block_size=block_size)
+    hg = apply_in_chunks(operator, g, chunk_size=chunk_size)
     settings = {
-        "num_probes": num_probes,
-        "block_size": block_size,
+        "max_hvps": max_hvps,
+        "chunk_size": chunk_size,
         "deflation": "sketch" if subspace is None else "given",
     }
     return DeflatedProbes(
@@ -197,11 +191,11 @@ def deflated_method(probes: DeflatedProbes) -> str:
 def hutchpp_trace(
     operator: Operator,
     *,
-    num_probes: int = 66,
-    block_size: int = 16,
+    max_hvps: int = 66,
+    chunk_size: int = 16,
     confidence: float = 0.95,
     generator: torch.Generator | int | None = 0,
-    probes: DeflatedProbes | None = None,
+    products: DeflatedProbes | None = None,
 ) -> Estimate:
     """Hutch++ estimate of tr H: exact trace on a sketched top subspace plus Hutchinson on the rest.
 
@@ -209,11 +203,12 @@ def hutchpp_trace(
 
     Args:
         operator: symmetric operator.
-        num_probes: total HVP budget, ≥ 6.
-        block_size: probes per ``matvec`` call.
+        max_hvps: total HVP budget, ≥ 6.
+        chunk_size: probes per ``matvec`` call.
         confidence: level of the interval.
         generator: generator or int seed.
-        probes: products computed earlier (then no HVP is spent here and ``hvps`` reports theirs).
+        products: Hutch++ products computed earlier (then no HVP is spent here and ``hvps``
+            reports theirs).
 
     Returns:
         Estimate ``trace`` with method ``"hutch++"``; ``extra`` holds the exact part
@@ -222,10 +217,12 @@ def hutchpp_trace(
     Raises:
         SmoothprobeError: invalid options.
     """
+    operator = as_operator(operator)
     t0 = time.perf_counter()
+    probes = products
     if probes is None:
         probes = deflated_probes(
-            operator, num_probes=num_probes, block_size=block_size, generator=generator
+            operator, max_hvps=max_hvps, chunk_size=chunk_size, generator=generator
         )
     exact = float((probes.q * probes.hq).sum())
     stats = sample_mean((probes.g * probes.hg).sum(dim=1), confidence=confidence)

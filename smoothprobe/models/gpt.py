@@ -149,3 +149,6 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(
         logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
     )
+
+
+lm_loss.ignore_index = -1  # read by batches.loss_ignore_index: the batch weights skip it too

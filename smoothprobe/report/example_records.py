@@ -95,6 +95,8 @@ def example_records(
             if basis == "identity":
                 records += [make_record(e, ctx) for e in _graddiff_estimates(truth, rng)]
                 records += [make_record(e, ctx) for e in _step_ratio_estimates(truth)]
+                records += [make_record(e, ctx) for e in _spectral_estimates(truth)]
+                records += [make_record(e, ctx) for e in _precond_estimates(truth)]
                 if noise:
                     ctx_n = RunContext(
                         checkpoint=ckpt, d=D, step=truth.step, basis=basis, batch_size=32
@@ -248,4 +250,56 @@ def _noise_estimates(truth: ExampleTruth) -> list[Estimate]:
             settings={"batch_size": 32, "partition": "layer"},
         ),
         Estimate("snr", 0.2, **common),
+    ]
+
+
+def _spectral_estimates(truth: ExampleTruth) -> list[Estimate]:
+    """The spectral (Muon) geometry: matrices alone (R = 42) and mixed (R = 84)."""
+    out = []
+    for part, r, share in (("matrices", 42.0, 0.3), ("mixed", 84.0, 0.45)):
+        rl2 = r * truth.l2 * (1 + RESIDUAL)
+        low, high = share * r * truth.l2, min(0.8 * r * truth.l2, rl2)
+        common = {"geometry": "spectral", "settings": {"partition": part, "scale": "one"}}
+        out += [
+            Estimate("op_lower", low, Bound.LOWER, method="polar-ascent", **common),
+            Estimate("op_upper", high, Bound.UPPER, method="block-columns:exact", **common),
+            Estimate("op_upper_rl2", rl2, Bound.ESTIMATE, method="R*L2", **common),
+            Estimate(
+                "rho_op",
+                high / (r * truth.l2),
+                Bound.UPPER,
+                ci_low=low / rl2,
+                ci_high=high / (r * truth.l2),
+                method="H_op/(R*L2)",
+                **common,
+            ),
+        ]
+        if part == "mixed":
+            hinf_low = truth.linf_lower["identity"]
+            out.append(
+                Estimate(
+                    "muon_adam_ratio",
+                    high / hinf_low,
+                    Bound.UPPER,
+                    ci_low=low / truth.l11["identity"],
+                    ci_high=high / hinf_low,
+                    method="H_op/(kappa*Hinf)",
+                    **common,
+                )
+            )
+    return out
+
+
+def _precond_estimates(truth: ExampleTruth, *, lr: float = 1e-3) -> list[Estimate]:
+    """Adam's preconditioned sharpness rising towards 38/η over training."""
+    threshold = 38.0 / lr
+    top = threshold * min(1.0, 0.3 + truth.step / 1500)
+    settings = {"preconditioner": "adam", "lr": lr, "beta1": 0.9, "beta2": 0.999}
+    common = {"geometry": "preconditioned", "settings": settings}
+    extra = {"residual": 1e-3 * top, "unpreconditioned_lambda_max": truth.l2}
+    return [
+        Estimate("precond_lambda_max", top, Bound.LOWER, method="lanczos", extra=extra, **common),
+        Estimate("precond_lambda_min", -0.1 * top, Bound.UPPER, method="lanczos", **common),
+        Estimate("aeos_threshold", threshold, Bound.EXACT, method="optimizer state", **common),
+        Estimate("gd_threshold", 2.0 / lr, Bound.EXACT, method="optimizer state", **common),
     ]

@@ -26,9 +26,10 @@ from matplotlib.figure import Figure
 from smoothprobe import compare as bounds
 from smoothprobe.atomic import atomic_replace_dir
 from smoothprobe.compare import headline_numbers
+from smoothprobe.compare.optimizers import precond_table, spectral_table
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.records import load_records
-from smoothprobe.report import plots, tables
+from smoothprobe.report import plots, plots_optimizers, tables, tables_optimizers
 from smoothprobe.report.documents import (  # noqa: F401  (BOUND_KINDS_NOTE re-exported)
     BOUND_KINDS_NOTE,
     html_document,
@@ -106,6 +107,24 @@ FIGURES = (
         plots.plot_constants_over_steps,
     ),
     FigureSpec(
+        "spectral.png",
+        "Spectral (Muon) geometry",
+        "Left: H_op, the smoothness constant in Muon's norm max_l ‖X_l‖₂, between its certified "
+        "lower bound (polar ascent) and the best upper end (block norms or R·L₂; the table says "
+        "which and how it is known), for the matrices alone and with the rest in ℓ∞. Right: the "
+        "predicted iteration ratios T_Muon/T_SGD = ρ_op and T_Muon/T_Adam on Muon's dual-norm "
+        "yardstick; below the dashed line Muon is predicted faster.",
+        plots_optimizers.plot_spectral_bracket,
+    ),
+    FigureSpec(
+        "precond.png",
+        "Preconditioned sharpness",
+        "Left: λ_max(P⁻¹H), the sharpness Adam's step feels (P = diag(√v̂ + ε) from each "
+        "checkpoint's optimizer state), against the threshold (2 + 2β₁)/((1 − β₁)η) where Cohen "
+        "et al. (2022) find it settles. Right: plain λ_max(H) against gradient descent's 2/η.",
+        plots_optimizers.plot_precond_sharpness,
+    ),
+    FigureSpec(
         "graddiff.png",
         "Gradient differences",
         "Sampled ‖∇L(θ+δ) − ∇L(θ)‖∗/‖δ‖ against the radius of δ. The max over samples is a "
@@ -177,7 +196,7 @@ def build_report(
     skipped: dict[str, str] = {}
     figures: list[tuple[FigureSpec, bytes]] = []
     for spec in FIGURES:
-        data = frame if spec.name == "steps.png" else head
+        data = frame if spec.name in ("steps.png", "precond.png") else head
         fig = spec.make(data)
         if not plots.has_data(fig):
             skipped[spec.heading] = plots.missing_reason(fig)
@@ -242,6 +261,19 @@ def _table_sections(
             "√d·‖σ‖₂ (≤ 1 always).",
             tables.noise_display(head, checkpoint_column=False),
         ),
+        (
+            "Spectral (Muon) geometry",
+            "H_op bracket (certified lower end / the upper end's kind and source), R·L₂ and "
+            "the predicted iteration ratios on Muon's dual-norm yardstick (README: Today's "
+            "optimizers).",
+            tables_optimizers.spectral_display(head, checkpoint_column=False),
+        ),
+        (
+            "Preconditioned sharpness",
+            "λ_max(P⁻¹H) (Ritz value, + its residual) against Adam's edge-of-stability "
+            "threshold, and λ_max(H) against 2/η, at every checkpoint with optimizer state.",
+            tables_optimizers.precond_display(frame),
+        ),
     ]
     if len(bounds.checkpoint_order(frame)) > 1:
         candidates.append(
@@ -272,6 +304,8 @@ def _csv_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
         "rho.csv": bounds.rho_table(frame),
         "rotation.csv": bounds.rotation_table(frame),
         "noise.csv": bounds.noise_table(frame),
+        "spectral.csv": spectral_table(frame),
+        "precond.csv": precond_table(frame),
         "measurements.csv": tables.measurements_table(frame),
     }
 

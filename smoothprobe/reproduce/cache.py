@@ -9,13 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from smoothprobe.records import atomic_write_text
+from smoothprobe.atomic import atomic_write, atomic_write_text
 
 
 def content_key(payload: dict[str, Any]) -> str:
@@ -60,13 +59,4 @@ class Cache:
         return torch.load(path, weights_only=True)
 
     def save_tensors(self, kind: str, key: str, tensors: dict[str, torch.Tensor]) -> None:
-        path = self._path(kind, key, ".pt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(tensors, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(self._path(kind, key, ".pt"), lambda fh: torch.save(tensors, fh))

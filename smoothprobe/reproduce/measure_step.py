@@ -1,6 +1,6 @@
 """Measures one checkpoint of a run with the library's suites, in one basis; cached by content.
 
-Per point: L₂ (``measure_l2``), the ℓ∞ suite (``run_linf``: ‖H‖₁,₁ with its interval — the seed
+Per point: L₂ (``measure_l2``), the ℓ∞ suite (``measure_linf``: ‖H‖₁,₁ with its interval — the seed
 paper's surrogate — a certified lower bound on H∞, and ``hinf_lower``/``hinf_upper`` when the
 suite provides them), H(Φ) per partition (``measure_blockwise``: certified lower bound and U(Φ)),
 and the gradient noise at the training batch size (``gradient_noise``). No estimator is
@@ -36,6 +36,7 @@ class MeasureBudget:
     block_iters: int = 30
     block_upper_hvps: int = 400
     noise: bool = True
+    hinf_hvps: int = 0  # H∞ bracket of the ℓ∞ suite (0: off; its default is 2048)
 
 
 QUICK_BUDGET = MeasureBudget(
@@ -49,6 +50,14 @@ QUICK_BUDGET = MeasureBudget(
     block_iters=4,
     block_upper_hvps=40,
 )
+
+
+def _budget_key(budget: MeasureBudget) -> dict:
+    """The budget as hashed (an unused H∞ bracket leaves the keys of earlier entries valid)."""
+    out = asdict(budget)
+    if not out["hinf_hvps"]:
+        del out["hinf_hvps"]
+    return out
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,7 @@ class MeasurePoint:
                 "version": MEASURE_VERSION,
                 "task": task.key,
                 "point": {k: v for k, v in asdict(self).items() if k != "optimizer"},
-                "budget": asdict(budget),
+                "budget": _budget_key(budget),
                 "basis_seed": BASIS_SEED,
             }
         )
@@ -84,7 +93,7 @@ def measure_point(
     from smoothprobe.rotated_operator import RotatedOperator
     from smoothprobe.suites.blockwise import measure_blockwise
     from smoothprobe.suites.l2 import measure_l2
-    from smoothprobe.suites.linf import run_linf
+    from smoothprobe.suites.linf import measure_linf
 
     t0 = time.perf_counter()
     problem = training_problem(task, task.make_model(0), dtype=torch.float64)
@@ -94,19 +103,22 @@ def measure_point(
     operator = base if basis is None else RotatedOperator(base, basis)
     gen = torch.Generator().manual_seed(seed)
     estimates = [Estimate("loss", problem.loss(), Bound.EXACT, seed=seed)]
-    l2 = measure_l2(operator, tol=budget.lanczos_tol, max_hvps=budget.lanczos_hvps, generator=gen)
+    l2 = measure_l2(
+        operator, tol=budget.lanczos_tol, max_hvps=budget.lanczos_hvps, generator=gen
+    ).estimates()
     estimates += l2
     l2_norm = next(e for e in l2 if e.quantity == "l2_norm")
-    linf = run_linf(
+    linf = measure_linf(
         operator,
-        hvps=budget.l11_hvps,
+        max_hvps=budget.l11_hvps,
         restarts=budget.ascent_restarts,
         ascent_iters=budget.ascent_iters,
         max_row_hvps=budget.max_row_hvps,
+        hinf_hvps=budget.hinf_hvps,
         generator=gen,
         l2_norm=abs(float(l2_norm.value)),
     )
-    estimates += linf.estimates
+    estimates += linf.estimates()
     blockwise = []
     for spec in point.partitions:
         name = task.mini_partition if spec == "mini" else spec
@@ -119,11 +131,11 @@ def measure_point(
             iterations=budget.block_iters,
             generator=gen,
             l2_norm=l2_norm,
-        )
+        ).estimates()
         blockwise += [(spec, e) for e in found]
     if budget.noise:
         noise = gradient_noise(problem, batch_size=task.batch_size, generator=gen, basis=basis)
-        estimates += noise.to_estimates()
+        estimates += noise.estimates()
     context = RunContext(
         checkpoint=f"{task.name}/{point.optimizer}/step{point.step}",
         d=problem.d,

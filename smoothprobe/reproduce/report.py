@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from smoothprobe.records import atomic_write_text, records_to_jsonl
+from smoothprobe.atomic import atomic_write, atomic_write_text
+from smoothprobe.records import records_to_jsonl
 from smoothprobe.reproduce import figures
 from smoothprobe.reproduce.optimizers import BETAS, EPS, MOMENTUM
 
@@ -341,18 +342,7 @@ def render_html(title: str, secs: list[tuple[str, list]]) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-        os.chmod(path, 0o644)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
 
 
 def write_report(

@@ -7,9 +7,8 @@ dense matrix, a ``Problem`` or any ``Operator``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 
 from smoothprobe.errors import SmoothprobeError
@@ -19,45 +18,25 @@ from smoothprobe.estimators.lanczos import lanczos, mixed_start, validate_option
 from smoothprobe.estimators.sampling import resolve_generator
 from smoothprobe.estimators.spectral_density import spectral_density
 from smoothprobe.estimators.trace import deflated_probes, hutchpp_trace
-from smoothprobe.linear_operator import DenseOperator, Operator
+from smoothprobe.linear_operator import Operator, as_operator
 
 EXTRAS = ("trace", "frobenius", "density")
 _ALIASES = {"frobenius_sq": "frobenius", "spectral_density": "density"}
 
 
-def as_operator(obj: object) -> Operator:
-    """Returns an operator for a symmetric matrix (tensor or array), a Problem or an operator.
+@dataclass(frozen=True)
+class L2Result:
+    """What one ℓ2 measurement produced.
 
-    Args:
-        obj: a (d, d) symmetric tensor / NumPy array, an object with ``hvp_operator()`` (a
-            ``Problem``), or an object with ``matvec`` and ``d`` (an ``Operator``).
-
-    Returns:
-        The operator.
-
-    Raises:
-        SmoothprobeError: a non-square or non-symmetric matrix, or an unsupported object.
+    Attributes:
+        items: ``lambda_max``, ``lambda_min``, ``l2_norm``, ``d_l2`` then the requested extras.
     """
-    if isinstance(obj, np.ndarray):
-        obj = torch.from_numpy(obj)
-    if isinstance(obj, torch.Tensor):
-        if obj.ndim != 2 or obj.shape[0] != obj.shape[1]:
-            raise SmoothprobeError(f"expected a square (d, d) matrix, got shape {tuple(obj.shape)}")
-        if not obj.dtype.is_floating_point:
-            obj = obj.to(torch.float64)
-        scale = float(obj.abs().max()) if obj.numel() else 0.0
-        if float((obj - obj.T).abs().max()) > torch.finfo(obj.dtype).eps ** 0.5 * scale:
-            raise SmoothprobeError(
-                "the matrix is not symmetric; pass (A + A.T) / 2 if that is what you mean"
-            )
-        return DenseOperator(obj)
-    if hasattr(obj, "hvp_operator"):
-        return obj.hvp_operator()
-    if hasattr(obj, "matvec") and hasattr(obj, "d"):
-        return obj  # type: ignore[return-value]
-    raise SmoothprobeError(
-        f"cannot measure a {type(obj).__name__}: pass a symmetric matrix, a Problem or an Operator"
-    )
+
+    items: tuple[Estimate, ...]
+
+    def estimates(self) -> list[Estimate]:
+        """The Estimates, in the order of ``items``."""
+        return list(self.items)
 
 
 def parse_extras(extras: Iterable[str] | str) -> list[str]:
@@ -109,29 +88,32 @@ def measure_l2(
     top_k: int = 1,
     extras: Iterable[str] | str = (),
     criterion: str = "residual",
-    probes: int = 64,
-    density_probes: int = 8,
+    trace_hvps: int = 64,
+    density_hvps: int = 640,
     density_steps: int = 80,
     confidence: float = 0.95,
     generator: torch.Generator | int | None = 0,
     start: torch.Tensor | str | None = "gradient",
-) -> list[Estimate]:
+    chunk_size: int = 16,
+) -> L2Result:
     """Measures the ℓ2 geometry of H: extreme eigenvalues, ‖H‖₂, d·‖H‖₂ and optional extras.
 
     Lanczos (full re-orthogonalization, float64) converges λ_max, the top-k and λ_min to
     ``tol`` (see ``smoothprobe.estimators.lanczos.lanczos``). Extras:
 
-    - ``"trace"`` and ``"frobenius"`` share ``probes`` HVPs: tr H = tr(T_m) + E[g⊥ᵀHg⊥] and
+    - ``"trace"`` and ``"frobenius"`` share ``trace_hvps`` HVPs: tr H = tr(T_m) + E[g⊥ᵀHg⊥] and
       ‖H‖_F² = ‖T_m‖_F² + β_m² + E‖Hg⊥‖², where the exact parts come free from the Lanczos
       basis Q_m (which holds the extreme eigenvectors) and g⊥ = (I − Q_mQ_mᵀ)g are Rademacher
       probes deflated by it (Hutch++ with the Lanczos basis as its sketch).
-    - ``"density"``: stochastic Lanczos quadrature with ``density_probes`` × ``density_steps``
-      HVPs; value = estimated fraction of negative eigenvalues, grid and density in ``extra``.
+    - ``"density"``: stochastic Lanczos quadrature with ``density_hvps`` HVPs (start vectors
+      of ``density_steps`` steps each); value = estimated fraction of negative eigenvalues,
+      grid and density in ``extra``.
 
     All randomness comes from ``generator``, in that order.
 
     Args:
-        operator: a symmetric matrix, a ``Problem`` or an ``Operator``.
+        operator: an Operator or anything ``as_operator`` accepts (a symmetric matrix, a scipy
+            LinearOperator, a ``Problem``).
         tol: relative tolerance of the Lanczos stopping rule.
         max_hvps: HVP budget of the Lanczos run.
         top_k: number of largest eigenvalues to converge (reported in ``extra["top_values"]``).
@@ -139,8 +121,8 @@ def measure_l2(
             string).
         criterion: ``"residual"`` (r ≤ tol·|θ|, the default) or ``"gap"`` (Kato–Temple
             estimate ≤ tol·|θ|, fewer HVPs).
-        probes: HVPs of the deflated probes shared by trace and Frobenius estimates (≥ 2).
-        density_probes: start vectors of the spectral density.
+        trace_hvps: HVPs of the deflated probes shared by trace and Frobenius estimates (≥ 2).
+        density_hvps: HVP budget of the spectral density (≥ ``density_steps``).
         density_steps: Lanczos steps per density start vector.
         confidence: level of the trace/Frobenius intervals.
         generator: generator or int seed (default 0: reproducible).
@@ -148,10 +130,12 @@ def measure_l2(
             gradient g when it has one, e.g. a ``Problem``'s operator, else a random z; about 2
             HVPs fewer on network Hessians, see ``lanczos.mixed_start``), ``"random"``/None,
             or a (d,) tensor.
+        chunk_size: probes per ``matvec`` call of the trace/Frobenius and density probes
+            (Lanczos applies one vector at a time).
 
     Returns:
-        Estimates ``lambda_max``, ``lambda_min``, ``l2_norm``, ``d_l2`` then, as requested,
-        ``trace``, ``frobenius_sq``, ``spectral_density``.
+        ``L2Result`` whose ``.estimates()`` are ``lambda_max``, ``lambda_min``, ``l2_norm``,
+        ``d_l2`` then, as requested, ``trace``, ``frobenius_sq``, ``spectral_density``.
 
     Raises:
         SmoothprobeError: invalid options or input.
@@ -182,7 +166,11 @@ def measure_l2(
     if sums:
         krylov = result.krylov
         shared = deflated_probes(
-            op, num_probes=probes, generator=generator, subspace=(krylov.basis, krylov.images())
+            op,
+            max_hvps=trace_hvps,
+            chunk_size=chunk_size,
+            generator=generator,
+            subspace=(krylov.basis, krylov.images()),
         )
         note = {
             "deflation": "lanczos basis",
@@ -190,15 +178,17 @@ def measure_l2(
             "deflation_hvps_shared_with": "lambda_max",
         }
         if "trace" in wanted:
-            est = hutchpp_trace(op, probes=shared, confidence=confidence)
+            est = hutchpp_trace(op, products=shared, confidence=confidence)
             out.append(replace(est, extra={**est.extra, **note}))
         if "frobenius" in wanted:
-            est = frobenius_sq(op, probes=shared, confidence=confidence)
+            est = frobenius_sq(op, products=shared, confidence=confidence)
             out.append(replace(est, extra={**est.extra, **note}))
     if "density" in wanted:
-        out.append(
-            spectral_density(
-                op, num_probes=density_probes, steps=density_steps, generator=generator
-            ).to_estimate()
-        )
-    return out
+        out += spectral_density(
+            op,
+            max_hvps=density_hvps,
+            steps=density_steps,
+            generator=generator,
+            chunk_size=chunk_size,
+        ).estimates()
+    return L2Result(tuple(out))

@@ -6,7 +6,10 @@ returns, all with geometry ``spectral`` and the partition ``matrices`` / ``mixed
 - ``op_lower``: certified lower bound on H_op (polar ascent);
 - ``op_upper``: Σ c_b c_b'‖H_bb'‖₂ (``upper`` when every block norm is exact, else ``estimate``);
 - ``op_upper_rl2``: R·L₂ with L₂'s upper end; its bound is that end's (``upper``,
-  ``prob_upper`` with its failure probability, or ``estimate`` for the Ritz value + residual);
+  ``prob_upper`` with its failure probability, or ``estimate`` for the Ritz value + residual).
+  When the reference records give no ``upper``/``prob_upper`` L₂ and ``l2_failure_prob`` is set,
+  the suite runs its own random-start Lanczos (≤ ``l2_hvps`` HVPs) and takes the
+  Kuczyński–Woźniakowski bound (``prob_upper``);
 - ``rho_op`` = H_op/(R·L₂) = predicted T_Muon/T_SGD; value its upper end
   min(1, upper/(R·θ)) with θ the Lanczos Ritz value (a certified lower bound on L₂), ``ci_low``
   its lower end lower/(R·L₂-upper);
@@ -97,6 +100,28 @@ def linf_ends(estimates: Sequence[Estimate]) -> tuple[float, float, Bound] | Non
     return float(lower.value), high, bound
 
 
+def kw_l2_ends(
+    operator: Operator,
+    *,
+    failure_prob: float,
+    max_hvps: int,
+    tol: float,
+    generator: torch.Generator,
+) -> tuple[float, float, Bound, float, str] | None:
+    """L₂ bracketed by a random-start Lanczos run: (Ritz lower, KW upper, prob_upper, δ, how)."""
+    from smoothprobe.estimators.lanczos import lanczos
+    from smoothprobe.estimators.ritz_bounds import ritz_upper_bounds
+
+    run = lanczos(operator, tol=tol, max_hvps=max_hvps, generator=generator)
+    kw = ritz_upper_bounds(
+        run.ritz_values, run.ritz_residuals, d=operator.d, failure_prob=failure_prob
+    )
+    if kw is None or not math.isfinite(kw.norm_upper):
+        return None
+    how = f"Kuczynski-Wozniakowski, random-start Lanczos ({run.iterations} steps)"
+    return run.l2_norm, kw.norm_upper, Bound.PROB_UPPER, failure_prob, how
+
+
 def _ratio_estimates(
     geo: SpectralGeometry,
     lower: float,
@@ -111,7 +136,6 @@ def _ratio_estimates(
         return out
     l2_low, l2_high, l2_bound, l2_failure, l2_how = l2
     r = geo.radius_sq
-    rl2_kw = {"failure_prob": l2_failure} if l2_failure is not None and _has_failure() else {}
     out.append(
         Estimate(
             quantity="op_upper_rl2",
@@ -126,7 +150,7 @@ def _ratio_estimates(
                 "l2_upper_how": l2_how,
                 "failure_prob": l2_failure,
             },
-            **rl2_kw,
+            failure_prob=l2_failure,
         )
     )
     best_upper = min(float(upper_block.value), r * l2_high)
@@ -183,10 +207,6 @@ def _ratio_estimates(
     return out
 
 
-def _has_failure() -> bool:
-    return "failure_prob" in Estimate.__dataclass_fields__
-
-
 def measure_spectral(
     operator: Operator,
     *,
@@ -200,6 +220,8 @@ def measure_spectral(
     tol: float = 1e-6,
     generator: torch.Generator | int | None = 0,
     reference: Sequence[Estimate] = (),
+    l2_failure_prob: float | None = 1e-3,
+    l2_hvps: int = 200,
 ) -> list[Estimate]:
     """Measures the spectral geometry: the records listed in the module docstring.
 
@@ -214,6 +236,8 @@ def measure_spectral(
         restarts, iterations, tol: polar ascent starts, steps and relative stopping tolerance.
         generator: torch.Generator or int seed.
         reference: estimates already measured (ℓ2 and ℓ∞ records) for R·L₂, ρ_op, the Adam ratio.
+        l2_failure_prob: δ of the suite's own KW bound on L₂ (None: use the reference only).
+        l2_hvps: HVP budget of that Lanczos run.
 
     Returns:
         The estimates.
@@ -225,7 +249,7 @@ def measure_spectral(
         >>> from smoothprobe import DenseOperator, ParameterLayout
         >>> lay = ParameterLayout.from_shapes([("h.0.fc.weight", (2, 3))])
         >>> op = DenseOperator(torch.eye(6, dtype=torch.float64), layout=lay)
-        >>> [(e.quantity, round(e.value, 6)) for e in measure_spectral(op)]
+        >>> [(e.quantity, round(e.value, 6)) for e in measure_spectral(op, l2_failure_prob=None)]
         [('op_upper', 2.0), ('op_lower', 2.0)]
     """
     from smoothprobe.suites.l2 import as_operator
@@ -235,6 +259,13 @@ def measure_spectral(
     base = spectral_geometry(operator.layout, scale=scale, matrices=matrices, polar=polar)
     wanted = [g for g in geometries if g != "mixed" or base.rest.numel()]
     l2, linf = l2_ends(reference), linf_ends(reference)
+    if l2_failure_prob is not None and (l2 is None or l2[2] is Bound.ESTIMATE):
+        l2 = (
+            kw_l2_ends(
+                operator, failure_prob=l2_failure_prob, max_hvps=l2_hvps, tol=tol, generator=gen
+            )
+            or l2
+        )
     basis = getattr(getattr(operator, "basis", None), "name", None)
     out: list[Estimate] = []
     upper = None

@@ -1,0 +1,212 @@
+"""Threads, an unwritable --out, and Ctrl-C (issue 16 items 1, 2 and 11)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import smoothprobe.threads as threads_mod
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.threads import resolve_threads, usable_cores
+from smoothprobe_cli.main import cli
+
+
+@pytest.fixture(autouse=True)
+def keep_one_thread():
+    yield
+    torch.set_num_threads(1)  # conftest's setting, whatever a command set
+
+
+def invoke(*args, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env, prog_name="smoothprobe")
+
+
+# ---- 1. threads -------------------------------------------------------------------------------
+
+
+def test_default_threads_are_the_cores_this_process_may_use(monkeypatch):
+    monkeypatch.delenv("SMOOTHPROBE_THREADS", raising=False)
+    if hasattr(os, "sched_getaffinity"):
+        assert usable_cores() <= len(os.sched_getaffinity(0))
+    monkeypatch.setattr(threads_mod, "_affinity_count", lambda: 3)
+    monkeypatch.setattr(threads_mod, "_cgroup_quota", lambda: None)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert usable_cores() == 3  # a machine of 64 cores, 3 of them ours
+    monkeypatch.setattr(threads_mod, "_cgroup_quota", lambda: 2)
+    assert usable_cores() == 2  # a container quota of 2 CPUs
+    assert 1 <= resolve_threads() <= 2
+    monkeypatch.setenv("SMOOTHPROBE_THREADS", "5")
+    assert resolve_threads() == 5 and resolve_threads(4) == 4
+    monkeypatch.setenv("SMOOTHPROBE_THREADS", "zero")
+    with pytest.raises(SmoothprobeError, match="SMOOTHPROBE_THREADS='zero'"):
+        resolve_threads()
+
+
+def test_idle_cores_leave_busy_ones_out(monkeypatch):
+    import psutil
+
+    monkeypatch.setattr(threads_mod, "usable_cores", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(psutil, "cpu_percent", lambda **kw: [100.0, 3.0])
+    assert threads_mod.idle_cores() == 1  # the issue's case: one of two cores busy
+    monkeypatch.setattr(psutil, "cpu_percent", lambda **kw: [2.0, 3.0])
+    assert threads_mod.idle_cores() == 2
+    monkeypatch.setattr(psutil, "cpu_percent", lambda **kw: [99.0, 97.0])
+    assert threads_mod.idle_cores() == 1
+
+
+def test_cgroup_quota_is_read(tmp_path):
+    (tmp_path / "cpu.max").write_text("250000 100000\n")
+    assert threads_mod._cgroup_quota(tmp_path) == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert threads_mod._cgroup_quota(tmp_path) is None
+
+
+def test_run_header_states_the_threads(nanogpt_run, monkeypatch):
+    ckpt, data = nanogpt_run
+    args = ["measure", ckpt, "--data", data, "--norm", "l2", "--num-batches", 1]
+    result = invoke(*args, "--threads", 1)
+    assert result.exit_code == 0, result.output
+    cores = usable_cores()
+    assert result.stderr.splitlines()[0] == (
+        f"[smoothprobe] torch threads 1 of {cores} usable cores (from --threads)"
+    )
+    result = invoke(*args, env={"SMOOTHPROBE_THREADS": "1"})
+    assert result.stderr.splitlines()[0] == (
+        f"[smoothprobe] torch threads 1 of {cores} usable cores (from SMOOTHPROBE_THREADS)"
+    )
+    monkeypatch.delenv("SMOOTHPROBE_THREADS", raising=False)
+    monkeypatch.setattr(threads_mod, "idle_cores", lambda: 1)  # another process is busy
+    result = invoke(*args)
+    assert result.stderr.splitlines()[0] == (
+        f"[smoothprobe] torch threads 1 of {cores} usable cores (default: the idle ones; set "
+        "--threads or SMOOTHPROBE_THREADS)"
+    )
+    assert torch.get_num_threads() == 1
+
+
+def test_bad_thread_counts_are_usage_errors(tmp_path):
+    assert invoke("measure", tmp_path / "missing.pt", "--threads", 0).exit_code == 2
+    result = invoke("measure", tmp_path / "missing.pt", env={"SMOOTHPROBE_THREADS": "x"})
+    assert result.exit_code == 2 and "SMOOTHPROBE_THREADS" in result.output
+
+
+# ---- 2. an unwritable --out ---------------------------------------------------------------------
+
+
+def test_unwritable_out_is_refused_before_any_work(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / "m.jsonl"  # under a file: can never be written
+    result = invoke("measure", tmp_path / "missing.pt", "--out", out)
+    assert result.exit_code == 2
+    assert result.output.endswith(
+        f"Error: Invalid value for '--out': cannot write {out}: {blocker} is a file, "
+        "not a directory\n"
+    )
+    result = invoke("trajectory", tmp_path, "--out", out)
+    assert result.exit_code == 2 and "is a file, not a directory" in result.output
+    result = invoke("demo", "--out", blocker / "report")
+    assert result.exit_code == 2 and "is a file, not a directory" in result.output
+
+
+def test_failed_final_write_prints_records_and_saves_a_copy(nanogpt_run, tmp_path, monkeypatch):
+    ckpt, data = nanogpt_run
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("smoothprobe.records.write_records", read_only)
+    out = tmp_path / "m.jsonl"
+    args = ["measure", ckpt, "--data", data, "--norm", "l2", "--num-batches", 1, "--quiet"]
+    result = invoke(*args, "--out", out, "--format", "json")
+    assert result.exit_code == 1
+    printed = json.loads(result.stdout)
+    assert {"loss", "lambda_max", "d_l2"} <= {r["quantity"] for r in printed}
+    prefix = f"Error: could not write {out} ([Errno 30] Read-only file system); the records "
+    assert result.stderr.startswith(prefix + "are printed above and a copy was saved to ")
+    copy = result.stderr.strip().rsplit(" ", 1)[1]
+    try:
+        saved = [json.loads(line) for line in open(copy, encoding="utf-8")]
+        assert [r["quantity"] for r in saved] == [r["quantity"] for r in printed]
+    finally:
+        os.unlink(copy)
+    assert not out.exists()
+
+
+# ---- 11. Ctrl-C ---------------------------------------------------------------------------------
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_measure_says_nothing_was_saved(nanogpt_run, tmp_path, monkeypatch):
+    ckpt, data = nanogpt_run
+    monkeypatch.setattr("smoothprobe.measure.run_measurement", interrupt)
+    out = tmp_path / "m.jsonl"
+    result = invoke("measure", ckpt, "--data", data, "--quiet", "--out", out)
+    assert result.exit_code == 130
+    assert result.stderr == (
+        "interrupted: nothing was saved: measure keeps its results in memory until the run "
+        f"completes, then writes {out}, and cannot resume; run the same command again to "
+        "start over\n"
+    )
+
+
+def test_ctrl_c_in_trajectory_says_what_was_saved(tmp_path, monkeypatch):
+    from conftest import make_nanogpt_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    make_nanogpt_run(run)
+    out = tmp_path / "traj.jsonl"
+    calls = []
+
+    def second_interrupts(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    import smoothprobe.measure
+
+    real = smoothprobe.measure.run_measurement
+    monkeypatch.setattr("smoothprobe.measure.run_measurement", second_interrupts)
+    (run / "ckpt2.pt").write_bytes((run / "ckpt.pt").read_bytes())
+    args = ["trajectory", run / "ckpt*.pt", "--data", run / "train.bin", "--norm", "l2"]
+    args += ["--num-batches", 1, "--quiet", "--out", out, "--order", "name"]
+    result = invoke(*args)
+    assert result.exit_code == 130, result.output
+    assert result.stderr.endswith(
+        f"interrupted: {out} holds the records of 1 checkpoint(s), each saved when it "
+        "finished; run the same command again to resume: it skips them\n"
+    )
+
+
+def test_ctrl_c_elsewhere_says_nothing_was_written(monkeypatch):
+    monkeypatch.setattr("smoothprobe_cli.main.load", interrupt)
+    result = invoke("info")
+    assert result.exit_code == 130
+    assert result.stderr == "interrupted: nothing was written\n"
+
+
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys, smoothprobe_cli\n"
+        "assert 'torch' not in sys.modules\n"
+        "print(os.environ['OMP_WAIT_POLICY'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "PASSIVE", run.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "ACTIVE", run.stderr
