@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from smoothprobe.estimators._linf_common import check_int
+from smoothprobe.estimators.sampling import check_int
 
 
 @dataclass(frozen=True)

@@ -30,14 +30,13 @@ import torch
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
-from smoothprobe.estimators._linf_common import check_int
 from smoothprobe.estimators.burer_monteiro import mixing_method
 from smoothprobe.estimators.hinf_certificate import (
     EigenBound,
     exact_lambda_max,
     lanczos_lambda_max,
 )
-from smoothprobe.estimators.sampling import resolve_generator
+from smoothprobe.estimators.sampling import check_int, resolve_generator
 from smoothprobe.estimators.sign_ascent import sign_ascent
 
 EigenMethod = Literal["auto", "exact", "lanczos"]
