@@ -28,13 +28,19 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise DeviceError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
+        raise DeviceError(
+            f"unknown device {name!r}: use cpu, cuda or cuda:N", option="device"
+        ) from None
     if device.type == "cpu":
         return device
     if device.type != "cuda":
-        raise DeviceError(f"device {name!r} is not supported: use cpu, cuda or cuda:N")
+        raise DeviceError(
+            f"device {name!r} is not supported: use cpu, cuda or cuda:N", option="device"
+        )
     if not torch.cuda.is_available():
-        raise DeviceError(f"device {name!r} is not available: this machine has no CUDA; use cpu")
+        raise DeviceError(
+            f"device {name!r} is not available: this machine has no CUDA; use cpu", option="device"
+        )
     count = torch.cuda.device_count()
     local = os.environ.get("LOCAL_RANK", "")
     if device.index is None and local.isdigit():  # under torchrun: one GPU per local rank
@@ -42,7 +48,8 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     if device.index is not None and device.index >= count:
         raise DeviceError(
             f"device {name!r} is not available: this machine has {count} CUDA device(s), "
-            f"cuda:0 … cuda:{count - 1}"
+            f"cuda:0 … cuda:{count - 1}",
+            option="device",
         )
     return device
 
@@ -51,6 +58,6 @@ def check_dtype(dtype: torch.dtype, device: torch.device) -> None:
     """Raises DeviceError when ``device`` cannot compute in ``dtype``."""
     if dtype == torch.bfloat16 and device.type == "cuda":
         if not torch.cuda.is_bf16_supported():
-            raise DeviceError(f"{device} does not support bfloat16: use float32")
+            raise DeviceError(f"{device} does not support bfloat16: use float32", option="dtype")
     if dtype == torch.float64 and device.type == "mps":
-        raise DeviceError("mps has no float64: use float32")
+        raise DeviceError("mps has no float64: use float32", option="dtype")

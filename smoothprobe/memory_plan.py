@@ -125,7 +125,8 @@ def plan_memory(
             f"a run on this model needs at least {smallest / GIB:.1f} GiB "
             f"(parameters, one gradient graph of {graph_bytes / GIB:.1f} GiB, one probe, "
             f"{min_rows} Lanczos rows) but the memory budget is {budget / GIB:.1f} GiB: "
-            "raise the budget, or use a smaller batch or block size"
+            "raise the budget, or use a smaller batch or block size",
+            option="memory",
         )
     left = budget - fixed
     all_graphs = graph_bytes * num_batches
@@ -135,7 +136,8 @@ def plan_memory(
     if graphs + per_probe + min_rows * 4 * d > left:
         raise MemoryBudgetError(
             f"retaining {num_batches} gradient graphs ({all_graphs / GIB:.1f} GiB) does not fit "
-            f"the memory budget of {budget / GIB:.1f} GiB: let graphs be rebuilt instead"
+            f"the memory budget of {budget / GIB:.1f} GiB: let graphs be rebuilt instead",
+            option="retain_graphs",
         )
     left -= graphs
     if chunk_size is None:
@@ -145,7 +147,8 @@ def plan_memory(
         raise MemoryBudgetError(
             f"probe blocks of {chunk_size} need {probes / GIB:.1f} GiB, more than the "
             f"{(left - min_rows * 4 * d) / GIB:.1f} GiB the memory budget leaves: "
-            "use smaller blocks"
+            "use smaller blocks",
+            option="chunk_size",
         )
     after_probes = left - probes
     rows = min(lanczos_steps, after_probes // (8 * d))
