@@ -297,9 +297,9 @@ def test_cauchy_estimate_fields_and_zero_rows():
 @settings(max_examples=15, deadline=None)
 def test_permutation_and_sign_flip_leave_target_and_estimates_consistent(seed):
     g = torch.Generator().manual_seed(seed)
-    h = hessian_like(60, seed % 7)
-    perm = torch.randperm(60, generator=g)
-    signs = torch.randint(0, 2, (60,), generator=g).double() * 2 - 1
+    h = hessian_like(100, seed % 7)
+    perm = torch.randperm(100, generator=g)
+    signs = torch.randint(0, 2, (100,), generator=g).double() * 2 - 1
     hp = h[perm][:, perm]
     hs = signs[:, None] * h * signs[None, :]
     truth = l11(h)
@@ -309,10 +309,13 @@ def test_permutation_and_sign_flip_leave_target_and_estimates_consistent(seed):
     a = estimate_l11(DenseOperator(h), method="uniform", max_hvps=20, generator=seed).estimate
     b = estimate_l11(DenseOperator(hs), method="uniform", max_hvps=20, generator=seed).estimate
     assert a.value == pytest.approx(b.value, rel=1e-12) and a.stderr == pytest.approx(b.stderr)
-    # The default estimator is consistent on each version: within 5 standard errors.
+    # The default (two-phase at 64 HVPs, d = 100) is consistent on each version. A consistency
+    # check, not a coverage test (tests/test_coverage.py tests levels): its worst standardised
+    # error over 1,200 such draws was 5.7, hence 8 standard errors.
     for m in (h, hp, hs):
-        est = estimate_l11(DenseOperator(m), max_hvps=40, generator=seed).estimate
-        assert abs(est.value - truth) <= 5 * est.stderr + 1e-9 * truth
+        est = estimate_l11(DenseOperator(m), max_hvps=64, generator=seed).estimate
+        assert abs(est.value - truth) <= 8 * est.stderr + 1e-9 * truth
+        assert est.method == "two-phase"
 
 
 def test_haar_rotation_raises_l11_of_a_diagonal_dominant_matrix():
