@@ -98,6 +98,7 @@ BUDGETS: dict[str, DemoBudget] = {
         graddiff=(1e-4, 1e-3, 1e-2, 3e-2),
         noise_batch_size=4,
         spectral_hvps=600,
+        hinf_hvps=2048,
     ),
     "small": DemoBudget(
         name="small",
