@@ -171,13 +171,18 @@ class HessianOperator:
         self, leaf: torch.Tensor, grad: torch.Tensor, block: torch.Tensor
     ) -> torch.Tensor:
         """One backward per row of ``block`` (the reference path)."""
-        rows = []
-        for v in block:
+        out = None
+        for i, v in enumerate(block):
             (hv,) = torch.autograd.grad(
                 grad, leaf, grad_outputs=v, retain_graph=True, allow_unused=True
             )
-            rows.append(torch.zeros_like(v) if hv is None else hv)
-        return torch.stack(rows)
+            hv = torch.zeros_like(v) if hv is None else hv
+            if block.shape[0] == 1:
+                return hv.unsqueeze(0)
+            if out is None:
+                out = torch.empty_like(block)
+            out[i] = hv
+        return out
 
     def _fall_back(self, why: str) -> None:
         self._batched_ok = False
@@ -244,14 +249,23 @@ class HessianOperator:
             raise ValueError(f"probe vectors have length {block.shape[1]}, expected d={self.d}")
         in_dtype = block.dtype
         block = block.detach().to(self.device, self.dtype)
-        out = torch.zeros_like(block)
+        out = None  # allocated from the first products: a fresh (k, d) buffer costs a page-in
         step = self.chunk_size or block.shape[0]
         for index in self.shard:
             weight = self._weights[index]
             leaf, grad = self._graph(index)
+            parts = []
             for start in range(0, block.shape[0], step):
-                chunk = block[start : start + step]
-                out[start : start + step].add_(self._products(leaf, grad, chunk), alpha=weight)
+                products = self._products(leaf, grad, block[start : start + step])
+                if out is None:  # scaled in place unless autograd handed back the probes
+                    same = (
+                        products.untyped_storage().data_ptr() == block.untyped_storage().data_ptr()
+                    )
+                    parts.append(products * weight if same else products.mul_(weight))
+                else:
+                    out[start : start + step].add_(products, alpha=weight)
+            if out is None:
+                out = parts[0] if len(parts) == 1 else torch.cat(parts)
         self.cost.hvps += block.shape[0]
         out = out.to(in_dtype)
         return out.reshape(-1) if single else out
