@@ -1,7 +1,8 @@
 """Data-parallel Hessian-vector products over ``torch.distributed`` (launched by ``torchrun``).
 
 Every rank loads the same checkpoint and the same evaluation sample (same seed), evaluates only
-its shard of the batches (batch b goes to rank b mod world size) and all-reduces the weighted
+its shard of the batches (batch b goes to rank b mod world size; with fewer batches than ranks
+the batches are first cut into single examples, ``split_for_ranks``) and all-reduces the weighted
 partial products: H·V = Σ_ranks Σ_{b in shard} w_b H_b·V with the weights w_b of the *whole*
 sample, so ragged shards give the one-process Hessian. Estimators run the same code on every
 rank with the same seeds; the all-reduced products are identical everywhere, so every rank
@@ -123,6 +124,64 @@ def shard_of(num_batches: int, ctx: DistContext) -> list[int]:
     return list(range(ctx.rank, num_batches, ctx.world_size))
 
 
+def split_for_ranks(problem, world_size: int):
+    """The problem with its batches cut into single examples when ranks outnumber batches.
+
+    Each example keeps its share of its batch's weight (by scored tokens, or 1 per example), so
+    for a loss that is a mean over tokens or examples the sample's loss, and so its Hessian, is
+    unchanged; the split problem's loss is compared with the original's to make sure.
+
+    Raises:
+        DistributedError: fewer examples than ranks, or a loss that is not such a mean.
+    """
+    import copy
+
+    from smoothprobe.batches import Batch, default_weight
+    from smoothprobe.estimators._batched_gradients import batch_size_of, slice_batch
+
+    if len(problem.batches) >= world_size:
+        return problem
+    pieces = []
+    for batch in problem.batches:
+        n = batch_size_of(batch)
+        rows = [
+            (
+                slice_batch(batch.inputs, slice(i, i + 1)),
+                slice_batch(batch.targets, slice(i, i + 1)),
+            )
+            for i in range(n)
+        ]
+        shares = [default_weight(t, ignore_index=problem.ignore_index) for _, t in rows]
+        total = sum(shares)
+        shares = [s / total for s in shares] if total > 0 else [1.0 / n] * n
+        pieces += [Batch(x, t, batch.weight * s) for (x, t), s in zip(rows, shares, strict=True)]
+    if len(pieces) < world_size:
+        raise DistributedError(
+            f"{world_size} ranks but only {len(pieces)} examples in the evaluation sample: "
+            f"use at least {world_size} examples or fewer processes"
+        )
+    split = copy.copy(problem)
+    split.batches = pieces
+    split.total_weight = problem.total_weight
+    before, after = problem.loss(), split.loss()
+    if abs(after - before) > 1e-5 * max(abs(before), 1e-30):
+        raise DistributedError(
+            f"{world_size} ranks but {len(problem.batches)} batch(es), and the loss is not a mean "
+            f"over examples (split into examples it changes from {before!r} to {after!r}): "
+            f"use at least {world_size} batches"
+        )
+    return split
+
+
+def agreed(value: float, *, op: str) -> float:
+    """``value`` reduced over ranks by ``"min"`` or ``"max"``, so every rank plans alike."""
+    import torch.distributed as dist
+
+    buf = torch.tensor([float(value)], dtype=torch.float64)
+    dist.all_reduce(buf, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.MAX)
+    return float(buf.item())
+
+
 def all_reduce_checked(tensor: torch.Tensor, failed: bool) -> torch.Tensor:
     """Sums ``tensor`` over ranks in float64 with a failure flag; raises on any failure.
 
@@ -171,6 +230,7 @@ class DistributedHessianOperator:
         self.context = context or current()
         if self.context is None:
             raise DistributedError("no process group: launch with torchrun (or init one first)")
+        problem = split_for_ranks(problem, self.context.world_size)
         self.shard = shard_of(len(problem.batches), self.context)
         self.local = self._guarded(
             lambda: HessianOperator(

@@ -174,15 +174,20 @@ def plan_run(problem, operator, settings: MeasureSettings):
     """The memory plan of a run (``smoothprobe.memory_plan``), from the measured graph size."""
     from smoothprobe.memory_plan import default_budget, plan_memory
 
+    budget = settings.memory or default_budget()
+    graph_bytes = operator.graph_bytes
+    if getattr(operator, "context", None) is not None:  # every rank must take the same plan
+        from smoothprobe.distributed import agreed
+
+        budget, graph_bytes = int(agreed(budget, op="min")), int(agreed(graph_bytes, op="max"))
     noise_groups = 0
     if settings.noise_batch_size:  # as many jackknife groups as fit, at most NOISE_GROUPS
-        budget = settings.memory or default_budget()
         noise_groups = max(2, min(NOISE_GROUPS, budget // (4 * 16 * problem.d)))
     return plan_memory(
-        budget=settings.memory or default_budget(),
+        budget=budget,
         d=problem.d,
         element_bytes=torch.finfo(problem.dtype).bits // 8,
-        graph_bytes=operator.graph_bytes,
+        graph_bytes=graph_bytes,
         num_batches=len(getattr(operator, "shard", problem.batches)),
         lanczos_steps=settings.max_hvps if "l2" in NORM_PARTS[settings.norm] else 0,
         graddiff_samples=settings.graddiff_samples if settings.graddiff else 0,
@@ -273,7 +278,7 @@ def run_measurement(
     base.configure(retain_graphs=plan.retain_graphs, chunk_size=plan.chunk_size)
     _log(plan.summary(), enabled=progress)
     if check_determinism:
-        problem.check_determinism(seed=settings.seed)
+        problem.check_determinism(seed=settings.seed, operator=base)
     context = RunContext(
         checkpoint=loaded.path,
         d=problem.d,
@@ -447,6 +452,7 @@ def run_measurement(
             operator=base,
             basis=None if identity else basis,
             chunk_size=plan.chunk_size,
+            max_directions=plan.graddiff_samples,
         )
         estimates += tagged(diff.estimates(confidence=settings.confidence), "graddiff")
     if settings.noise_batch_size:

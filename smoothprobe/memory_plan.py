@@ -11,12 +11,14 @@ sizes (bytes, d = parameters, s = bytes per compute element):
   taken as ``TRANSIENT_PER_PROBE`` × graph (measured on GPT-2-small: 0.5–0.7);
 - the Lanczos basis: rows × d × (8 or 4) (``krylov_store``);
 - the (1,1)-norm sketch (exact Cauchy quantiles hold k·d float32 values) and its row sums;
-- gradient differences: samples × d float64 in ~5 arrays; gradient noise: 2·groups·d float64.
+- gradient differences: ~5 float64 d-vectors per direction, streamed in chunks of what fits;
+  gradient noise: 2·groups·d float64.
 
 ``plan_memory`` chooses, in order: retain graphs if all fit in a third of what is left after the
-fixed part; the largest probe block (≤ 32) that fits in a third; Lanczos basis rows (float64,
-then float32) in what remains, at least ``MIN_BASIS`` rows; the rest bounds the sketches. It
-raises ``MemoryBudgetError`` with one line when even the smallest plan does not fit.
+fixed part; the largest probe block (≤ 32) that fits in a third (one probe at a time when a
+graph exceeds ``SINGLE_PROBE_GRAPH``, where batching only adds memory traffic); Lanczos basis
+rows (float64, then float32) in what remains, at least ``MIN_BASIS`` rows; the rest bounds the
+sketches. It raises ``MemoryBudgetError`` with one line when even the smallest plan does not fit.
 """
 
 from __future__ import annotations
@@ -29,9 +31,14 @@ GIB = 1 << 30
 TRANSIENT_PER_PROBE = 1.0  # × one batch's graph bytes, per probe in a batched double backward
 MIN_BASIS = 8  # Lanczos rows: thick restart needs top_k + 3; fewer restarts converge slower
 MAX_BLOCK = 32
+# Above this graph size one probe's double backward already runs large matrix products, and a
+# batched block only adds memory traffic: on GPT-2-small (3.2 GiB graph, 2 CPU cores) blocks of 2
+# cost 10.3 s per probe against 6.9 s one at a time (bench/scale.py).
+SINGLE_PROBE_GRAPH = 1 << 30
 DEFAULT_FRACTION = 0.6  # of available memory: leaves room for the estimate's own error
 MAX_ASCENT_RESTARTS = 8  # the ℓ∞ suite's default
 WORK_VECTORS = 4  # float64 d-vectors alive in any estimator at once (w, q, Hq, next q)
+GRADDIFF_ARRAYS = 5  # float64 d-vectors per gradient-difference direction alive at once
 
 
 class MemoryBudgetError(SmoothprobeError):
@@ -52,7 +59,9 @@ class MemoryPlan:
         sketch: bytes the (1,1)-norm estimators may hold (exact Cauchy quantiles).
         ascent_restarts: random starts of the ℓ∞ sign ascent (its block of starts, their
             images and signs, and a float64 reduction, all × d, live at once).
-        graddiff_samples, noise_groups: what fits of those suites (0: not requested).
+        graddiff_samples: gradient-difference directions alive at once (they stream in chunks
+            of this size; 0: not requested).
+        noise_groups: jackknife groups of gradient noise that fit (0: not requested).
         peak: planned peak of the largest phase.
     """
 
@@ -106,7 +115,8 @@ def plan_memory(
         graph_bytes: saved-tensor bytes of one batch's gradient graph.
         num_batches: batches of the evaluation sample.
         lanczos_steps: the Lanczos HVP budget (the basis never needs more rows).
-        graddiff_samples: directions of gradient differences (0: off).
+        graddiff_samples: directions of gradient differences asked for (0: off); the plan keeps
+            as many alive at once as fit.
         noise_groups: jackknife groups of gradient noise (0: off).
         retain_graphs, chunk_size: the user's choice, kept when given (checked against the
             budget).
@@ -140,8 +150,10 @@ def plan_memory(
             option="retain_graphs",
         )
     left -= graphs
-    if chunk_size is None:
-        chunk_size = int(max(1, min(MAX_BLOCK, (left // 3) // per_probe)))
+    if chunk_size is None and graph_bytes > SINGLE_PROBE_GRAPH:
+        chunk_size = 1
+    elif chunk_size is None:  # a third of what the smallest basis leaves
+        chunk_size = int(max(1, min(MAX_BLOCK, ((left - min_rows * 4 * d) // 3) // per_probe)))
     probes = chunk_size * per_probe
     if probes + min_rows * 4 * d > left:
         raise MemoryBudgetError(
@@ -160,15 +172,22 @@ def plan_memory(
     sketch = int(max(0, after_probes))  # phases run one after another: the sketch reuses it
     per_start = d * (3 * element_bytes + 8)  # start, image, signs + the float64 row sums
     ascent = int(max(1, min(MAX_ASCENT_RESTARTS, left // (2 * per_start) - 1)))
-    graddiff_need = graddiff_samples * 5 * 8 * d
-    noise_need = noise_groups * 2 * 8 * d
-    for name, need in (("gradient differences", graddiff_need), ("gradient noise", noise_need)):
-        if need > left:
+    per_direction = GRADDIFF_ARRAYS * 8 * d
+    if graddiff_samples:  # directions stream in chunks of what fits (one at least)
+        if per_direction > left:
             raise MemoryBudgetError(
-                f"{name} need {need / GIB:.1f} GiB for this model, more than the "
-                f"{left / GIB:.1f} GiB the memory budget leaves: "
-                + ("use fewer samples" if "differences" in name else "use fewer groups")
+                f"gradient differences need {per_direction / GIB:.1f} GiB per direction for "
+                f"this model, more than the {left / GIB:.1f} GiB the memory budget leaves: "
+                "raise the budget, or use a smaller batch or block size"
             )
+        graddiff_samples = int(min(graddiff_samples, left // per_direction))
+    graddiff_need = graddiff_samples * per_direction
+    noise_need = noise_groups * 2 * 8 * d
+    if noise_need > left:
+        raise MemoryBudgetError(
+            f"gradient noise needs {noise_need / GIB:.1f} GiB for this model, more than the "
+            f"{left / GIB:.1f} GiB the memory budget leaves: use fewer groups"
+        )
     ascent_need = (ascent + 1) * per_start
     peak = fixed + graphs + max(probes + basis, ascent_need, graddiff_need, noise_need)
     return MemoryPlan(
@@ -188,10 +207,14 @@ def plan_memory(
 
 
 def default_budget(fraction: float = DEFAULT_FRACTION) -> int:
-    """``fraction`` of the memory psutil reports available now."""
+    """``fraction`` of the memory psutil reports available now, shared by the processes torchrun
+    started on this machine (``LOCAL_WORLD_SIZE``)."""
+    import os
+
     import psutil
 
-    return int(fraction * psutil.virtual_memory().available)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return int(fraction * psutil.virtual_memory().available / local)
 
 
 def parse_memory(text: str) -> int:

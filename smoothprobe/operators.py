@@ -200,11 +200,16 @@ class HessianOperator:
         time, and requires (i) the two to agree to the summation-order tolerance of the dtype
         and (ii) uᵀ(Hv) = vᵀ(Hu) for the batched products of every pair. On disagreement the
         operator falls back, with a RuntimeWarning naming why, to one backward per probe.
-        Costs 2·``probes`` HVPs (counted).
+        Costs 2·``probes`` HVPs (counted); with ``chunk_size`` 1 nothing is checked (no block is
+        ever batched) and with a smaller ``chunk_size`` the block is that size.
 
         Returns:
             True when the batched path is used from now on.
         """
+        if self.chunk_size is not None:  # the check's block never exceeds the planned one
+            probes = min(probes, self.chunk_size)
+            if probes < 2:
+                return False  # one probe per backward: the batched path is never taken
         if not self._batched_ok or probes < 2:
             return self._batched_ok
         from smoothprobe.estimators._batched_gradients import agreement_tolerance

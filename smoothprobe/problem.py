@@ -275,12 +275,14 @@ class Problem:
             self, theta=theta, chunk_size=chunk_size, retain_graphs=retain_graphs
         )
 
-    def check_determinism(self, *, rtol: float | None = None, seed: int = 0) -> None:
+    def check_determinism(self, *, rtol: float | None = None, seed: int = 0, operator=None) -> None:
         """Evaluates the loss and one HVP twice and requires they agree.
 
         Args:
             rtol: tolerated relative difference (default 1e-10 in float64, 1e-5 otherwise).
             seed: seed of the random probe.
+            operator: the run's Hessian operator, reused so no second gradient graph is held
+                (default: a new one that rebuilds its graph for each product).
 
         Raises:
             NonDeterministicLossError: naming the likely cause.
@@ -297,8 +299,9 @@ class Problem:
             )
         gen = torch.Generator(device="cpu").manual_seed(seed)
         v = torch.randn(self.d, generator=gen, dtype=torch.float64).to(self.device, self.dtype)
-        op = self.hvp_operator(retain_graphs=False)
-        h1, h2 = op.matvec(v), op.matvec(v)
+        op = operator if operator is not None else self.hvp_operator(retain_graphs=False)
+        h1 = op.matvec(v)
+        h2 = op.matvec(v)
         diff = float((h1 - h2).norm() / max(float(h1.norm()), 1e-30))
         if diff > rtol:
             raise NonDeterministicLossError(

@@ -7,6 +7,7 @@ records with a one-process run of the same command.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -20,7 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from smoothprobe.distributed import DistContext, DistributedError, launched_world, shard_of
+from smoothprobe.distributed import (
+    DistContext,
+    DistributedError,
+    launched_world,
+    shard_of,
+    split_for_ranks,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 300  # generous: the shared CI box can be slow to start Python
@@ -221,3 +228,26 @@ def test_more_ranks_than_batches_is_refused():
     assert shard_of(5, DistContext(1, 2, "gloo")) == [1, 3]
     with pytest.raises(DistributedError, match="4 ranks but only 3 batches"):
         shard_of(3, DistContext(0, 4, "gloo"))
+
+
+def test_fewer_batches_than_ranks_split_into_examples_with_the_same_hessian():
+    """One batch of sequences with masked tokens, cut for 3 ranks: same loss, same H·v."""
+    from smoothprobe.batches import default_weight
+    from smoothprobe.examples import build_example
+
+    problem = build_example("gpt")
+    whole = problem.batches[0]
+    whole.targets[0, :5] = problem.ignore_index  # unequal scored tokens per sequence
+    weight = default_weight(whole.targets, ignore_index=problem.ignore_index)
+    whole = type(whole)(whole.inputs, whole.targets, weight)
+    one = copy.copy(problem)
+    one.batches, one.total_weight = [whole], whole.weight
+    split = split_for_ranks(one, 3)
+    assert len(split.batches) == whole.targets.shape[0] and split_for_ranks(split, 3) is split
+    assert math.isclose(sum(b.weight for b in split.batches), whole.weight)
+    assert math.isclose(split.loss(), one.loss(), rel_tol=1e-12)
+    v = torch.randn(problem.d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a, b = one.hvp_operator().matvec(v), split.hvp_operator().matvec(v)
+    assert torch.allclose(a, b, rtol=1e-9, atol=1e-12 * float(a.abs().max()))
+    with pytest.raises(DistributedError, match="only .* examples"):
+        split_for_ranks(one, 10_000)

@@ -263,6 +263,26 @@ def test_estimates_bounds_settings_and_reproducibility():
     assert estimates[-1].hvps == 5 and set(first.extra["quantiles"]) == {"0.1", "0.5", "0.9"}
 
 
+@pytest.mark.parametrize("kind", ["l2", "linf"])
+def test_streamed_directions_give_the_same_sweep(kind):
+    """Directions alive at once (the memory plan's chunk) never change the result."""
+    problem = quadratic_problem(random_symmetric(6, seed=3))
+    runs = [
+        gradient_differences(
+            problem, radii=[1e-1, 1e-3], geometry=kind, samples=5, generator=4, max_directions=m
+        )
+        for m in (None, 1, 2)
+    ]
+    same = lambda a, b: torch.allclose(a, b, rtol=1e-10, atol=0)  # noqa: E731 - vmap widths
+    for run in runs[1:]:
+        assert run.hvps == 5 and same(run.hvp_ratios, runs[0].hvp_ratios)
+        for x, y in zip(run.radii, runs[0].radii, strict=True):
+            assert same(x.ratios, y.ratios) and torch.equal(x.step_norms, y.step_norms)
+            assert x.gradients == y.gradients
+    with pytest.raises(SmoothprobeError, match="max_directions"):
+        gradient_differences(problem, radii=1.0, max_directions=0)
+
+
 def test_user_errors():
     problem = quadratic_problem(random_symmetric(4, seed=0))
     for kwargs in (

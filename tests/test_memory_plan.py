@@ -34,8 +34,19 @@ def test_a_plan_that_cannot_fit_is_one_clear_line():
     with pytest.raises(MemoryBudgetError, match=r"needs at least .* GiB") as info:
         plan_memory(budget=2 * GIB, graph_bytes=GIB, num_batches=1, **GPT2)
     assert "\n" not in str(info.value)
-    with pytest.raises(MemoryBudgetError, match="gradient differences"):
-        plan_memory(budget=16 * GIB, graph_bytes=GIB, num_batches=1, graddiff_samples=16, **GPT2)
+    bf16 = {**GPT2, "element_bytes": 2}  # a run that fits, but not one direction's 40·d bytes
+    with pytest.raises(MemoryBudgetError, match="gradient differences need .* per direction"):
+        plan_memory(budget=73 * GPT2["d"], graph_bytes=1000, num_batches=1, graddiff_samples=16,
+                    **bf16)  # fmt: skip
+
+
+def test_gradient_differences_stream_in_chunks_that_fit():
+    plan = plan_memory(budget=16 * GIB, graph_bytes=GIB, num_batches=1, graddiff_samples=16, **GPT2)
+    assert 1 <= plan.graddiff_samples < 16  # 16 directions × 5 float64 d-vectors = 74 GiB
+    assert plan.peak <= 16 * GIB
+    small = plan_memory(budget=16 * GIB, d=2410, element_bytes=4, graph_bytes=10_000,
+                        num_batches=1, lanczos_steps=300, graddiff_samples=16)  # fmt: skip
+    assert small.graddiff_samples == 16
 
 
 def test_parse_memory():

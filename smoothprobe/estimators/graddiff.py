@@ -262,28 +262,12 @@ def _check_radii(radii: float | Sequence[float]) -> tuple[float, ...]:
     return tuple(float(r) for r in values)
 
 
-def perturbation_directions(
-    problem: Problem,
-    geometry: Geometry,
-    *,
-    samples: int,
-    generator: torch.Generator,
-    radius_mode: str = "absolute",
-    basis=None,
-) -> torch.Tensor:
-    """The k directions v_j (in the basis' coordinates) of the module docstring, float64 CPU.
+def relative_scale(problem: Problem, basis=None) -> torch.Tensor:
+    """The (d,) per-coordinate scale c of ``radius_mode="relative"``, float64 CPU.
 
     Raises:
-        SmoothprobeError: unknown radius mode; relative mode with all-zero parameters or with a
-            basis that mixes tensors.
+        SmoothprobeError: a basis that mixes tensors, or all-zero parameters.
     """
-    if radius_mode not in RADIUS_MODES:
-        raise SmoothprobeError(
-            f"unknown radius mode {radius_mode!r}: use {' or '.join(RADIUS_MODES)}"
-        )
-    v = geometry.unit_directions(samples, problem.d, generator=generator)
-    if radius_mode == "absolute":
-        return v
     if basis is not None and getattr(basis, "mixes_tensors", False):
         raise SmoothprobeError(
             f"a relative radius is per tensor, but basis {basis.name} mixes tensors; "
@@ -293,7 +277,55 @@ def perturbation_directions(
     scale = coordinate_scale(coords.detach().cpu(), problem.layout)
     if not bool((scale > 0).any()):
         raise SmoothprobeError("a relative radius needs nonzero parameters; use an absolute one")
-    return v * (geometry.entry_scale(problem.d) * scale)
+    return scale
+
+
+def perturbation_directions(
+    problem: Problem,
+    geometry: Geometry,
+    *,
+    samples: int,
+    generator: torch.Generator,
+    radius_mode: str = "absolute",
+    basis=None,
+    scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The next ``samples`` directions v_j (in the basis' coordinates) of the module docstring.
+
+    Rows are drawn one at a time from ``generator``, so drawing k directions in chunks gives the
+    same directions as one call: the estimate does not depend on how memory was planned.
+
+    Args:
+        scale: the relative mode's c (default: computed by :func:`relative_scale`).
+
+    Returns:
+        (samples, d) float64 CPU tensor.
+
+    Raises:
+        SmoothprobeError: unknown radius mode; relative mode with all-zero parameters or with a
+            basis that mixes tensors.
+    """
+    if radius_mode not in RADIUS_MODES:
+        raise SmoothprobeError(
+            f"unknown radius mode {radius_mode!r}: use {' or '.join(RADIUS_MODES)}"
+        )
+    if radius_mode == "relative" and scale is None:
+        scale = relative_scale(problem, basis)
+    rows = [geometry.unit_directions(1, problem.d, generator=generator) for _ in range(samples)]
+    v = torch.cat(rows)
+    if radius_mode == "absolute":
+        return v
+    return v.mul_(geometry.entry_scale(problem.d) * scale)
+
+
+@dataclass
+class _RadiusTotals:
+    """Per-radius results accumulated over chunks of directions."""
+
+    ratios: list[torch.Tensor] = field(default_factory=list)
+    step_norms: list[torch.Tensor] = field(default_factory=list)
+    gradients: int = 0
+    seconds: float = 0.0
 
 
 def gradient_differences(
@@ -309,6 +341,7 @@ def gradient_differences(
     basis=None,
     gradient_mode: str = "auto",
     chunk_size: int | None = None,
+    max_directions: int | None = None,
 ) -> GradDiffResult:
     """Sampled gradient-difference ratios at θ for a sweep of radii.
 
@@ -326,6 +359,9 @@ def gradient_differences(
             and norms taken in x, so ΔL-gradients are mapped by Rᵀ.
         gradient_mode: ``"auto"`` (vmap, verified, loop fallback), ``"vmap"`` or ``"loop"``.
         chunk_size: at most this many perturbed points per vmapped call.
+        max_directions: at most this many directions alive at once (default all ``samples``):
+            memory is about 5 × ``max_directions`` × d float64, whatever ``samples`` is; the
+            directions, and so the result, do not depend on it.
 
     Returns:
         The sweep (``.estimates()`` for records).
@@ -337,62 +373,95 @@ def gradient_differences(
     radii = _check_radii(radii)
     if samples < 1:
         raise SmoothprobeError(f"samples must be ≥ 1, got {samples}")
+    if max_directions is not None and max_directions < 1:
+        raise SmoothprobeError(f"max_directions must be ≥ 1, got {max_directions}")
+    if radius_mode not in RADIUS_MODES:
+        raise SmoothprobeError(
+            f"unknown radius mode {radius_mode!r}: use {' or '.join(RADIUS_MODES)}"
+        )
     geo = resolve_geometry(geometry, d=problem.d)
     gen, seed = resolve_generator(generator)
-    directions = perturbation_directions(
-        problem, geo, samples=samples, generator=gen, radius_mode=radius_mode, basis=basis
-    )
-    unperturbed = float((directions == 0).all(dim=0).double().mean())
+    scale = relative_scale(problem, basis) if radius_mode == "relative" else None
     engine = PointGradients(problem, mode=gradient_mode, chunk_size=chunk_size)
     to_params = (lambda x: x) if basis is None else basis.to_params
     from_params = (lambda g: g) if basis is None else basis.from_params
+    op = None
+    if hvp:
+        op = operator if operator is not None else problem.hvp_operator()
 
     theta = problem.theta.detach()
     theta64 = theta.to(torch.float64)
     base_grad = from_params(problem.gradient(theta).to(torch.float64))
-    base_cost = 1
-    out: list[RadiusSample] = []
-    for r in radii:
-        start = time.perf_counter()
-        before = engine.evaluations
-        params_step = to_params(r * directions.to(problem.device))
-        points = (theta64 + params_step).to(problem.dtype)
-        realized = from_params(points.to(torch.float64) - theta64)
-        grads = from_params(engine(points).to(torch.float64))
-        diff = grads - base_grad
-        step_norms = geo.norm(realized).cpu()
-        if bool((step_norms == 0).any()):
-            raise SmoothprobeError(
-                f"radius {r:g} is below the resolution of {problem.dtype} at these parameters "
-                "(θ+δ rounds to θ); use a larger radius or float64",
-                option="dtype",
+    totals = [_RadiusTotals() for _ in radii]
+    totals[0].gradients = 1  # the shared ∇L(θ)
+    untouched = torch.ones(problem.d, dtype=torch.bool)
+    hvp_parts: list[torch.Tensor] = []
+    hvp_seconds = 0.0
+    step = samples if max_directions is None else min(samples, max_directions)
+    for first in range(0, samples, step):
+        directions = perturbation_directions(
+            problem,
+            geo,
+            samples=min(step, samples - first),
+            generator=gen,
+            radius_mode=radius_mode,
+            basis=basis,
+            scale=scale,
+        )
+        untouched &= (directions == 0).all(dim=0)
+        for r, total in zip(radii, totals, strict=True):
+            start = time.perf_counter()
+            before = engine.evaluations
+            ratios, step_norms = _ratios_at(
+                r, directions, geo, engine, theta64, base_grad, problem, to_params, from_params
             )
-        ratios = geo.dual_norm(diff).cpu() / step_norms
-        used = engine.evaluations - before + base_cost
-        base_cost = 0
-        out.append(RadiusSample(r, ratios, step_norms, used, time.perf_counter() - start))
-
-    hvp_ratios, hvps, hvp_seconds = None, 0, 0.0
-    if hvp:
-        start = time.perf_counter()
-        op = operator if operator is not None else problem.hvp_operator()
-        products = op.matvec(to_params(directions.to(problem.device)).to(op.dtype))
-        hv = from_params(products.to(torch.float64))
-        hvp_ratios = geo.dual_norm(hv).cpu() / geo.norm(directions)
-        hvps, hvp_seconds = samples, time.perf_counter() - start
+            total.ratios.append(ratios)
+            total.step_norms.append(step_norms)
+            total.gradients += engine.evaluations - before
+            total.seconds += time.perf_counter() - start
+        if op is not None:
+            start = time.perf_counter()
+            products = op.matvec(to_params(directions.to(problem.device)).to(op.dtype))
+            hv = from_params(products.to(torch.float64))
+            hvp_parts.append(geo.dual_norm(hv).cpu() / geo.norm(directions))
+            hvp_seconds += time.perf_counter() - start
+        del directions
+    out = tuple(
+        RadiusSample(r, torch.cat(t.ratios), torch.cat(t.step_norms), t.gradients, t.seconds)
+        for r, t in zip(radii, totals, strict=True)
+    )
+    hvp_ratios = torch.cat(hvp_parts) if hvp_parts else None
     return GradDiffResult(
         geometry=geo,
         radius_mode=radius_mode,
         samples=samples,
         seed=seed,
-        radii=tuple(out),
+        radii=out,
         hvp_ratios=hvp_ratios,
-        hvps=hvps,
+        hvps=samples if hvp_ratios is not None else 0,
         hvp_seconds=hvp_seconds,
         gradient_mode=engine.mode,
         gradient_dual_norm=float(geo.dual_norm(base_grad)),
         eps=float(torch.finfo(problem.dtype).eps),
         basis=getattr(basis, "name", "identity"),
-        unperturbed_fraction=unperturbed,
+        unperturbed_fraction=float(untouched.double().mean()),
         check_error=engine.check_error,
     )
+
+
+def _ratios_at(r, directions, geo, engine, theta64, base_grad, problem, to_params, from_params):
+    """ρ_j(r) and ‖δ_j‖ for one chunk of directions at radius r."""
+    params_step = to_params(r * directions.to(problem.device))
+    points = (theta64 + params_step).to(problem.dtype)
+    del params_step
+    realized = from_params(points.to(torch.float64) - theta64)
+    step_norms = geo.norm(realized).cpu()
+    del realized
+    if bool((step_norms == 0).any()):
+        raise SmoothprobeError(
+            f"radius {r:g} is below the resolution of {problem.dtype} at these parameters "
+            "(θ+δ rounds to θ); use a larger radius or float64",
+            option="dtype",
+        )
+    diff = from_params(engine(points).to(torch.float64)).sub_(base_grad)
+    return geo.dual_norm(diff).cpu() / step_norms, step_norms
