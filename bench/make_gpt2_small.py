@@ -6,12 +6,13 @@ projections) and the tokens are uniform over the vocabulary. The checkpoint has 
 it like one written by nanoGPT's train.py.
 
     python bench/make_gpt2_small.py OUT_DIR
+    python bench/make_gpt2_small.py OUT_DIR --n-layer 4 --n-head 4 --n-embd 256   # a smaller one
 """
 
 from __future__ import annotations
 
+import argparse
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +23,19 @@ MODEL_ARGS = dict(
 )
 
 
-def main(out: str) -> None:
+def main(out: str, **sizes: int) -> None:
     from smoothprobe.models.gpt import GPT, GPTConfig
 
+    args = {**MODEL_ARGS, **sizes}
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(**MODEL_ARGS))
+    model = GPT(GPTConfig(**args))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 2:
                 std = (
-                    0.02 / math.sqrt(2 * MODEL_ARGS["n_layer"])
+                    0.02 / math.sqrt(2 * args["n_layer"])
                     if name.endswith("c_proj.weight")
                     else 0.02
                 )
@@ -42,7 +44,7 @@ def main(out: str) -> None:
                 p.zero_()
     ckpt = {
         "model": model.state_dict(),
-        "model_args": MODEL_ARGS,
+        "model_args": args,
         "iter_num": 0,
         "config": {"dataset": "synthetic"},
     }
@@ -53,4 +55,9 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "bench/gpt2_small")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", default="bench/gpt2_small")
+    for name in ("n_layer", "n_head", "n_embd"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=MODEL_ARGS[name])
+    opts = vars(parser.parse_args())
+    main(opts.pop("out"), **opts)

@@ -194,6 +194,8 @@ def plan_run(problem, operator, settings: MeasureSettings):
         noise_groups=noise_groups,
         retain_graphs=settings.retain_graphs,
         chunk_size=settings.chunk_size,
+        top_k=settings.top_k,
+        hinf_hvps=settings.hinf_hvps if "linf" in NORM_PARTS[settings.norm] else 0,
     )
 
 
@@ -350,7 +352,7 @@ def run_measurement(
         from smoothprobe.estimators.row_norms import row_norm_payload
         from smoothprobe.suites.linf import measure_linf
 
-        bracket = f", H∞ bracket ≤ {settings.hinf_hvps} HVPs" if settings.hinf_hvps else ""
+        bracket = f", H∞ bracket ≤ {plan.hinf_hvps} HVPs" if plan.hinf_hvps else ""
         _log(
             f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent{bracket}",
             enabled=progress,
@@ -366,7 +368,7 @@ def run_measurement(
             chunk_size=plan.chunk_size,
             memory_limit=plan.sketch,
             restarts=plan.ascent_restarts,
-            hinf_hvps=settings.hinf_hvps,
+            hinf_hvps=plan.hinf_hvps,
         )
         op.close()
         rows = row_norm_payload(linf.rows.estimates, operator.layout)

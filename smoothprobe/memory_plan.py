@@ -17,8 +17,9 @@ sizes (bytes, d = parameters, s = bytes per compute element):
 ``plan_memory`` chooses, in order: retain graphs if all fit in a third of what is left after the
 fixed part; the largest probe block (≤ 32) that fits in a third (one probe at a time when a
 graph exceeds ``SINGLE_PROBE_GRAPH``, where batching only adds memory traffic); Lanczos basis
-rows (float64, then float32) in what remains, at least ``MIN_BASIS`` rows; the rest bounds the
-sketches. It raises ``MemoryBudgetError`` with one line when even the smallest plan does not fit.
+rows (float64 while at least 2·``MIN_BASIS`` fit, then float32) in what remains, at least
+top_k + 3 rows, leaving ``HEADROOM`` of the budget free; the rest bounds the sketches. It
+raises ``MemoryBudgetError`` with one line when even the smallest plan does not fit.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from smoothprobe.errors import SmoothprobeError
 
 GIB = 1 << 30
 TRANSIENT_PER_PROBE = 1.0  # × one batch's graph bytes, per probe in a batched double backward
-MIN_BASIS = 8  # Lanczos rows: thick restart needs top_k + 3; fewer restarts converge slower
+MIN_BASIS = 8  # Lanczos rows preferred (float32 before fewer); thick restart needs only top_k + 3
 MAX_BLOCK = 32
 # Above this graph size one probe's double backward already runs large matrix products, and a
 # batched block only adds memory traffic: on GPT-2-small (3.2 GiB graph, 2 CPU cores) blocks of 2
 # cost 10.3 s per probe against 6.9 s one at a time (bench/scale.py).
 SINGLE_PROBE_GRAPH = 1 << 30
-DEFAULT_FRACTION = 0.6  # of available memory: leaves room for the estimate's own error
+DEFAULT_FRACTION = 0.7  # of the memory this process could use (a 124M model at batch 4 needs 0.6)
+HEADROOM = 0.1  # of the budget the basis never fills: what the plan does not model (allocator, ...)
 MAX_ASCENT_RESTARTS = 8  # the ℓ∞ suite's default
 WORK_VECTORS = 4  # float64 d-vectors alive in any estimator at once (w, q, Hq, next q)
 GRADDIFF_ARRAYS = 5  # float64 d-vectors per gradient-difference direction alive at once
@@ -59,6 +61,8 @@ class MemoryPlan:
         sketch: bytes the (1,1)-norm estimators may hold (exact Cauchy quantiles).
         ascent_restarts: random starts of the ℓ∞ sign ascent (its block of starts, their
             images and signs, and a float64 reduction, all × d, live at once).
+        hinf_hvps: HVP budget of the H∞ bracket that fits (0: skipped or not requested).
+        hinf_skipped: why a requested H∞ bracket is skipped ("" when it runs).
         graddiff_samples: gradient-difference directions alive at once (they stream in chunks
             of this size; 0: not requested).
         noise_groups: jackknife groups of gradient noise that fit (0: not requested).
@@ -77,6 +81,8 @@ class MemoryPlan:
     graddiff_samples: int
     noise_groups: int
     peak: int
+    hinf_hvps: int = 0
+    hinf_skipped: str = ""
 
     def summary(self) -> str:
         """One line for the run header."""
@@ -87,6 +93,7 @@ class MemoryPlan:
             f"probe blocks of {self.chunk_size}; Lanczos basis {self.basis_rows} rows "
             f"{self.basis_dtype}; (1,1) sketch ≤ {g(self.sketch)}; sign ascent "
             f"{self.ascent_restarts} restarts; planned peak {g(self.peak)}"
+            + (f"; {self.hinf_skipped}" if self.hinf_skipped else "")
         )
 
     def to_dict(self) -> dict:
@@ -105,6 +112,8 @@ def plan_memory(
     noise_groups: int = 0,
     retain_graphs: bool | None = None,
     chunk_size: int | None = None,
+    top_k: int = 1,
+    hinf_hvps: int = 0,
 ) -> MemoryPlan:
     """Sizes every d-proportional object of a run to ``budget`` bytes (see the module doc).
 
@@ -120,15 +129,19 @@ def plan_memory(
         noise_groups: jackknife groups of gradient noise (0: off).
         retain_graphs, chunk_size: the user's choice, kept when given (checked against the
             budget).
+        top_k: eigenvalues Lanczos tracks at each end (its thick restart needs top_k + 3 rows).
+        hinf_hvps: HVP budget of the H∞ bracket (0: off). Its certificate keeps a full Lanczos
+            basis of hinf_hvps/2 rows of 2d float64 and its factor 4 × rank 4 rows of d; when
+            that does not fit, the bracket is skipped and ``hinf_skipped`` says why.
 
     Raises:
-        MemoryBudgetError: when even one probe, one graph and ``MIN_BASIS`` float32 rows do not
-            fit; the message names the smallest budget that would.
+        MemoryBudgetError: when even one probe, one graph and top_k + 3 float32 basis rows do
+            not fit; the message names the smallest budget that would.
     """
     vec = d * element_bytes
     fixed = 2 * vec + WORK_VECTORS * 8 * d
     per_probe = 2 * vec + int(TRANSIENT_PER_PROBE * graph_bytes)
-    min_rows = min(MIN_BASIS, max(lanczos_steps, 1))
+    min_rows = min(top_k + 3, max(lanczos_steps, 1))
     smallest = fixed + graph_bytes + per_probe + min_rows * 4 * d
     if smallest > budget:
         raise MemoryBudgetError(
@@ -163,10 +176,11 @@ def plan_memory(
             option="chunk_size",
         )
     after_probes = left - probes
-    rows = min(lanczos_steps, after_probes // (8 * d))
+    spare = max(0, after_probes - int(HEADROOM * budget))  # the basis leaves the headroom free
+    rows = min(lanczos_steps, spare // (8 * d))
     dtype = "float64"
     if rows < min(lanczos_steps, 2 * MIN_BASIS):
-        rows, dtype = min(lanczos_steps, after_probes // (4 * d)), "float32"
+        rows, dtype = min(lanczos_steps, spare // (4 * d)), "float32"
     rows = int(max(min_rows, rows))
     basis = rows * (8 if dtype == "float64" else 4) * d
     sketch = int(max(0, after_probes))  # phases run one after another: the sketch reuses it
@@ -189,7 +203,14 @@ def plan_memory(
             f"{left / GIB:.1f} GiB the memory budget leaves: use fewer groups"
         )
     ascent_need = (ascent + 1) * per_start
-    peak = fixed + graphs + max(probes + basis, ascent_need, graddiff_need, noise_need)
+    hinf_need, hinf_skipped = hinf_bytes(hinf_hvps, d), ""
+    if hinf_need > left:
+        hinf_skipped = (
+            f"H∞ bracket skipped: at {hinf_hvps} HVPs its certificate needs "
+            f"{hinf_need / GIB:,.0f} GiB, the budget leaves {left / GIB:.1f} GiB"
+        )
+        hinf_hvps, hinf_need = 0, 0
+    peak = fixed + graphs + max(probes + basis, ascent_need, graddiff_need, noise_need, hinf_need)
     return MemoryPlan(
         budget=int(budget),
         fixed=int(fixed),
@@ -203,18 +224,33 @@ def plan_memory(
         graddiff_samples=graddiff_samples,
         noise_groups=noise_groups,
         peak=int(peak),
+        hinf_hvps=int(hinf_hvps),
+        hinf_skipped=hinf_skipped,
     )
 
 
+def hinf_bytes(hinf_hvps: int, d: int) -> int:
+    """Bytes the H∞ bracket holds at ``hinf_hvps`` HVPs: the certificate's Lanczos basis
+    (hinf_hvps/2 + 1 rows of 2d float64) or the rank-4 factor's 16 float64 d-rows."""
+    if not hinf_hvps:
+        return 0
+    return max((hinf_hvps // 2 + 1) * 2 * 8 * d, 16 * 8 * d)
+
+
 def default_budget(fraction: float = DEFAULT_FRACTION) -> int:
-    """``fraction`` of the memory psutil reports available now, shared by the processes torchrun
-    started on this machine (``LOCAL_WORLD_SIZE``)."""
+    """``fraction`` of the memory this process could use: what psutil reports available plus
+    what the process already holds (the model and first gradient graph the plan counts), shared
+    by the processes torchrun started on this machine (``LOCAL_WORLD_SIZE``)."""
     import os
 
     import psutil
 
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    return int(fraction * psutil.virtual_memory().available / local)
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    except ValueError:
+        local = 1
+    usable = psutil.virtual_memory().available / local + psutil.Process().memory_info().rss
+    return int(fraction * usable)
 
 
 def parse_memory(text: str) -> int:

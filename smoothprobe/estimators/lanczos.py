@@ -300,7 +300,7 @@ def lanczos(
             restarts += 1
         elif restarts == 0:
             beta.append(beta_last)
-        q = store.append(w / beta_last)
+        q = store.append(w.div_(beta_last))
 
     prob = None
     if start is None:
