@@ -105,3 +105,24 @@ def test_a_batched_hvp_out_of_memory_halves_the_block(monkeypatch):
         got = op.matvec(v)
     torch.testing.assert_close(got, expected)
     assert op.chunk_size == 2 and op._batched_ok  # still batched, in smaller blocks
+
+
+def test_an_h_inf_bracket_that_cannot_fit_is_skipped_and_said():
+    big = plan_memory(budget=16 * GIB, graph_bytes=GIB, num_batches=1, hinf_hvps=2048, **GPT2)
+    assert big.hinf_hvps == 0 and "H∞ bracket skipped" in big.summary()
+    assert "1,901 GiB" in big.hinf_skipped and big.peak <= 16 * GIB
+    small = plan_memory(budget=2 * GIB, d=28_544, element_bytes=4, graph_bytes=10_000,
+                        num_batches=1, lanczos_steps=300, hinf_hvps=2048)  # fmt: skip
+    assert small.hinf_hvps == 2048 and small.hinf_skipped == ""
+    assert small.peak >= 1025 * 2 * 8 * 28_544  # the certificate's basis is planned
+
+
+def test_cli_runs_on_without_a_bracket_that_does_not_fit(tmp_path):
+    from smoothprobe_cli.main import cli
+
+    out = tmp_path / "m.jsonl"
+    args = ["measure", "example:gpt", "--norm", "linf", "--hvps", "64", "--out", str(out)]
+    run = CliRunner().invoke(cli, [*args, "--memory", "30MiB"])  # d = 2,676: 44 MB needed
+    assert run.exit_code == 0, run.output
+    assert "H∞ bracket skipped: at 2048 HVPs its certificate needs" in run.output
+    assert '"hinf_upper"' not in out.read_text() and '"l11_norm"' in out.read_text()
