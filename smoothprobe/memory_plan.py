@@ -12,7 +12,7 @@ sizes (bytes, d = parameters, s = bytes per compute element):
 - the Lanczos basis: rows × d × (8 or 4) (``krylov_store``);
 - the (1,1)-norm sketch (exact Cauchy quantiles hold k·d float32 values) and its row sums;
 - gradient differences: ~5 float64 d-vectors per direction, streamed in chunks of what fits;
-  gradient noise: 2·groups·d float64.
+  gradient noise: (2 + 2·groups)·d float64.
 
 ``plan_memory`` chooses, in order: retain graphs if all fit in a third of what is left after the
 fixed part; the largest probe block (≤ 32) that fits in a third (one probe at a time when a
@@ -41,6 +41,10 @@ HEADROOM = 0.1  # of the budget the basis never fills: what the plan does not mo
 MAX_ASCENT_RESTARTS = 8  # the ℓ∞ suite's default
 WORK_VECTORS = 4  # float64 d-vectors alive in any estimator at once (w, q, Hq, next q)
 GRADDIFF_ARRAYS = 5  # float64 d-vectors per gradient-difference direction alive at once
+# d-vectors a blockwise sketch holds at once: probes, first images, their triangular solve and
+# one power step's images, 4 probes each (estimators.blockwise_columns; OOM-killed at 23 GiB on
+# GPT-2-small before it was planned)
+BLOCK_SKETCH_ROWS = 4 * 4
 
 
 class MemoryBudgetError(SmoothprobeError):
@@ -114,6 +118,7 @@ def plan_memory(
     chunk_size: int | None = None,
     top_k: int = 1,
     hinf_hvps: int = 0,
+    blockwise: bool = False,
 ) -> MemoryPlan:
     """Sizes every d-proportional object of a run to ``budget`` bytes (see the module doc).
 
@@ -133,6 +138,8 @@ def plan_memory(
         hinf_hvps: HVP budget of the H∞ bracket (0: off). Its certificate keeps a full Lanczos
             basis of hinf_hvps/2 rows of 2d float64 and its factor 4 × rank 4 rows of d; when
             that does not fit, the bracket is skipped and ``hinf_skipped`` says why.
+        blockwise: blockwise H(Φ) is asked for: its sketch of a wide block column holds about
+            ``BLOCK_SKETCH_ROWS`` d-vectors in the compute dtype at once.
 
     Raises:
         MemoryBudgetError: when even one probe, one graph and top_k + 3 float32 basis rows do
@@ -196,13 +203,20 @@ def plan_memory(
             )
         graddiff_samples = int(min(graddiff_samples, left // per_direction))
     graddiff_need = graddiff_samples * per_direction
-    noise_need = noise_groups * 2 * 8 * d
+    noise_need = (2 + 2 * noise_groups) * 8 * d if noise_groups else 0  # estimators.noise
     if noise_need > left:
         raise MemoryBudgetError(
             f"gradient noise needs {noise_need / GIB:.1f} GiB for this model, more than the "
             f"{left / GIB:.1f} GiB the memory budget leaves: use fewer groups"
         )
     ascent_need = (ascent + 1) * per_start
+    block_need = BLOCK_SKETCH_ROWS * vec if blockwise else 0
+    if block_need > left - per_probe:
+        raise MemoryBudgetError(
+            f"blockwise H(Φ) needs {(block_need + per_probe) / GIB:.1f} GiB for its sketches "
+            f"and products at this size, more than the {left / GIB:.1f} GiB the memory budget "
+            "leaves: raise the budget, or measure blocks with a smaller batch or model"
+        )
     hinf_need, hinf_skipped = hinf_bytes(hinf_hvps, d), ""
     if hinf_need > left:
         hinf_skipped = (
@@ -210,7 +224,18 @@ def plan_memory(
             f"{hinf_need / GIB:,.0f} GiB, the budget leaves {left / GIB:.1f} GiB"
         )
         hinf_hvps, hinf_need = 0, 0
-    peak = fixed + graphs + max(probes + basis, ascent_need, graddiff_need, noise_need, hinf_need)
+    peak = (
+        fixed
+        + graphs
+        + max(
+            probes + basis,
+            ascent_need,
+            graddiff_need,
+            noise_need,
+            hinf_need,
+            block_need + per_probe,
+        )
+    )
     return MemoryPlan(
         budget=int(budget),
         fixed=int(fixed),

@@ -126,3 +126,13 @@ def test_cli_runs_on_without_a_bracket_that_does_not_fit(tmp_path):
     assert run.exit_code == 0, run.output
     assert "H∞ bracket skipped: at 2048 HVPs its certificate needs" in run.output
     assert '"hinf_upper"' not in out.read_text() and '"l11_norm"' in out.read_text()
+
+
+def test_blockwise_sketches_are_planned():
+    with pytest.raises(MemoryBudgetError, match=r"blockwise H\(Φ\) needs .* GiB") as info:
+        plan_memory(budget=16 * GIB, graph_bytes=int(3.2 * GIB), num_batches=1, blockwise=True,
+                    **GPT2)  # fmt: skip
+    assert "\n" not in str(info.value)
+    small = plan_memory(budget=GIB, d=28_544, element_bytes=4, graph_bytes=10_000,
+                        num_batches=1, lanczos_steps=300, blockwise=True)  # fmt: skip
+    assert small.peak <= GIB and small.ascent_restarts == 8

@@ -124,6 +124,9 @@ def rho_block_estimate(
     )
 
 
+SAME_END = 1e-12  # relative: a point this close to a proven end is that end (round-off)
+
+
 def _estimate(iv: Interval, *, extra: dict[str, Any], **fields: Any) -> Estimate:
     """An Estimate stating what the interval proves (both ends and their kinds in ``extra``)."""
     ends = {
@@ -135,18 +138,20 @@ def _estimate(iv: Interval, *, extra: dict[str, Any], **fields: Any) -> Estimate
         "high_alpha": iv.high_alpha,
     }
     kw: dict[str, Any] = {}
+    value = iv.value
+    at = lambda end: math.isclose(value, end, rel_tol=SAME_END)  # noqa: E731
     if iv.low_kind is Kind.EXACT and iv.high_kind is Kind.EXACT:
         bound = Bound.EXACT
-    elif iv.high_kind in _PROVEN and iv.value == iv.high:
-        bound = Bound.UPPER
+    elif iv.high_kind in _PROVEN and at(iv.high):  # an ulp below the end is the end
+        bound, value = Bound.UPPER, iv.high
         if math.isfinite(iv.low) and iv.low_alpha > 0:
             kw = {"ci_low": iv.low, "confidence": 1 - 2 * iv.low_alpha}
-    elif iv.low_kind in _PROVEN and iv.value == iv.low:
-        bound = Bound.LOWER
+    elif iv.low_kind in _PROVEN and at(iv.low):
+        bound, value = Bound.LOWER, iv.low
         if math.isfinite(iv.high) and iv.high_alpha > 0:
             kw = {"ci_high": iv.high, "confidence": 1 - 2 * iv.high_alpha}
     else:
         bound = Bound.ESTIMATE
         if math.isfinite(iv.low) and math.isfinite(iv.high) and iv.confidence is not None:
             kw = {"ci_low": iv.low, "ci_high": iv.high, "confidence": iv.confidence}
-    return Estimate(value=iv.value, bound=bound, **kw, **fields, extra={**extra, **ends})
+    return Estimate(value=value, bound=bound, **kw, **fields, extra={**extra, **ends})
