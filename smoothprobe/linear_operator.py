@@ -193,17 +193,16 @@ def apply_in_chunks(
     """Returns H·v for each row v of ``probes``, at most ``chunk_size`` rows per ``matvec``.
 
     Each chunk is cast to the operator's dtype and device on the way in; the result is
-    concatenated in ``dtype`` (None: the operator's dtype). Only one chunk of products is alive
-    before concatenation, so the peak is the (k, d) result plus one chunk.
+    written into one (k, d) result in ``dtype`` (None: the operator's dtype), so the peak is that
+    result plus one chunk of products.
     """
     out_dtype = operator.dtype if dtype is None else dtype
     k = probes.shape[0]
-    if k == 0:
-        return torch.zeros(0, operator.d, dtype=out_dtype, device=operator.device)
-    parts = [
-        operator.matvec(probes[a : a + chunk_size].to(operator.device, operator.dtype)).to(
-            out_dtype
-        )
-        for a in range(0, k, chunk_size)
-    ]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    if k <= chunk_size:
+        chunk = probes.to(operator.device, operator.dtype)
+        return operator.matvec(chunk).to(out_dtype) if k else chunk.to(out_dtype)
+    out = torch.empty(k, operator.d, dtype=out_dtype, device=operator.device)
+    for a in range(0, k, chunk_size):
+        chunk = probes[a : a + chunk_size].to(operator.device, operator.dtype)
+        out[a : a + chunk_size] = operator.matvec(chunk)
+    return out

@@ -30,6 +30,9 @@ from smoothprobe.errors import SmoothprobeError
 
 GIB = 1 << 30
 TRANSIENT_PER_PROBE = 1.0  # × one batch's graph bytes, per probe in a batched double backward
+# × graph bytes for one probe through a plain double backward: GPT-2-small peaked at 6.2 GiB for
+# one product through its 3.2 GiB graph, ≈ 0.25 × graph above the model, graph and vectors
+SINGLE_TRANSIENT = 0.35
 MIN_BASIS = 8  # Lanczos rows preferred (float32 before fewer); thick restart needs only top_k + 3
 MAX_BLOCK = 32
 # Above this graph size one probe's double backward already runs large matrix products, and a
@@ -41,10 +44,11 @@ HEADROOM = 0.1  # of the budget the basis never fills: what the plan does not mo
 MAX_ASCENT_RESTARTS = 8  # the ℓ∞ suite's default
 WORK_VECTORS = 4  # float64 d-vectors alive in any estimator at once (w, q, Hq, next q)
 GRADDIFF_ARRAYS = 5  # float64 d-vectors per gradient-difference direction alive at once
-# d-vectors a blockwise sketch holds at once: probes, first images, their triangular solve and
-# one power step's images, 4 probes each (estimators.blockwise_columns; OOM-killed at 23 GiB on
-# GPT-2-small before it was planned)
-BLOCK_SKETCH_ROWS = 4 * 4
+# compute-dtype d-vectors a blockwise sketch holds at once, measured: probes, images and next
+# images (3 × 4 probes) plus the per-block norm temporaries; on GPT-2-small the sketch phase
+# peaked at 20.3 GiB, ≈ 22.5 d-vectors above the model, graph and one product
+# (estimators.blockwise_columns; before it was planned it was OOM-killed at 23 GiB)
+BLOCK_SKETCH_ROWS = 24
 
 
 class MemoryBudgetError(SmoothprobeError):
@@ -147,9 +151,10 @@ def plan_memory(
     """
     vec = d * element_bytes
     fixed = 2 * vec + WORK_VECTORS * 8 * d
-    per_probe = 2 * vec + int(TRANSIENT_PER_PROBE * graph_bytes)
+    per_probe = 2 * vec + int(TRANSIENT_PER_PROBE * graph_bytes)  # in a batched block
+    single = 2 * vec + int(SINGLE_TRANSIENT * graph_bytes)  # one probe per backward
     min_rows = min(top_k + 3, max(lanczos_steps, 1))
-    smallest = fixed + graph_bytes + per_probe + min_rows * 4 * d
+    smallest = fixed + graph_bytes + single + min_rows * 4 * d
     if smallest > budget:
         raise MemoryBudgetError(
             f"a run on this model needs at least {smallest / GIB:.1f} GiB "
@@ -163,7 +168,7 @@ def plan_memory(
     if retain_graphs is None:
         retain_graphs = num_batches == 1 or all_graphs <= left / 3
     graphs = all_graphs if retain_graphs else graph_bytes
-    if graphs + per_probe + min_rows * 4 * d > left:
+    if graphs + single + min_rows * 4 * d > left:
         raise MemoryBudgetError(
             f"retaining {num_batches} gradient graphs ({all_graphs / GIB:.1f} GiB) does not fit "
             f"the memory budget of {budget / GIB:.1f} GiB: let graphs be rebuilt instead",
@@ -174,7 +179,7 @@ def plan_memory(
         chunk_size = 1
     elif chunk_size is None:  # a third of what the smallest basis leaves
         chunk_size = int(max(1, min(MAX_BLOCK, ((left - min_rows * 4 * d) // 3) // per_probe)))
-    probes = chunk_size * per_probe
+    probes = single if chunk_size == 1 else chunk_size * per_probe
     if probes + min_rows * 4 * d > left:
         raise MemoryBudgetError(
             f"probe blocks of {chunk_size} need {probes / GIB:.1f} GiB, more than the "
@@ -211,9 +216,9 @@ def plan_memory(
         )
     ascent_need = (ascent + 1) * per_start
     block_need = BLOCK_SKETCH_ROWS * vec if blockwise else 0
-    if block_need > left - per_probe:
+    if block_need > left - probes:
         raise MemoryBudgetError(
-            f"blockwise H(Φ) needs {(block_need + per_probe) / GIB:.1f} GiB for its sketches "
+            f"blockwise H(Φ) needs {(block_need + probes) / GIB:.1f} GiB for its sketches "
             f"and products at this size, more than the {left / GIB:.1f} GiB the memory budget "
             "leaves: raise the budget, or measure blocks with a smaller batch or model"
         )
@@ -233,7 +238,7 @@ def plan_memory(
             graddiff_need,
             noise_need,
             hinf_need,
-            block_need + per_probe,
+            block_need + probes,
         )
     )
     return MemoryPlan(

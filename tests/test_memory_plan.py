@@ -129,6 +129,9 @@ def test_cli_runs_on_without_a_bracket_that_does_not_fit(tmp_path):
 
 
 def test_blockwise_sketches_are_planned():
+    fits = plan_memory(budget=24 * GIB, graph_bytes=int(3.2 * GIB), num_batches=1,
+                       blockwise=True, **GPT2)  # fmt: skip
+    assert fits.peak <= 24 * GIB and fits.chunk_size == 1
     with pytest.raises(MemoryBudgetError, match=r"blockwise H\(Φ\) needs .* GiB") as info:
         plan_memory(budget=16 * GIB, graph_bytes=int(3.2 * GIB), num_batches=1, blockwise=True,
                     **GPT2)  # fmt: skip

@@ -140,24 +140,29 @@ def _sketch_columns(operator, partition, blocks, *, p, q, chunk, gen, alpha, acc
         for i, b in enumerate(group):
             gauss[b] = gaussian(p, coords[b].numel(), generator=gen, device=dev)
             probes[i * p : (i + 1) * p, coords[b]] = gauss[b].to(operator.dtype)
-        y0 = apply_in_chunks(operator, probes, chunk_size=chunk)
-        ys, whp = [], {}
+        # At most three (n, d) arrays are alive at once (probes, images, next images): at
+        # d = 124M each is 4 probes × 0.5 GB, next to the gradient graph.
+        # images stay in the compute dtype: the products are exact in it, and float64 copies
+        # would double the sketch's memory
+        y = apply_in_chunks(operator, probes, chunk_size=chunk, dtype=None)
+        whp = {}
         for i, b in enumerate(group):
-            yb = y0[i * p : (i + 1) * p]
+            yb = y[i * p : (i + 1) * p]
             whp[b] = alpha * math.sqrt(2 / math.pi) * partition.block_norms(yb).max(0).values
             r = torch.linalg.qr(gauss[b].T).R  # G = Q R  ⇒  (H Q)ᵀ = R⁻ᵀ (H G)ᵀ
-            ys.append(torch.linalg.solve_triangular(r.T, yb, upper=False))
+            yb.copy_(torch.linalg.solve_triangular(r.T, yb, upper=False))
         for _ in range(q):
-            z = apply_in_chunks(operator, torch.cat(ys), chunk_size=chunk)
+            z = apply_in_chunks(operator, y, chunk_size=chunk, dtype=None)
+            del y
             probes.zero_()
             for i, b in enumerate(group):
                 probes[i * p : (i + 1) * p, coords[b]] = _orth_rows(
                     z[i * p : (i + 1) * p, coords[b]]
                 ).to(operator.dtype)
-            y = apply_in_chunks(operator, probes, chunk_size=chunk)
-            ys = [y[i * p : (i + 1) * p] for i in range(len(group))]
+            del z
+            y = apply_in_chunks(operator, probes, chunk_size=chunk, dtype=None)
         for i, b in enumerate(group):
-            acc.add(b, block_spectral_norms(ys[i], partition), whp[b])
+            acc.add(b, block_spectral_norms(y[i * p : (i + 1) * p], partition), whp[b])
 
 
 def _row_frobenius(operator, partition, *, probes, chunk, gen) -> tuple[float, float, torch.Tensor]:
