@@ -262,6 +262,13 @@ def _check_radii(radii: float | Sequence[float]) -> tuple[float, ...]:
     return tuple(float(r) for r in values)
 
 
+def _check_radius_mode(radius_mode: str) -> None:
+    if radius_mode not in RADIUS_MODES:
+        raise SmoothprobeError(
+            f"unknown radius mode {radius_mode!r}: use {' or '.join(RADIUS_MODES)}"
+        )
+
+
 def relative_scale(problem: Problem, basis=None) -> torch.Tensor:
     """The (d,) per-coordinate scale c of ``radius_mode="relative"``, float64 CPU.
 
@@ -305,10 +312,7 @@ def perturbation_directions(
         SmoothprobeError: unknown radius mode; relative mode with all-zero parameters or with a
             basis that mixes tensors.
     """
-    if radius_mode not in RADIUS_MODES:
-        raise SmoothprobeError(
-            f"unknown radius mode {radius_mode!r}: use {' or '.join(RADIUS_MODES)}"
-        )
+    _check_radius_mode(radius_mode)
     if radius_mode == "relative" and scale is None:
         scale = relative_scale(problem, basis)
     rows = [geometry.unit_directions(1, problem.d, generator=generator) for _ in range(samples)]
@@ -375,10 +379,7 @@ def gradient_differences(
         raise SmoothprobeError(f"samples must be ≥ 1, got {samples}")
     if max_directions is not None and max_directions < 1:
         raise SmoothprobeError(f"max_directions must be ≥ 1, got {max_directions}")
-    if radius_mode not in RADIUS_MODES:
-        raise SmoothprobeError(
-            f"unknown radius mode {radius_mode!r}: use {' or '.join(RADIUS_MODES)}"
-        )
+    _check_radius_mode(radius_mode)
     geo = resolve_geometry(geometry, d=problem.d)
     gen, seed = resolve_generator(generator)
     scale = relative_scale(problem, basis) if radius_mode == "relative" else None
