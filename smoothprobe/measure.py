@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +21,7 @@ from smoothprobe.checkpoints import LoadedCheckpoint
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
 from smoothprobe.estimators.sampling import derived_seed
+from smoothprobe.finished_phases import FinishedPhases
 from smoothprobe.progress import ProgressOperator
 from smoothprobe.records import RunContext, make_record
 
@@ -170,8 +173,9 @@ def _log(message: str, *, enabled: bool) -> None:
 NOISE_GROUPS = 10  # jackknife groups of the noise estimate when the budget allows
 
 
-def plan_run(problem, operator, settings: MeasureSettings):
-    """The memory plan of a run (``smoothprobe.memory_plan``), from the measured graph size."""
+def plan_run(problem, operator, settings: MeasureSettings, *, largest_block: int = 0):
+    """The memory plan of a run (``smoothprobe.memory_plan``), from the measured graph size
+    and the widest block of the blockwise partitions (0: none)."""
     from smoothprobe.memory_plan import default_budget, plan_memory
 
     budget = settings.memory or default_budget()
@@ -196,8 +200,25 @@ def plan_run(problem, operator, settings: MeasureSettings):
         chunk_size=settings.chunk_size,
         top_k=settings.top_k,
         hinf_hvps=settings.hinf_hvps if "linf" in NORM_PARTS[settings.norm] else 0,
-        blockwise=bool(settings.blocks),
+        largest_block=largest_block,
     )
+
+
+def lanczos_checkpoint(resume, identity: dict, dist):
+    """The ℓ2 phase's Lanczos state file next to the finished phases (None without them)."""
+    if resume is None:
+        return None
+    from smoothprobe.estimators.lanczos_checkpoint import LanczosCheckpoint
+
+    agree = None
+    if dist is not None:
+        from smoothprobe.distributed import agreed
+
+        def agree(found: bool) -> bool:  # every rank resumes, or none
+            return agreed(float(found), op="min") > 0
+
+    path = Path(resume).with_name(Path(resume).name.removesuffix(".json") + ".lanczos.pt")
+    return LanczosCheckpoint(path, identity, writer=dist is None or dist.is_main, agree=agree)
 
 
 def run_measurement(
@@ -206,6 +227,7 @@ def run_measurement(
     *,
     progress: bool = True,
     check_determinism: bool = True,
+    resume: str | os.PathLike | None = None,
 ) -> MeasureResult:
     """Measures one checkpoint.
 
@@ -215,6 +237,8 @@ def run_measurement(
         progress: progress bars and step messages on stderr.
         check_determinism: evaluate loss and one HVP twice first, and check the batched HVP
             path against single-probe products (``HessianOperator.check_batched``).
+        resume: file that keeps every finished phase (``finished_phases``): a rerun with the
+            same settings, checkpoint and sample skips them. The caller deletes it at the end.
 
     Returns:
         The records (loss first, then each geometry's estimates).
@@ -277,7 +301,8 @@ def run_measurement(
             f"batches {base.shard} of {len(problem.batches)}",
             enabled=progress,
         )
-    plan = plan_run(problem, base, settings)
+    largest = max((int(p.sizes.max()) for p in partitions), default=0)
+    plan = plan_run(problem, base, settings, largest_block=largest)
     base.configure(retain_graphs=plan.retain_graphs, chunk_size=plan.chunk_size)
     _log(plan.summary(), enabled=progress)
     if check_determinism:
@@ -310,6 +335,15 @@ def run_measurement(
     ]
     if check_determinism:
         base.check_batched(seed=settings.seed)  # falls back, with a warning, when it disagrees
+    run_identity = {"settings": settings.key(), "checkpoint": loaded.sha256, "loss": repr(loss)}
+    finished = FinishedPhases(resume, run_identity, writer=dist is None or dist.is_main).load()
+    if dist is not None:
+        finished.share()
+    if finished.names:
+        _log(
+            f"resuming: {', '.join(finished.names)} finished before (kept in {resume})",
+            enabled=progress,
+        )
     identity = settings.basis == "identity"
     operator = base if identity else RotatedOperator(base, basis)
     l2_estimate = None
@@ -326,7 +360,7 @@ def run_measurement(
     def tracked(desc: str, total: int | None) -> ProgressOperator:
         return ProgressOperator(operator, desc=desc, total=total, enabled=progress)
 
-    if "l2" in parts:
+    if "l2" in parts and (found := finished.get("l2")) is None:
         from smoothprobe.suites.l2 import measure_l2
 
         _log(
@@ -334,6 +368,7 @@ def run_measurement(
             enabled=progress,
         )
         op = tracked("lanczos", settings.max_hvps)
+        lanczos_state = lanczos_checkpoint(resume, run_identity, dist)
         found = measure_l2(
             op,
             tol=settings.tol,
@@ -344,12 +379,16 @@ def run_measurement(
             confidence=settings.confidence,
             max_basis=None if plan.basis_rows >= settings.max_hvps else plan.basis_rows,
             basis_dtype=getattr(torch, plan.basis_dtype),
+            checkpoint=lanczos_state,
         ).estimates()
-        found = tagged(found, "l2")
+        found = finished.put("l2", tagged(found, "l2"))
+        if lanczos_state is not None:
+            lanczos_state.remove()
         op.close()
+    if "l2" in parts:
         estimates += found
         l2_estimate = next(e for e in found if e.quantity == "l2_norm")
-    if "linf" in parts:
+    if "linf" in parts and (found := finished.get("linf")) is None:
         from smoothprobe.estimators.row_norms import row_norm_payload
         from smoothprobe.suites.linf import measure_linf
 
@@ -373,14 +412,14 @@ def run_measurement(
         )
         op.close()
         rows = row_norm_payload(linf.rows.estimates, operator.layout)
-        estimates += tagged(
-            [
-                replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
-                for e in linf.estimates()
-            ],
-            "linf",
-        )
-    if "spectral" in parts:
+        found = [
+            replace(e, extra={**e.extra, **rows}) if e.quantity == "l11_norm" else e
+            for e in linf.estimates()
+        ]
+        found = finished.put("linf", tagged(found, "linf"))
+    if "linf" in parts:
+        estimates += found
+    if "spectral" in parts and (found := finished.get("spectral")) is None:
         from smoothprobe.suites.spectral import measure_spectral
 
         _log(
@@ -397,10 +436,12 @@ def run_measurement(
             generator=stream("spectral"),
             reference=estimates,
         )
-        estimates += tagged(found, "spectral")
+        found = finished.put("spectral", tagged(found, "spectral"))
         op.close()
-    precond: list[Estimate] = []
-    if preconditioner is not None:
+    if "spectral" in parts:
+        estimates += found
+    precond: list[Estimate] = finished.get("preconditioned") or []
+    if preconditioner is not None and not precond:
         from smoothprobe.estimators.preconditioned import preconditioned_sharpness
 
         _log(
@@ -420,19 +461,22 @@ def run_measurement(
             generator=stream("preconditioned"),
             lambda_max=float(plain.value) if plain is not None and identity else None,
         ).estimates()
-        precond = tagged(precond, "preconditioned")
+        precond = finished.put("preconditioned", tagged(precond, "preconditioned"))
         op.close()
     blockwise: list[tuple[str, Estimate]] = []
     if partitions:
         from smoothprobe.suites.blockwise import measure_blockwise
 
         for partition in partitions:
+            name = f"blockwise:{partition.name}"
+            if (found := finished.get(name)) is not None:
+                blockwise += [(partition.name, est) for est in found]
+                continue
             _log(
                 f"blockwise H(Φ) for {partition.name}: {partition.num_blocks} blocks",
                 enabled=progress,
             )
             op = tracked(f"H({partition.name})", settings.block_hvps)
-            name = f"blockwise:{partition.name}"
             found = measure_blockwise(
                 op,
                 partition,
@@ -442,9 +486,10 @@ def run_measurement(
                 chunk_size=plan.chunk_size,
                 restarts=plan.ascent_restarts,
             ).estimates()
-            blockwise += [(partition.name, est) for est in tagged(found, name)]
+            found = finished.put(name, tagged(found, name))
+            blockwise += [(partition.name, est) for est in found]
             op.close()
-    if settings.graddiff:
+    if settings.graddiff and (found := finished.get("graddiff")) is None:
         from smoothprobe.estimators.graddiff import gradient_differences
 
         _log(f"gradient differences at radii {list(settings.graddiff)}", enabled=progress)
@@ -459,8 +504,12 @@ def run_measurement(
             chunk_size=plan.chunk_size,
             max_directions=plan.graddiff_samples,
         )
-        estimates += tagged(diff.estimates(confidence=settings.confidence), "graddiff")
-    if settings.noise_batch_size:
+        found = finished.put(
+            "graddiff", tagged(diff.estimates(confidence=settings.confidence), "graddiff")
+        )
+    if settings.graddiff:
+        estimates += found
+    if settings.noise_batch_size and (found := finished.get("noise")) is None:
         from smoothprobe.estimators.noise import gradient_noise
 
         _log(f"gradient noise at batch size {settings.noise_batch_size}", enabled=progress)
@@ -474,7 +523,9 @@ def run_measurement(
             groups=plan.noise_groups,
             chunk_size=plan.chunk_size,
         )
-        estimates += tagged(noise.estimates(), "noise")
+        found = finished.put("noise", tagged(noise.estimates(), "noise"))
+    if settings.noise_batch_size:
+        estimates += found
     records = [make_record(e, context) for e in estimates]
     records += [make_record(e, context, partition=name) for name, e in blockwise]
     # Adam's preconditioner lives in parameter coordinates: measured there whatever the basis

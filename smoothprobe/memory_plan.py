@@ -44,11 +44,12 @@ HEADROOM = 0.1  # of the budget the basis never fills: what the plan does not mo
 MAX_ASCENT_RESTARTS = 8  # the ℓ∞ suite's default
 WORK_VECTORS = 4  # float64 d-vectors alive in any estimator at once (w, q, Hq, next q)
 GRADDIFF_ARRAYS = 5  # float64 d-vectors per gradient-difference direction alive at once
-# compute-dtype d-vectors a blockwise sketch holds at once, measured: probes, images and next
-# images (3 × 4 probes) plus the per-block norm temporaries; on GPT-2-small the sketch phase
-# peaked at 20.3 GiB, ≈ 22.5 d-vectors above the model, graph and one product
-# (estimators.blockwise_columns; before it was planned it was OOM-killed at 23 GiB)
-BLOCK_SKETCH_ROWS = 24
+# A blockwise sketch holds its BLOCK_SKETCH_PROBES images H·Q (compute-dtype d-vectors) and
+# the float64 factors Q on the widest block column, besides the one probe and product the
+# plan counts anyway; the partition's labels and block order are two int64 d-vectors
+# (estimators.blockwise_columns; before it streamed it was OOM-killed at 23 GiB on GPT-2-small)
+BLOCK_SKETCH_PROBES = 4  # suites.blockwise.measure_blockwise's sketch
+PARTITION_BYTES = 16  # per coordinate
 
 
 class MemoryBudgetError(SmoothprobeError):
@@ -122,7 +123,7 @@ def plan_memory(
     chunk_size: int | None = None,
     top_k: int = 1,
     hinf_hvps: int = 0,
-    blockwise: bool = False,
+    largest_block: int = 0,
 ) -> MemoryPlan:
     """Sizes every d-proportional object of a run to ``budget`` bytes (see the module doc).
 
@@ -142,8 +143,9 @@ def plan_memory(
         hinf_hvps: HVP budget of the H∞ bracket (0: off). Its certificate keeps a full Lanczos
             basis of hinf_hvps/2 rows of 2d float64 and its factor 4 × rank 4 rows of d; when
             that does not fit, the bracket is skipped and ``hinf_skipped`` says why.
-        blockwise: blockwise H(Φ) is asked for: its sketch of a wide block column holds about
-            ``BLOCK_SKETCH_ROWS`` d-vectors in the compute dtype at once.
+        largest_block: coordinates in the widest block of the partitions blockwise H(Φ) is
+            asked for (0: none); its sketch holds ``BLOCK_SKETCH_PROBES`` images and float64
+            factors of that width, next to the partition itself.
 
     Raises:
         MemoryBudgetError: when even one probe, one graph and top_k + 3 float32 basis rows do
@@ -215,7 +217,9 @@ def plan_memory(
             f"{left / GIB:.1f} GiB the memory budget leaves: use fewer groups"
         )
     ascent_need = (ascent + 1) * per_start
-    block_need = BLOCK_SKETCH_ROWS * vec if blockwise else 0
+    block_need = 0
+    if largest_block:
+        block_need = BLOCK_SKETCH_PROBES * (vec + 8 * largest_block) + PARTITION_BYTES * d
     if block_need > left - probes:
         raise MemoryBudgetError(
             f"blockwise H(Φ) needs {(block_need + probes) / GIB:.1f} GiB for its sketches "

@@ -105,11 +105,12 @@ class Partition:
             groups.append((int(s), ids, coords))
         return tuple(groups)
 
-    def block_norms(self, vectors: torch.Tensor) -> torch.Tensor:
+    def block_norms(self, vectors: torch.Tensor, *, entries: int = 1 << 24) -> torch.Tensor:
         """Per-block ℓ2 norms ‖v_b‖₂ of a block of vectors.
 
         Args:
             vectors: (k, d) or (d,).
+            entries: float64 entries copied at once (the coordinates go in chunks).
 
         Returns:
             (k, B) (or (B,)) float64 tensor on the vectors' device.
@@ -118,9 +119,10 @@ class Partition:
         v = vectors.reshape(1, -1) if single else vectors
         sq = torch.zeros(v.shape[0], self.num_blocks, dtype=torch.float64, device=v.device)
         labels = self.labels_on(v.device)
-        step = max(1, (1 << 26) // max(self.d, 1))  # float64 copies of ≤ 2^26 entries at once
-        for i in range(0, v.shape[0], step):
-            sq[i : i + step].index_add_(1, labels, v[i : i + step].to(torch.float64).square())
+        step = max(1, entries // v.shape[0])
+        for a in range(0, self.d, step):
+            part = v[:, a : a + step].to(torch.float64).square()
+            sq.index_add_(1, labels[a : a + step], part)
         out = sq.sqrt()
         return out[0] if single else out
 

@@ -455,3 +455,65 @@ def test_real_mlp_ground_truth():
     a = block_lower_bound(hvp, p, restarts=2, iterations=3, tol=0.0, generator=5)
     b = block_lower_bound(op, p, restarts=2, iterations=3, tol=0.0, generator=5)
     assert a.value == pytest.approx(b.value, rel=1e-9)
+
+
+def test_streamed_block_norms_match_gathered():
+    """Above the gather limit every block's Gram is summed over chunks: same σ_max, any width."""
+    from smoothprobe.estimators.blockwise_columns import _left_multiply, block_spectral_norms
+
+    layout = ParameterLayout.from_shapes([("a", (1,)), ("b", (2, 3)), ("c", (7,)), ("d", (2,))])
+    gen = torch.Generator().manual_seed(0)
+    for partition in (per_tensor(layout), per_row(layout), singleton(layout)):
+        for w in (2, 3, 5):
+            rows = torch.randn(w, layout.d, generator=gen, dtype=F64)
+            gathered = block_spectral_norms(rows, partition)
+            streamed = block_spectral_norms(rows, partition, gather_entries=w * 2)
+            torch.testing.assert_close(streamed, gathered, rtol=1e-12, atol=1e-12)
+            for b in range(partition.num_blocks):
+                block = rows[:, partition.block_indices(b)]
+                assert math.isclose(
+                    float(gathered[b]), float(torch.linalg.matrix_norm(block, 2)), rel_tol=1e-12
+                )
+    m = torch.randn(3, 3, generator=gen, dtype=F64)
+    rows = torch.randn(3, 11, generator=gen, dtype=F64)
+    expected = m @ rows
+    _left_multiply(m, rows, entries=6)  # column chunks of 2
+    torch.testing.assert_close(rows, expected)
+
+
+def test_sketch_holds_one_probe_chunk():
+    """Probes are built one chunk at a time: the operator never sees more than ``chunk`` rows,
+    and a float32 operator gets float32 probes (the sketch's images stay in its dtype)."""
+    h = low_rank_noise(12, 3)
+    layout = ParameterLayout.from_shapes([("a", (6,)), ("b", (6,))])
+    seen = []
+
+    class Recording(DenseOperator):
+        def matvec(self, v):
+            seen.append((v.shape[0] if v.ndim == 2 else 1, v.dtype))
+            return super().matvec(v)
+
+    op = Recording(h.to(torch.float32), layout=layout)
+    r = block_upper_bound(op, per_tensor(layout), method="sketch", sketch=2, chunk_size=1)
+    assert seen and all(k == 1 and dt == torch.float32 for k, dt in seen)
+    exact = block_upper_bound(DenseOperator(h, layout=layout), per_tensor(layout), method="exact")
+    assert r.value <= exact.value * (1 + 1e-5)
+    assert r.value >= 0.9 * exact.value
+
+
+def test_orthonormalize_in_place_returns_the_map():
+    from smoothprobe.estimators.blockwise_columns import _orthonormalize
+
+    gen = torch.Generator().manual_seed(1)
+    rows = torch.randn(4, 50, generator=gen, dtype=F64)
+    old = rows.clone()
+    t = _orthonormalize(rows, entries=40)  # column chunks of 10
+    torch.testing.assert_close(rows @ rows.T, torch.eye(4, dtype=F64), atol=1e-13, rtol=0)
+    torch.testing.assert_close(t @ old, rows)
+    deficient = old.clone()
+    deficient[2] = deficient[0] + deficient[1]  # rank 3: one direction becomes a zero row
+    _orthonormalize(deficient)
+    gram = deficient @ deficient.T
+    assert int((deficient.abs().amax(1) == 0).sum()) == 1
+    torch.testing.assert_close(gram, torch.diag(torch.diagonal(gram)), atol=1e-13, rtol=0)
+    assert sorted(torch.diagonal(gram).round().tolist()) == [0.0, 1.0, 1.0, 1.0]

@@ -152,10 +152,50 @@ def test_ctrl_c_in_measure_says_nothing_was_saved(nanogpt_run, tmp_path, monkeyp
     result = invoke("measure", ckpt, "--data", data, "--quiet", "--out", out)
     assert result.exit_code == 130
     assert result.stderr == (
-        "interrupted: nothing was saved: measure keeps its results in memory until the run "
-        f"completes, then writes {out}, and cannot resume; run the same command again to "
+        "interrupted: no phase had finished, so nothing was kept; run the same command to "
         "start over\n"
     )
+    result = invoke("measure", ckpt, "--data", data, "--quiet")
+    assert result.exit_code == 130
+    assert result.stderr.startswith("interrupted: nothing was saved: without --out")
+
+
+def test_interrupted_measure_resumes_where_it_stopped(nanogpt_run, tmp_path, monkeypatch):
+    """Ctrl-C in the ℓ∞ phase keeps the finished ℓ2 phase; the rerun skips it and writes the
+    same records as a run that was never interrupted; the phase file goes at the end."""
+    ckpt, data = nanogpt_run
+    args = ["measure", ckpt, "--data", data, "--num-batches", 1, "--hvps", 16, "--max-hvps", 20]
+    args += ["--hinf-hvps", 0, "--blocks", "tensor", "--quiet"]
+    whole = tmp_path / "whole.jsonl"
+    assert invoke(*args, "--out", whole).exit_code == 0
+    out = tmp_path / "m.jsonl"
+    monkeypatch.setattr("smoothprobe.suites.linf.measure_linf", interrupt)
+    result = invoke(*args, "--out", out)
+    assert result.exit_code == 130 and not out.exists()
+    kept = tmp_path / ".m.jsonl.phases.json"
+    assert result.stderr == (
+        f"interrupted: finished phases (l2) are kept in {kept}; run the same command again to "
+        f"resume: it skips what was done and writes {out} at the end\n"
+    )
+    monkeypatch.undo()
+
+    def recomputed(*a, **k):
+        raise AssertionError("the finished ℓ2 phase ran again")
+
+    monkeypatch.setattr("smoothprobe.suites.l2.measure_l2", recomputed)
+    result = invoke(*args[:-1], "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "resuming: l2 finished before" in result.stderr
+    assert not kept.exists()
+    fields = ("quantity", "value", "bound", "ci_low", "ci_high", "hvps", "partition", "extra")
+    a, b = (
+        [
+            {k: r.get(k) for k in fields} | {"extra": r["extra"] | {"memory_plan": None}}
+            for r in map(json.loads, open(p, encoding="utf-8"))
+        ]
+        for p in (whole, out)
+    )  # the memory plan's budget follows what is free at the time
+    assert a == b and {r["quantity"] for r in b} >= {"lambda_max", "l11_norm", "block_upper"}
 
 
 def test_ctrl_c_in_trajectory_says_what_was_saved(tmp_path, monkeypatch):
@@ -210,3 +250,41 @@ def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.stdout.strip() == "ACTIVE", run.stderr
+
+
+def test_measure_interrupted_inside_lanczos_resumes_its_state(nanogpt_run, tmp_path, monkeypatch):
+    """Ctrl-C at the 6th Lanczos product with the state saved every step: the rerun continues
+    the saved Lanczos run and writes the records of a run never interrupted."""
+    from smoothprobe.estimators.lanczos_checkpoint import LanczosCheckpoint
+    from smoothprobe.progress import ProgressOperator
+
+    ckpt, data = nanogpt_run
+    args = ["measure", ckpt, "--data", data, "--num-batches", 1, "--norm", "l2", "--quiet"]
+    whole = tmp_path / "whole.jsonl"
+    assert invoke(*args, "--out", whole).exit_code == 0
+    monkeypatch.setattr(LanczosCheckpoint, "due", lambda self: True)
+    real, calls = ProgressOperator.matvec, []
+
+    def dies(self, v):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real(self, v)
+
+    monkeypatch.setattr(ProgressOperator, "matvec", dies)
+    out = tmp_path / "m.jsonl"
+    result = invoke(*args, "--out", out)
+    state = tmp_path / ".m.jsonl.phases.lanczos.pt"
+    assert result.exit_code == 130 and state.is_file()
+    assert f"the ℓ2 phase's Lanczos state (saved every 10 minutes) is kept in {state}" in (
+        result.stderr
+    )
+    monkeypatch.setattr(ProgressOperator, "matvec", real)
+    result = invoke(*args, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert not state.exists()
+    a, b = ([json.loads(line) for line in open(p, encoding="utf-8")] for p in (whole, out))
+    pick = ("quantity", "value", "bound", "hvps", "extra")
+    for x, y in zip(a[1:], b[1:], strict=True):
+        x["extra"]["memory_plan"] = y["extra"]["memory_plan"]  # its budget follows what is free
+        assert {k: x[k] for k in pick} == {k: y[k] for k in pick}

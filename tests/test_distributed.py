@@ -158,6 +158,7 @@ def test_measure_two_ranks_equal_one_process(tmp_path):
     quantities = {k[0] for k in one}
     assert {"lambda_max", "l11_norm", "block_upper"} <= quantities
     assert_same(one, two)
+    assert not list(tmp_path.glob(".*phases.json"))  # rank 0 shared, kept and removed them
 
 
 def test_trajectory_two_ranks_equal_one_process(tmp_path):

@@ -130,3 +130,50 @@ def test_both_spectral_estimators_follow_the_estimator_contract():
             "d_l2",
         ]
     assert torch.equal(before, torch.random.get_rng_state())  # the global RNG is untouched
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"max_basis": 6, "basis_dtype": torch.float32}, {"max_basis": 5, "top_k": 2}],
+)
+def test_interrupted_lanczos_resumes_to_the_same_result(tmp_path, options):
+    """Killed at step 9 (state saved every step), a rerun with the same checkpoint ends exactly
+    where the uninterrupted run ends: same Ritz values, residuals, history, HVPs and generator."""
+    from smoothprobe.estimators.lanczos_checkpoint import LanczosCheckpoint
+
+    a = torch.randn(60, 60, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    matrix = (a + a.T) / 2
+
+    class Dying(DenseOperator):
+        calls = 0
+
+        def matvec(self, v):
+            Dying.calls += 1
+            if Dying.calls == 9:
+                raise KeyboardInterrupt
+            return super().matvec(v)
+
+    kw = dict(tol=1e-9, max_hvps=40, **options)
+    gen = torch.Generator().manual_seed(5)
+    whole = lanczos(DenseOperator(matrix), generator=gen, **kw)
+    after = gen.get_state()
+    path = tmp_path / "lanczos.pt"
+    ckpt = LanczosCheckpoint(path, {"run": "a"}, every_seconds=0)
+    with pytest.raises(KeyboardInterrupt):
+        lanczos(Dying(matrix), generator=torch.Generator().manual_seed(5), checkpoint=ckpt, **kw)
+    assert path.is_file()
+    gen = torch.Generator().manual_seed(5)
+    op = DenseOperator(matrix)
+    resumed = lanczos(op, generator=gen, checkpoint=ckpt, **kw)
+    assert op.cost.hvps == whole.hvps - 8  # the 8 finished products were not redone
+    assert torch.equal(gen.get_state(), after)
+    for field in ("ritz_values", "ritz_residuals", "top_values"):
+        np.testing.assert_array_equal(getattr(resumed, field), getattr(whole, field))
+    assert (resumed.iterations, resumed.hvps, resumed.restarts) == (
+        whole.iterations, whole.hvps, whole.restarts,
+    )  # fmt: skip
+    assert resumed.history == whole.history and resumed.prob_bounds == whole.prob_bounds
+    other = LanczosCheckpoint(path, {"run": "b"}, every_seconds=1e9)
+    fresh = DenseOperator(matrix)
+    lanczos(fresh, generator=torch.Generator().manual_seed(5), checkpoint=other, **kw)
+    assert fresh.cost.hvps == whole.hvps  # another identity starts over

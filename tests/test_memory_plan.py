@@ -129,13 +129,18 @@ def test_cli_runs_on_without_a_bracket_that_does_not_fit(tmp_path):
 
 
 def test_blockwise_sketches_are_planned():
-    fits = plan_memory(budget=24 * GIB, graph_bytes=int(3.2 * GIB), num_batches=1,
-                       blockwise=True, **GPT2)  # fmt: skip
-    assert fits.peak <= 24 * GIB and fits.chunk_size == 1
+    """GPT-2-small per tensor (widest block: wte, 50,304 × 768) fits 16 GiB; 12 GiB refuses."""
+    wte = 50_304 * 768
+    fits = plan_memory(budget=16 * GIB, graph_bytes=int(3.2 * GIB), num_batches=1,
+                       largest_block=wte, **GPT2)  # fmt: skip
+    assert fits.peak <= 16 * GIB and fits.chunk_size == 1
+    sketch = 4 * (4 * GPT2["d"] + 8 * wte) + 16 * GPT2["d"]
+    bare = plan_memory(budget=16 * GIB, graph_bytes=int(3.2 * GIB), num_batches=1, **GPT2)
+    assert fits.peak >= bare.fixed + bare.graph + sketch
     with pytest.raises(MemoryBudgetError, match=r"blockwise H\(Φ\) needs .* GiB") as info:
-        plan_memory(budget=16 * GIB, graph_bytes=int(3.2 * GIB), num_batches=1, blockwise=True,
-                    **GPT2)  # fmt: skip
+        plan_memory(budget=12 * GIB, graph_bytes=int(3.2 * GIB), num_batches=1,
+                    largest_block=wte, **GPT2)  # fmt: skip
     assert "\n" not in str(info.value)
     small = plan_memory(budget=GIB, d=28_544, element_bytes=4, graph_bytes=10_000,
-                        num_batches=1, lanczos_steps=300, blockwise=True)  # fmt: skip
+                        num_batches=1, lanczos_steps=300, largest_block=512)  # fmt: skip
     assert small.peak <= GIB and small.ascent_restarts == 8

@@ -266,6 +266,7 @@ def test_partition_validation_and_helpers(mlp_layout):
         idx = p.block_indices(b)
         assert bool((p.labels[idx] == b).all())
         torch.testing.assert_close(norms[:, b], v[:, idx].norm(dim=1))
+    torch.testing.assert_close(p.block_norms(v, entries=7), norms)  # coordinate chunks of 2
     for s, ids, coords in p.size_groups:
         assert bool((p.sizes[ids] == s).all()) and coords.shape == (ids.numel(), s)
 

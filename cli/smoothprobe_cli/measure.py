@@ -316,16 +316,12 @@ def measure(loaded, seed, fmt, out, append, quiet, **options):
       torchrun --standalone --nproc_per_node 2 -m smoothprobe measure ckpt.pt --data val.bin
       smoothprobe measure out/ckpt.pt --data val.bin --norm spectral --preconditioner adam
     """
+    from smoothprobe.finished_phases import phases_path
     from smoothprobe.measure import run_measurement
     from smoothprobe_cli.main import join_distributed
 
-    on_interrupt(
-        lambda: (
-            "nothing was saved: measure keeps its results in memory until the run "
-            + ("completes, then writes " + out if out else "completes")
-            + ", and cannot resume; run the same command again to start over"
-        )
-    )
+    resume = phases_path(out) if out else None
+    on_interrupt(lambda: interrupted_note(out, resume))
     settings = make_settings(seed=seed, **options)
     _, is_main = join_distributed(loaded.problem.device)
     check_against_model(
@@ -335,12 +331,42 @@ def measure(loaded, seed, fmt, out, append, quiet, **options):
         graddiff_geometry=settings.graddiff_geometry if settings.graddiff else None,
         seed=seed,
     )
-    result = run_measurement(loaded, settings, progress=not quiet)
+    result = run_measurement(loaded, settings, progress=not quiet, resume=resume)
     if not is_main:  # under torchrun only rank 0 prints and writes
         return
     click.echo(render(result.records, fmt), nl=False)
     if out:
         write_out(out, result.records, append=append)
+        resume.unlink(missing_ok=True)
+
+
+def interrupted_note(out: str | None, resume) -> str:
+    """What an interrupted ``measure`` kept, and how to go on."""
+    if not out:
+        return (
+            "nothing was saved: without --out a measurement keeps its results in memory; "
+            "pass --out FILE to save every finished phase and resume by running it again"
+        )
+    import json
+
+    try:
+        names = list(json.loads(resume.read_text(encoding="utf-8"))["phases"])
+    except (OSError, ValueError, KeyError, TypeError):
+        names = []
+    lanczos = resume.with_name(resume.name.removesuffix(".json") + ".lanczos.pt")
+    partial = (
+        f"the ℓ2 phase's Lanczos state (saved every 10 minutes) is kept in {lanczos}"
+        if lanczos.is_file()
+        else ""
+    )
+    if not names and not partial:
+        return "no phase had finished, so nothing was kept; run the same command to start over"
+    kept = [f"finished phases ({', '.join(names)}) are kept in {resume}"] if names else []
+    return (
+        "; ".join(kept + ([partial] if partial else []))
+        + f"; run the same command again to resume: it skips what was done and writes {out} "
+        "at the end"
+    )
 
 
 def write_out(out: str, records, *, append: bool) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimators.sampling import gaussian, rademacher
-from smoothprobe.linear_operator import Operator, apply_in_chunks
+from smoothprobe.linear_operator import Operator
 from smoothprobe.partitions import Partition
 
 PROBE_MEMORY_ENTRIES = 1 << 27  # probe-block entries (k·d) held at once
@@ -33,20 +33,32 @@ def _check(operator: Operator, partition: Partition) -> None:
         )
 
 
-def block_spectral_norms(rows: torch.Tensor, partition: Partition) -> torch.Tensor:
+GATHER_ENTRIES = 1 << 24  # float64 entries a norm computation copies at once (128 MiB)
+
+
+def block_spectral_norms(
+    rows: torch.Tensor, partition: Partition, *, gather_entries: int = GATHER_ENTRIES
+) -> torch.Tensor:
     """σ_max of every row-block of a block column, given as rows.
+
+    Small inputs are gathered by block size and solved in batches; from ``gather_entries``
+    float64 entries on, every block's w × w Gram matrix is summed over chunks of its
+    coordinates, so the float64 copies stay bounded whatever d is.
 
     Args:
         rows: (w, d); column j of the block column H_{:,b'}Q is ``rows[j]``.
         partition: Φ.
+        gather_entries: float64 entries copied at once.
 
     Returns:
         (B,) float64: ‖(rows[:, coords_b])‖₂ for every block b (= ‖H_bb'Q‖₂).
     """
-    rows = rows.to(torch.float64)
-    out = torch.zeros(partition.num_blocks, dtype=torch.float64, device=rows.device)
     if rows.shape[0] == 1:
         return partition.block_norms(rows)[0]
+    if rows.numel() > gather_entries:
+        return _streamed_spectral_norms(rows, partition, gather_entries)
+    rows = rows.to(torch.float64)
+    out = torch.zeros(partition.num_blocks, dtype=torch.float64, device=rows.device)
     for s, ids, coords in partition.size_groups:
         m = rows[:, coords.to(rows.device)].permute(1, 0, 2)  # (n_s, w, s)
         if s == 1:
@@ -54,6 +66,22 @@ def block_spectral_norms(rows: torch.Tensor, partition: Partition) -> torch.Tens
         else:
             out[ids.to(rows.device)] = _sigma_max(m)
     return out
+
+
+def _streamed_spectral_norms(
+    rows: torch.Tensor, partition: Partition, entries: int
+) -> torch.Tensor:
+    """``block_spectral_norms`` through per-block w × w Gram matrices summed over chunks."""
+    w = rows.shape[0]
+    step = max(1, entries // w)
+    grams = torch.zeros(partition.num_blocks, w, w, dtype=torch.float64, device=rows.device)
+    for b in range(partition.num_blocks):
+        idx = partition.block_indices(b).to(rows.device)
+        for a in range(0, idx.numel(), step):
+            part = rows[:, idx[a : a + step]].to(torch.float64)
+            grams[b] += part @ part.T
+    grams = (grams + grams.mT) / 2
+    return torch.linalg.eigvalsh(grams)[..., -1].clamp(min=0).sqrt()
 
 
 def _sigma_max(m: torch.Tensor) -> torch.Tensor:
@@ -100,18 +128,36 @@ def _batches(blocks: list[int], widths: list[int], limit: int) -> list[list[int]
     return out
 
 
+def _images(operator, coords, factors, chunk, out=None) -> torch.Tensor:
+    """H·v for the probes v of some block columns, built ``chunk`` at a time.
+
+    Probe j of block column i is ``factors[i][j]`` on the coordinates ``coords[i]`` and zero
+    elsewhere, so only one chunk of dense probes exists at once.
+
+    Returns:
+        (n, d) in the compute dtype (written into ``out`` when given), n = Σ_i len(factors[i]).
+    """
+    rows = [(c, f) for c, fs in zip(coords, factors, strict=True) for f in fs]
+    if out is None:
+        out = torch.empty(len(rows), operator.d, dtype=operator.dtype, device=operator.device)
+    for a in range(0, len(rows), chunk):
+        part = rows[a : a + chunk]
+        probes = torch.zeros(len(part), operator.d, dtype=operator.dtype, device=operator.device)
+        for j, (c, f) in enumerate(part):
+            probes[j, c] = f.to(operator.dtype)
+        out[a : a + len(part)] = operator.matvec(probes)
+        del probes
+    return out
+
+
 def _exact_columns(operator, partition, blocks, chunk, acc: _Accumulator) -> None:
     """Block columns from unit probes: rows j of the answer are H e_j = H_{:,j}."""
     sizes = partition.sizes.tolist()
     widths = [sizes[b] for b in blocks]
     for group in _batches(blocks, widths, chunk):
-        coords = torch.cat([partition.block_indices(b) for b in group])
-        probes = torch.zeros(
-            coords.numel(), operator.d, dtype=operator.dtype, device=operator.device
-        )
-        probes[torch.arange(coords.numel()), coords.to(operator.device)] = 1
-        rows = apply_in_chunks(operator, probes, chunk_size=chunk)
-        del probes
+        coords = [partition.block_indices(b).to(operator.device) for b in group]
+        units = [torch.eye(c.numel(), dtype=operator.dtype, device=operator.device) for c in coords]
+        rows = _images(operator, coords, units, chunk)
         # width-1 columns: ‖H_{b,j}‖₂ is the ℓ2 norm of a column segment, all at once
         seg = partition.block_norms(rows) if all(sizes[b] == 1 for b in group) else None
         pos = 0
@@ -124,45 +170,74 @@ def _exact_columns(operator, partition, blocks, chunk, acc: _Accumulator) -> Non
             pos += w
 
 
-def _orth_rows(m: torch.Tensor) -> torch.Tensor:
-    """Rows spanning the row space of m (p, w), orthonormal: Qᵀ of qr(mᵀ)."""
-    return torch.linalg.qr(m.T).Q.T
+def _orthonormalize(rows: torch.Tensor, *, entries: int = GATHER_ENTRIES) -> torch.Tensor:
+    """Makes the rows of a float64 (p, s) matrix orthonormal in place; returns the p × p map T.
+
+    T is built from the p × p Gram matrix (Λ^{-1/2}Vᵀ, twice for full accuracy), so no copy of
+    the rows is made; directions of a numerically rank-deficient matrix become zero rows. The
+    new rows are T · (old rows), and so are their images under H.
+    """
+    total = torch.eye(rows.shape[0], dtype=torch.float64, device=rows.device)
+    for _ in range(2):
+        gram = torch.zeros_like(total)
+        step = max(1, entries // rows.shape[0])
+        for a in range(0, rows.shape[1], step):
+            part = rows[:, a : a + step]
+            gram += part @ part.T
+        evals, evecs = torch.linalg.eigh((gram + gram.T) / 2)
+        keep = evals > rows.shape[0] * torch.finfo(torch.float64).eps * evals.max().clamp(min=0)
+        scale = torch.where(keep, evals.clamp(min=1e-300).rsqrt(), torch.zeros_like(evals))
+        step_map = scale[:, None] * evecs.T
+        _left_multiply(step_map, rows, entries=entries)
+        total = step_map @ total
+    return total
 
 
 def _sketch_columns(operator, partition, blocks, *, p, q, chunk, gen, alpha, acc) -> None:
-    """Randomized subspace iteration on each wide block column H_{:,b'} (p(2q+1) HVPs each)."""
-    d, dev = operator.d, operator.device
-    coords = {b: partition.block_indices(b).to(dev) for b in blocks}
+    """Randomized subspace iteration on each wide block column H_{:,b'} (p(2q+1) HVPs each).
+
+    Memory: the group's images H_{:,b'}Q (n × d, compute dtype; n = p when ``chunk`` ≤ p), one
+    chunk of probes and products, and the float64 factors Q (p × d_b'), orthonormalized in place.
+    """
+    dev = operator.device
     for group in _batches(blocks, [p] * len(blocks), max(chunk, p)):
-        n = len(group) * p
-        probes = torch.zeros(n, d, dtype=operator.dtype, device=dev)
-        gauss = {}
-        for i, b in enumerate(group):
-            gauss[b] = gaussian(p, coords[b].numel(), generator=gen, device=dev)
-            probes[i * p : (i + 1) * p, coords[b]] = gauss[b].to(operator.dtype)
-        # At most three (n, d) arrays are alive at once (probes, images, next images): at
-        # d = 124M each is 4 probes × 0.5 GB, next to the gradient graph.
-        # images stay in the compute dtype: the products are exact in it, and float64 copies
-        # would double the sketch's memory
-        y = apply_in_chunks(operator, probes, chunk_size=chunk, dtype=None)
-        whp = {}
-        for i, b in enumerate(group):
+        coords = [partition.block_indices(b).to(dev) for b in group]
+        factors = [gaussian(p, c.numel(), generator=gen, device=dev) for c in coords]
+        y = _images(operator, coords, factors, chunk)
+        whp = []
+        for i, g in enumerate(factors):
             yb = y[i * p : (i + 1) * p]
-            whp[b] = alpha * math.sqrt(2 / math.pi) * partition.block_norms(yb).max(0).values
-            r = torch.linalg.qr(gauss[b].T).R  # G = Q R  ⇒  (H Q)ᵀ = R⁻ᵀ (H G)ᵀ
-            yb.copy_(torch.linalg.solve_triangular(r.T, yb, upper=False))
+            whp.append(alpha * math.sqrt(2 / math.pi) * partition.block_norms(yb).max(0).values)
+            _left_multiply(_orthonormalize(g), yb)  # Q = T G  ⇒  H Q = T (H G)
+        del factors
         for _ in range(q):
-            z = apply_in_chunks(operator, y, chunk_size=chunk, dtype=None)
-            del y
-            probes.zero_()
-            for i, b in enumerate(group):
-                probes[i * p : (i + 1) * p, coords[b]] = _orth_rows(
-                    z[i * p : (i + 1) * p, coords[b]]
-                ).to(operator.dtype)
-            del z
-            y = apply_in_chunks(operator, probes, chunk_size=chunk, dtype=None)
+            factors = _block_rows(operator, y, coords, p, chunk)
+            for f in factors:
+                _orthonormalize(f)
+            _images(operator, coords, factors, chunk, out=y)
+            del factors
         for i, b in enumerate(group):
-            acc.add(b, block_spectral_norms(y[i * p : (i + 1) * p], partition), whp[b])
+            acc.add(b, block_spectral_norms(y[i * p : (i + 1) * p], partition), whp[i])
+        del y
+
+
+def _left_multiply(m: torch.Tensor, rows: torch.Tensor, *, entries: int = GATHER_ENTRIES) -> None:
+    """rows ← m · rows in place for a small float64 matrix m, in float64 over column chunks."""
+    step = max(1, entries // rows.shape[0])
+    for a in range(0, rows.shape[1], step):
+        rows[:, a : a + step] = (m @ rows[:, a : a + step].to(torch.float64)).to(rows.dtype)
+
+
+def _block_rows(operator, y, coords, p, chunk) -> list[torch.Tensor]:
+    """(H y_j) restricted to its own block column's coordinates: one (p, d_b') per block."""
+    out = [torch.empty(p, c.numel(), dtype=torch.float64, device=y.device) for c in coords]
+    for a in range(0, y.shape[0], chunk):
+        prod = operator.matvec(y[a : a + chunk])
+        for j in range(prod.shape[0]):
+            i, k = divmod(a + j, p)
+            out[i][k] = prod[j, coords[i]]
+        del prod
+    return out
 
 
 def _row_frobenius(operator, partition, *, probes, chunk, gen) -> tuple[float, float, torch.Tensor]:

@@ -44,6 +44,7 @@ import torch
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimators.krylov_bound import lanczos_upper_bounds
 from smoothprobe.estimators.krylov_store import BasisStore
+from smoothprobe.estimators.lanczos_checkpoint import LanczosCheckpoint
 from smoothprobe.estimators.ritz import (
     kato_temple_errors,
     meets_tolerance,
@@ -173,6 +174,7 @@ def lanczos(
     max_basis: int | None = None,
     basis_dtype: torch.dtype = torch.float64,
     failure_prob: float = 1e-3,
+    checkpoint: LanczosCheckpoint | None = None,
 ) -> SpectrumResult:
     """Extreme eigenvalues of a symmetric operator by Lanczos with full re-orthogonalization.
 
@@ -209,6 +211,8 @@ def lanczos(
         basis_dtype: ``torch.float64`` or ``torch.float32`` (half the memory; Ritz values agree
             with float64 storage to ~1e-7 relative).
         failure_prob: δ of the probabilistic upper ends.
+        checkpoint: saves the state as the run goes and resumes from a matching saved state
+            (``lanczos_checkpoint``); the result is the uninterrupted run's.
 
     Returns:
         The result; ``.estimates()`` turns it into Estimates.
@@ -239,17 +243,47 @@ def lanczos(
     need = min(operator.d, top_k + (1 if which == "both" else 0))
     capacity = min(max_steps, max_basis or max_steps)
 
+    options = {
+        "tol": tol, "max_hvps": max_hvps, "top_k": top_k, "which": which,
+        "criterion": criterion, "start": "random" if start is None else "user",
+        "capacity": capacity, "basis_dtype": str(basis_dtype), "d": operator.d, "seed": seed,
+    }  # fmt: skip
+    saved = None if checkpoint is None else checkpoint.load(options)
     store = BasisStore(capacity, operator.d, dtype=basis_dtype, device=operator.device)
-    q = store.append(start_vector(operator, start, generator))
     proj = np.zeros((capacity, capacity))
-    alpha: list[float] = []  # tridiagonal of the first basis-full, for the KW bound
-    beta: list[float] = []
-    first_beta_last = 0.0
-    history: dict[str, list[float]] = {
-        k: [] for k in ("lambda_max", "residual_max", "lambda_min", "residual_min")
-    }
-    stop_reason, steps, restarts = "budget", 0, 0
+    if saved is None:
+        q = store.append(start_vector(operator, start, generator))
+        alpha: list[float] = []  # tridiagonal of the first basis-full, for the KW bound
+        beta: list[float] = []
+        first_beta_last = 0.0
+        history: dict[str, list[float]] = {
+            k: [] for k in ("lambda_max", "residual_max", "lambda_min", "residual_min")
+        }
+        steps, restarts, done_hvps, done_seconds = 0, 0, 0, 0.0
+    else:
+        m = saved["rows"].shape[0]
+        store.rows[:m].copy_(saved["rows"])
+        store.size = m
+        q = store.rows[m - 1]
+        proj[:] = saved["proj"].numpy()
+        alpha, beta = list(saved["alpha"]), list(saved["beta"])
+        first_beta_last, history = saved["first_beta_last"], saved["history"]
+        steps, restarts = saved["steps"], saved["restarts"]
+        done_hvps, done_seconds = saved["hvps"], saved["seconds"]
+        generator.set_state(saved["generator"])
+        del saved
+    stop_reason = "budget"
     while True:
+        if checkpoint is not None and checkpoint.due():
+            state = {
+                "rows": store.rows[: store.size], "proj": torch.from_numpy(proj),
+                "alpha": alpha, "beta": beta, "first_beta_last": first_beta_last,
+                "history": history, "steps": steps, "restarts": restarts,
+                "generator": generator.get_state(),
+                "hvps": done_hvps + operator.cost.hvps - hvps0,
+                "seconds": done_seconds + time.perf_counter() - t0,
+            }  # fmt: skip
+            checkpoint.save(state, options)
         m = store.size
         w = operator.matvec(q.to(operator.dtype)).to(torch.float64)
         steps += 1
@@ -334,9 +368,9 @@ def lanczos(
         top_k=top_k,
         stop_reason=stop_reason,
         iterations=steps,
-        hvps=operator.cost.hvps - hvps0,
+        hvps=done_hvps + operator.cost.hvps - hvps0,
         d=operator.d,
-        seconds=time.perf_counter() - t0,
+        seconds=done_seconds + time.perf_counter() - t0,
         seed=seed,
         method="lanczos",
         history=history,

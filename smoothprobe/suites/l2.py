@@ -98,6 +98,7 @@ def measure_l2(
     max_basis: int | None = None,
     basis_dtype: torch.dtype = torch.float64,
     failure_prob: float = 1e-3,
+    checkpoint=None,
 ) -> L2Result:
     """Measures the ℓ2 geometry of H: extreme eigenvalues, ‖H‖₂, d·‖H‖₂ and optional extras.
 
@@ -139,6 +140,8 @@ def measure_l2(
         max_basis, basis_dtype: Lanczos basis memory (rows kept, storage dtype; see
             ``lanczos``).
         failure_prob: δ of the probabilistic upper ends.
+        checkpoint: a ``LanczosCheckpoint``: the Lanczos run saves its state there and
+            resumes from it (``lanczos``).
 
     Returns:
         ``L2Result`` whose ``.estimates()`` are ``lambda_max``, ``lambda_min``, ``l2_norm``,
@@ -169,6 +172,7 @@ def measure_l2(
         max_basis=max_basis,
         basis_dtype=basis_dtype,
         failure_prob=failure_prob,
+        checkpoint=checkpoint,
     )
     gradients = op.cost.gradients - gradients0
     found = [

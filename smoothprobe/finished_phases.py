@@ -1,0 +1,97 @@
+"""The finished phases of one measurement, saved as each finishes so that a rerun resumes.
+
+``run_measurement`` measures in phases (ℓ2, ℓ∞, spectral, each blockwise partition, gradient
+differences, noise), each drawing from its own random stream (``derived_seed``), so a skipped
+phase changes nothing in the others. After every phase its Estimates are written atomically to
+one JSON file together with what identifies the run: the settings' key, the checkpoint's SHA-256
+and the loss of the evaluation sample (a fingerprint of model, data, batches and dtype). A rerun
+whose identity matches takes the saved phases as they are; any other file is ignored and
+replaced. Under torchrun rank 0 reads the file and hands its content to every rank, and only
+rank 0 writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from smoothprobe.atomic import atomic_write_text
+from smoothprobe.estimate import Bound, Estimate
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready without losing a value: tensors and arrays become lists, NaN/inf stay."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def estimate_from_dict(data: dict[str, Any]) -> Estimate:
+    """The inverse of ``Estimate.to_dict``."""
+    return Estimate(**{**data, "bound": Bound(data["bound"])})
+
+
+class FinishedPhases:
+    """Phase name → its Estimates, kept in ``path`` (None: nothing is kept)."""
+
+    def __init__(self, path: str | os.PathLike | None, identity: dict[str, Any], *, writer=True):
+        self.path = None if path is None else Path(path)
+        self.identity = json.loads(json.dumps(identity))
+        self.writer = writer
+        self.phases: dict[str, list[dict[str, Any]]] = {}
+
+    def load(self) -> FinishedPhases:
+        """Reads the phases a run with the same identity saved (none when it differs)."""
+        if self.path is None or not self.path.is_file():
+            return self
+        try:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return self
+        if isinstance(saved, dict) and saved.get("identity") == self.identity:
+            self.phases = dict(saved.get("phases") or {})
+        return self
+
+    def share(self) -> FinishedPhases:
+        """Under torchrun: every rank takes rank 0's phases (it alone may see the file)."""
+        import torch.distributed as dist
+
+        box = [self.phases]
+        dist.broadcast_object_list(box, src=0)
+        self.phases = box[0]
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.phases)
+
+    def get(self, name: str) -> list[Estimate] | None:
+        """The saved Estimates of a finished phase, or None."""
+        if name not in self.phases:
+            return None
+        return [estimate_from_dict(e) for e in self.phases[name]]
+
+    def put(self, name: str, estimates: list[Estimate]) -> list[Estimate]:
+        """Saves a finished phase (atomically) and returns its Estimates unchanged."""
+        self.phases[name] = [_plain(e.to_dict()) for e in estimates]
+        if self.path is not None and self.writer:
+            text = json.dumps({"identity": self.identity, "phases": self.phases})
+            atomic_write_text(self.path, text)
+        return estimates
+
+    def remove(self) -> None:
+        """Deletes the file once the run's records are safely written."""
+        if self.path is not None and self.writer:
+            self.path.unlink(missing_ok=True)
+
+
+def phases_path(out: str | os.PathLike) -> Path:
+    """Where a measurement writing ``out`` keeps its finished phases."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.phases.json")
