@@ -204,7 +204,7 @@ def plan_run(problem, operator, settings: MeasureSettings, *, largest_block: int
     )
 
 
-def lanczos_checkpoint(resume, identity: dict, dist):
+def lanczos_checkpoint(resume, identity: dict, dist, *, progress: bool = False):
     """The ℓ2 phase's Lanczos state file next to the finished phases (None without them)."""
     if resume is None:
         return None
@@ -218,7 +218,13 @@ def lanczos_checkpoint(resume, identity: dict, dist):
             return agreed(float(found), op="min") > 0
 
     path = Path(resume).with_name(Path(resume).name.removesuffix(".json") + ".lanczos.pt")
-    return LanczosCheckpoint(path, identity, writer=dist is None or dist.is_main, agree=agree)
+    return LanczosCheckpoint(
+        path,
+        identity,
+        writer=dist is None or dist.is_main,
+        agree=agree,
+        on_resume=lambda line: _log(line, enabled=progress),
+    )
 
 
 def run_measurement(
@@ -368,7 +374,7 @@ def run_measurement(
             enabled=progress,
         )
         op = tracked("lanczos", settings.max_hvps)
-        lanczos_state = lanczos_checkpoint(resume, run_identity, dist)
+        lanczos_state = lanczos_checkpoint(resume, run_identity, dist, progress=progress)
         found = measure_l2(
             op,
             tol=settings.tol,

@@ -280,8 +280,9 @@ def test_measure_interrupted_inside_lanczos_resumes_its_state(nanogpt_run, tmp_p
         result.stderr
     )
     monkeypatch.setattr(ProgressOperator, "matvec", real)
-    result = invoke(*args, "--out", out)
+    result = invoke(*args[:-1], "--out", out)
     assert result.exit_code == 0, result.output
+    assert "Lanczos resumes at step 5 (5 HVPs, " in result.stderr
     assert not state.exists()
     a, b = ([json.loads(line) for line in open(p, encoding="utf-8")] for p in (whole, out))
     pick = ("quantity", "value", "bound", "hvps", "extra")

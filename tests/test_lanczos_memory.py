@@ -173,6 +173,10 @@ def test_interrupted_lanczos_resumes_to_the_same_result(tmp_path, options):
         whole.iterations, whole.hvps, whole.restarts,
     )  # fmt: skip
     assert resumed.history == whole.history and resumed.prob_bounds == whole.prob_bounds
+    path.write_bytes(path.read_bytes()[:-10])  # the last saved state, truncated: start over
+    fresh = DenseOperator(matrix)
+    lanczos(fresh, generator=torch.Generator().manual_seed(5), checkpoint=ckpt, **kw)
+    assert fresh.cost.hvps == whole.hvps
     other = LanczosCheckpoint(path, {"run": "b"}, every_seconds=1e9)
     fresh = DenseOperator(matrix)
     lanczos(fresh, generator=torch.Generator().manual_seed(5), checkpoint=other, **kw)

@@ -248,8 +248,8 @@ def lanczos(
         "criterion": criterion, "start": "random" if start is None else "user",
         "capacity": capacity, "basis_dtype": str(basis_dtype), "d": operator.d, "seed": seed,
     }  # fmt: skip
-    saved = None if checkpoint is None else checkpoint.load(options)
     store = BasisStore(capacity, operator.d, dtype=basis_dtype, device=operator.device)
+    saved = None if checkpoint is None else checkpoint.load(options, store.rows)
     proj = np.zeros((capacity, capacity))
     if saved is None:
         q = store.append(start_vector(operator, start, generator))
@@ -261,8 +261,7 @@ def lanczos(
         }
         steps, restarts, done_hvps, done_seconds = 0, 0, 0, 0.0
     else:
-        m = saved["rows"].shape[0]
-        store.rows[:m].copy_(saved["rows"])
+        m = saved["rows"]["shape"][0]
         store.size = m
         q = store.rows[m - 1]
         proj[:] = saved["proj"].numpy()
@@ -271,19 +270,18 @@ def lanczos(
         steps, restarts = saved["steps"], saved["restarts"]
         done_hvps, done_seconds = saved["hvps"], saved["seconds"]
         generator.set_state(saved["generator"])
-        del saved
     stop_reason = "budget"
     while True:
         if checkpoint is not None and checkpoint.due():
             state = {
-                "rows": store.rows[: store.size], "proj": torch.from_numpy(proj),
+                "proj": torch.from_numpy(proj),
                 "alpha": alpha, "beta": beta, "first_beta_last": first_beta_last,
                 "history": history, "steps": steps, "restarts": restarts,
                 "generator": generator.get_state(),
                 "hvps": done_hvps + operator.cost.hvps - hvps0,
                 "seconds": done_seconds + time.perf_counter() - t0,
             }  # fmt: skip
-            checkpoint.save(state, options)
+            checkpoint.save(state, store.rows[: store.size], options)
         m = store.size
         w = operator.matvec(q.to(operator.dtype)).to(torch.float64)
         steps += 1
