@@ -173,6 +173,11 @@ def test_interrupted_lanczos_resumes_to_the_same_result(tmp_path, options):
         whole.iterations, whole.hvps, whole.restarts,
     )  # fmt: skip
     assert resumed.history == whole.history and resumed.prob_bounds == whole.prob_bounds
+    votes = []
+    vetoed = LanczosCheckpoint(path, {"run": "a"}, agree=lambda found: votes.append(found))
+    fresh = DenseOperator(matrix)  # another rank did not find the state: nobody resumes
+    lanczos(fresh, generator=torch.Generator().manual_seed(5), checkpoint=vetoed, **kw)
+    assert votes == [True] and fresh.cost.hvps == whole.hvps
     path.write_bytes(path.read_bytes()[:-10])  # the last saved state, truncated: start over
     fresh = DenseOperator(matrix)
     lanczos(fresh, generator=torch.Generator().manual_seed(5), checkpoint=ckpt, **kw)

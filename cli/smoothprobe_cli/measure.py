@@ -299,7 +299,8 @@ def make_settings(
     type=click.Path(dir_okay=False),
     callback=writable_file_callback,
     help="Also write the records as JSON lines to this file (written atomically; checked "
-    "for writing before the run).",
+    "for writing before the run). Finished phases are kept beside it until then, so the "
+    "same command run again after an interruption resumes.",
 )
 @click.option("--append", is_flag=True, help="Append to --out instead of replacing it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
