@@ -468,3 +468,26 @@ def test_noise_records_as_the_noise_estimator_writes_them():
     assert table["ratio_value"].iloc[2:].isna().all()  # SNRs are not noise terms
     assert one(table, quantity="snr_l2")["optimizer"] == "SGD"
     assert one(table, quantity="noise_l1")["ratio_value"] == pytest.approx(0.3)
+
+
+def test_headline_names_a_point_moved_to_the_sdp_end():
+    """‖H‖₁,₁ = 100 < d·L₂ = 200 but the SDP certificate proves H∞ ≤ 80: the point is that end,
+    and the headline says so instead of calling it the capped surrogate."""
+    from smoothprobe.report.headline_text import headline_text, key_numbers
+
+    f = frame(*spectrum(2.0, 0.01), l11(100.0, 95.0, 105.0), rec("linf_lower", 50.0, Bound.LOWER),
+              rec("hinf_upper", 80.0, Bound.UPPER))  # fmt: skip
+    numbers = bounds.headline_numbers(f)
+    assert numbers["advantage"]["value"] == pytest.approx(200.0 / 80.0)
+    text = headline_text(numbers)
+    assert "so H∞'s point value is its upper end and the advantage's is its lower end, 2.50×" in (
+        text
+    )
+    assert "capped at d·L₂) gives" not in text
+    card = key_numbers(numbers)[0]["value"]
+    assert card.startswith("2.50× (‖H‖₁,₁ surrogate, ") and "lowered to the upper end" in card
+    plain = frame(
+        *spectrum(2.0, 0.01), l11(100.0, 95.0, 105.0), rec("linf_lower", 50.0, Bound.LOWER)
+    )
+    card = key_numbers(bounds.headline_numbers(plain))[0]["value"]
+    assert card == "2.00× (‖H‖₁,₁ surrogate, capped at d·L₂)"

@@ -38,6 +38,15 @@ def _surrogate_words(numbers: dict[str, Any], basis: str, adv: dict[str, Any]) -
             f"says nothing about H∞ (the seed paper's convention ‖H‖₁,₁/(d·L₂) = "
             f"{fmt_num(l11 / dl2)} is shown as such, not as a prediction)"
         )
+    note = str(s.get("note") or "")
+    for moved, end, other in (("lowered to the upper", "upper", "lower"),
+                              ("raised to the lower", "lower", "upper")):  # fmt: skip
+        if moved in note:
+            return (
+                f"; the ‖H‖₁,₁ surrogate (‖H‖₁,₁ = {fmt_num(l11)}, d·L₂ = {fmt_num(dl2)}) lies "
+                f"outside what the records prove for H∞, so H∞'s point value is its {end} end "
+                f"and the advantage's is its {other} end, {fmt_num(adv['value'])}×"
+            )
     return (
         f"; the ‖H‖₁,₁ surrogate (capped at d·L₂) gives {fmt_num(adv['value'])}× "
         f"(‖H‖₁,₁ = {fmt_num(l11)}, d·L₂ = {fmt_num(dl2)})"
@@ -165,10 +174,14 @@ def key_numbers(numbers: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _note(numbers: dict[str, Any], basis: str | None) -> str:
+    """What the point value is: the H∞ bracket's own note (capped at d·L₂, or moved to an end
+    of the bracket such as the SDP upper bound), flattened to one parenthesis."""
     s = numbers.get("surrogate", {}).get(basis or numbers["basis"])
     if s and s["l11"] is not None and s["dl2"] is not None and s["l11"] >= s["dl2"]:
         return "none: ‖H‖₁,₁ ≥ d·L₂"
-    return "‖H‖₁,₁ surrogate, capped"
+    note = (s or {}).get("note") or "‖H‖₁,₁ surrogate (capped at d·L₂)"
+    head, _, rest = str(note).partition(" (")
+    return f"{head}, {rest.removesuffix(')')}" if rest else head
 
 
 def _item(what: str, iv: dict[str, Any], note: str, *, unit: str = "×") -> dict[str, str]:
