@@ -173,6 +173,12 @@ def _log(message: str, *, enabled: bool) -> None:
 NOISE_GROUPS = 10  # jackknife groups of the noise estimate when the budget allows
 
 
+def runs_lanczos(settings: MeasureSettings) -> bool:
+    """Whether a phase keeps a Lanczos basis: ℓ2, spectral (its own L₂ run) or the Adam view."""
+    parts = NORM_PARTS[settings.norm]
+    return "l2" in parts or "spectral" in parts or settings.preconditioner != "none"
+
+
 def plan_run(problem, operator, settings: MeasureSettings, *, largest_block: int = 0):
     """The memory plan of a run (``smoothprobe.memory_plan``), from the measured graph size
     and the widest block of the blockwise partitions (0: none)."""
@@ -193,7 +199,7 @@ def plan_run(problem, operator, settings: MeasureSettings, *, largest_block: int
         element_bytes=torch.finfo(problem.dtype).bits // 8,
         graph_bytes=graph_bytes,
         num_batches=len(getattr(operator, "shard", problem.batches)),
-        lanczos_steps=settings.max_hvps if "l2" in NORM_PARTS[settings.norm] else 0,
+        lanczos_steps=settings.max_hvps if runs_lanczos(settings) else 0,
         graddiff_samples=settings.graddiff_samples if settings.graddiff else 0,
         noise_groups=noise_groups,
         retain_graphs=settings.retain_graphs,
@@ -363,6 +369,11 @@ def run_measurement(
             replace(e, seed=settings.seed, settings={**e.settings, "stream": name}) for e in found
         ]
 
+    basis_options = {  # every Lanczos run of the measurement keeps the planned basis
+        "max_basis": None if plan.basis_rows >= settings.max_hvps else plan.basis_rows,
+        "basis_dtype": getattr(torch, plan.basis_dtype),
+    }
+
     def tracked(desc: str, total: int | None) -> ProgressOperator:
         return ProgressOperator(operator, desc=desc, total=total, enabled=progress)
 
@@ -383,8 +394,7 @@ def run_measurement(
             extras=settings.extras,
             generator=stream("l2"),
             confidence=settings.confidence,
-            max_basis=None if plan.basis_rows >= settings.max_hvps else plan.basis_rows,
-            basis_dtype=getattr(torch, plan.basis_dtype),
+            **basis_options,
             checkpoint=lanczos_state,
         ).estimates()
         found = finished.put("l2", tagged(found, "l2"))
@@ -441,6 +451,7 @@ def run_measurement(
             max_hvps=settings.spectral_hvps,
             generator=stream("spectral"),
             reference=estimates,
+            **basis_options,
         )
         found = finished.put("spectral", tagged(found, "spectral"))
         op.close()
@@ -466,6 +477,7 @@ def run_measurement(
             top_k=settings.top_k,
             generator=stream("preconditioned"),
             lambda_max=float(plain.value) if plain is not None and identity else None,
+            **basis_options,
         ).estimates()
         precond = finished.put("preconditioned", tagged(precond, "preconditioned"))
         op.close()

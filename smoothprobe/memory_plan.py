@@ -92,18 +92,31 @@ class MemoryPlan:
     peak: int
     hinf_hvps: int = 0
     hinf_skipped: str = ""
+    blockwise: int = 0
 
     def summary(self) -> str:
-        """One line for the run header."""
+        """One line for the run header (the phases that were planned)."""
         g = lambda b: f"{b / GIB:.2f} GiB"  # noqa: E731
-        return (
-            f"memory plan: budget {g(self.budget)}; fixed {g(self.fixed)}; gradient graph "
-            f"{g(self.graph)}/batch, {'all retained' if self.retain_graphs else 'one at a time'}; "
-            f"probe blocks of {self.chunk_size}; Lanczos basis {self.basis_rows} rows "
-            f"{self.basis_dtype}; (1,1) sketch ≤ {g(self.sketch)}; sign ascent "
-            f"{self.ascent_restarts} restarts; planned peak {g(self.peak)}"
-            + (f"; {self.hinf_skipped}" if self.hinf_skipped else "")
+        parts = [
+            f"memory plan: budget {g(self.budget)}",
+            f"fixed {g(self.fixed)}",
+            f"gradient graph {g(self.graph)}/batch, "
+            + ("all retained" if self.retain_graphs else "one at a time"),
+            f"probe blocks of {self.chunk_size}",
+        ]
+        if self.basis_rows:
+            parts.append(f"Lanczos basis {self.basis_rows} rows {self.basis_dtype}")
+        parts.append(
+            f"(1,1) sketch ≤ {g(self.sketch)}; sign ascent {self.ascent_restarts} restarts"
         )
+        if self.blockwise:
+            parts.append(f"blockwise sketch {g(self.blockwise)}")
+        if self.graddiff_samples:
+            parts.append(f"gradient differences {self.graddiff_samples} directions at a time")
+        if self.noise_groups:
+            parts.append(f"gradient noise {self.noise_groups} jackknife groups")
+        parts.append(f"planned peak {g(self.peak)}")
+        return "; ".join(parts + ([self.hinf_skipped] if self.hinf_skipped else []))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -195,7 +208,7 @@ def plan_memory(
     dtype = "float64"
     if rows < min(lanczos_steps, 2 * MIN_BASIS):
         rows, dtype = min(lanczos_steps, spare // (4 * d)), "float32"
-    rows = int(max(min_rows, rows))
+    rows = int(max(min_rows, rows)) if lanczos_steps else 0
     basis = rows * (8 if dtype == "float64" else 4) * d
     sketch = int(max(0, after_probes))  # phases run one after another: the sketch reuses it
     per_start = d * (3 * element_bytes + 8)  # start, image, signs + the float64 row sums
@@ -260,6 +273,7 @@ def plan_memory(
         peak=int(peak),
         hinf_hvps=int(hinf_hvps),
         hinf_skipped=hinf_skipped,
+        blockwise=int(block_need),
     )
 
 

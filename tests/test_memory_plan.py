@@ -144,3 +144,16 @@ def test_blockwise_sketches_are_planned():
     small = plan_memory(budget=GIB, d=28_544, element_bytes=4, graph_bytes=10_000,
                         num_batches=1, lanczos_steps=300, largest_block=512)  # fmt: skip
     assert small.peak <= GIB and small.ascent_restarts == 8
+
+
+def test_every_lanczos_phase_is_planned():
+    """ℓ2, the spectral suite's own L₂ run and the Adam-preconditioned run keep a basis."""
+    from smoothprobe.measure import MeasureSettings, runs_lanczos
+
+    assert [runs_lanczos(MeasureSettings(norm=n)) for n in ("none", "l2", "linf", "spectral")] == [
+        False, True, False, True,
+    ]  # fmt: skip
+    assert runs_lanczos(MeasureSettings(norm="none", preconditioner="adam"))
+    plan = plan_memory(budget=16 * GIB, graph_bytes=int(3.2 * GIB), num_batches=1,
+                       **{**GPT2, "lanczos_steps": 0})  # fmt: skip
+    assert plan.basis_rows == 0 and "Lanczos" not in plan.summary()

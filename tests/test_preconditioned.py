@@ -138,6 +138,16 @@ def test_lambda_of_p_inverse_h_against_dense_float64():
     upper = est["precond_lambda_max_upper"]
     assert upper.bound is Bound.PROB_UPPER and upper.failure_prob == 1e-3
     assert upper.value >= float(truth[-1]) * (1 - 1e-12)
+    # a bounded basis restarts: same λ, and the upper end from the first basis-full
+    small = preconditioned_sharpness(
+        DenseOperator(h, layout=layout), pre, tol=1e-10, max_hvps=layout.d, max_basis=8,
+        basis_dtype=torch.float32,
+    )  # fmt: skip
+    assert small.spectrum.restarts > 0 and small.spectrum.basis_bytes == 8 * layout.d * 4
+    est = {e.quantity: e for e in small.estimates()}
+    assert est["precond_lambda_max"].value == pytest.approx(float(truth[-1]), rel=1e-6)
+    upper = est["precond_lambda_max_upper"]
+    assert upper.value == small.spectrum.prob_bounds.lambda_max_upper >= float(truth[-1])
 
 
 def test_tridiagonal_rebuilt_from_ritz_pairs_gives_the_same_kw_bound():

@@ -200,3 +200,24 @@ def test_r_l2_end_from_the_suites_own_random_start_lanczos():
         rho = by[("rho_op", part)]
         assert rho.extra["lower_bound"] == "prob_upper"
         assert rho.ci_low <= by[("op_lower", part)].value / (r * l2)
+
+
+def test_own_l2_run_with_a_bounded_basis_takes_the_first_basis_full_bound():
+    """A restarted Lanczos run is no longer one Krylov space of the random start: its KW end
+    comes from the first basis-full (lanczos's own bound), and still bounds ‖H‖₂."""
+    from smoothprobe.suites.spectral import kw_l2_ends
+
+    a = torch.randn(80, 80, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    h = (a + a.T) / 2
+    norm = float(torch.linalg.matrix_norm(h, 2))
+    full = kw_l2_ends(DenseOperator(h), failure_prob=1e-3, max_hvps=80, tol=1e-10,
+                      generator=torch.Generator().manual_seed(0))  # fmt: skip
+    bounded = kw_l2_ends(DenseOperator(h), failure_prob=1e-3, max_hvps=80, tol=1e-10,
+                         generator=torch.Generator().manual_seed(0), max_basis=20)  # fmt: skip
+    for low, high, bound, delta, _ in (full, bounded):
+        assert low <= norm * (1 + 1e-9) and high >= norm and bound is Bound.PROB_UPPER
+        assert delta == 1e-3
+    assert bounded[0] == pytest.approx(norm, rel=1e-6) and bounded[1] > full[1]
+    # ten rows: the first basis-full proves no finite end, so none is given (not θ + r)
+    assert kw_l2_ends(DenseOperator(h), failure_prob=1e-3, max_hvps=80, tol=1e-10,
+                      generator=torch.Generator().manual_seed(0), max_basis=10) is None  # fmt: skip

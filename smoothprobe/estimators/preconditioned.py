@@ -108,11 +108,15 @@ class PreconditionedResult:
         ]
         from smoothprobe.estimators.ritz_bounds import ritz_upper_bounds
 
-        kw = ritz_upper_bounds(
-            self.spectrum.ritz_values,
-            self.spectrum.ritz_residuals,
-            d=self.spectrum.d,
-            failure_prob=self.failure_prob,
+        kw = (
+            self.spectrum.prob_bounds  # restarted: only the first basis-full is a Krylov space
+            if self.spectrum.restarts
+            else ritz_upper_bounds(
+                self.spectrum.ritz_values,
+                self.spectrum.ritz_residuals,
+                d=self.spectrum.d,
+                failure_prob=self.failure_prob,
+            )
         )
         if kw is not None:
             out.append(
@@ -160,6 +164,8 @@ def preconditioned_sharpness(
     generator: torch.Generator | int | None = 0,
     lambda_max: float | None = None,
     failure_prob: float = 1e-3,
+    max_basis: int | None = None,
+    basis_dtype: torch.dtype = torch.float64,
 ) -> PreconditionedResult:
     """λ_max and λ_min of P⁻¹H by Lanczos on P^{-½}HP^{-½}, with the step's thresholds.
 
@@ -170,6 +176,8 @@ def preconditioned_sharpness(
         generator: torch.Generator or int seed of the start vector.
         lambda_max: the unpreconditioned λ_max(H), to show next to it (optional).
         failure_prob: δ of the Kuczyński–Woźniakowski upper end (the start is random).
+        max_basis, basis_dtype: the Lanczos basis memory (``lanczos``; a restarted run takes
+            its upper end from the first basis-full).
 
     Returns:
         The result (``.estimates()`` gives the records).
@@ -180,7 +188,16 @@ def preconditioned_sharpness(
     from smoothprobe.suites.l2 import as_operator
 
     op = PreconditionedOperator(as_operator(operator), preconditioner.diagonal)
-    spectrum = lanczos(op, tol=tol, max_hvps=max_hvps, top_k=top_k, generator=generator)
+    spectrum = lanczos(
+        op,
+        tol=tol,
+        max_hvps=max_hvps,
+        top_k=top_k,
+        generator=generator,
+        max_basis=max_basis,
+        basis_dtype=basis_dtype,
+        failure_prob=failure_prob,
+    )
     return PreconditionedResult(
         spectrum=spectrum,
         preconditioner=preconditioner.describe(),

@@ -107,14 +107,32 @@ def kw_l2_ends(
     max_hvps: int,
     tol: float,
     generator: torch.Generator,
+    max_basis: int | None = None,
+    basis_dtype: torch.dtype = torch.float64,
 ) -> tuple[float, float, Bound, float, str] | None:
-    """L₂ bracketed by a random-start Lanczos run: (Ritz lower, KW upper, prob_upper, δ, how)."""
+    """L₂ bracketed by a random-start Lanczos run: (Ritz lower, KW upper, prob_upper, δ, how).
+
+    With a bounded basis (``max_basis``) a restarted run takes its upper end from the first
+    basis-full (``lanczos``'s own bound): only that part is a Krylov space of the random start.
+    """
     from smoothprobe.estimators.lanczos import lanczos
     from smoothprobe.estimators.ritz_bounds import ritz_upper_bounds
 
-    run = lanczos(operator, tol=tol, max_hvps=max_hvps, generator=generator)
-    kw = ritz_upper_bounds(
-        run.ritz_values, run.ritz_residuals, d=operator.d, failure_prob=failure_prob
+    run = lanczos(
+        operator,
+        tol=tol,
+        max_hvps=max_hvps,
+        generator=generator,
+        max_basis=max_basis,
+        basis_dtype=basis_dtype,
+        failure_prob=failure_prob,
+    )
+    kw = (
+        run.prob_bounds
+        if run.restarts
+        else ritz_upper_bounds(
+            run.ritz_values, run.ritz_residuals, d=operator.d, failure_prob=failure_prob
+        )
     )
     if kw is None or not math.isfinite(kw.norm_upper):
         return None
@@ -222,6 +240,8 @@ def measure_spectral(
     reference: Sequence[Estimate] = (),
     l2_failure_prob: float | None = 1e-3,
     l2_hvps: int = 200,
+    max_basis: int | None = None,
+    basis_dtype: torch.dtype = torch.float64,
 ) -> list[Estimate]:
     """Measures the spectral geometry: the records listed in the module docstring.
 
@@ -238,6 +258,7 @@ def measure_spectral(
         reference: estimates already measured (ℓ2 and ℓ∞ records) for R·L₂, ρ_op, the Adam ratio.
         l2_failure_prob: δ of the suite's own KW bound on L₂ (None: use the reference only).
         l2_hvps: HVP budget of that Lanczos run.
+        max_basis, basis_dtype: its basis memory (``lanczos``).
 
     Returns:
         The estimates.
@@ -262,7 +283,13 @@ def measure_spectral(
     if l2_failure_prob is not None and (l2 is None or l2[2] is Bound.ESTIMATE):
         l2 = (
             kw_l2_ends(
-                operator, failure_prob=l2_failure_prob, max_hvps=l2_hvps, tol=tol, generator=gen
+                operator,
+                failure_prob=l2_failure_prob,
+                max_hvps=l2_hvps,
+                tol=tol,
+                generator=gen,
+                max_basis=max_basis,
+                basis_dtype=basis_dtype,
             )
             or l2
         )
