@@ -158,6 +158,9 @@ def test_ctrl_c_in_measure_says_nothing_was_saved(nanogpt_run, tmp_path, monkeyp
     result = invoke("measure", ckpt, "--data", data, "--quiet")
     assert result.exit_code == 130
     assert result.stderr.startswith("interrupted: nothing was saved: without --out")
+    monkeypatch.setattr("smoothprobe_cli.main.join_distributed", interrupt)
+    result = invoke("measure", ckpt, "--data", data, "--quiet", env={"RANK": "1"})
+    assert (result.exit_code, result.stderr) == (130, "")  # under torchrun rank 0 speaks
 
 
 def test_interrupted_measure_resumes_where_it_stopped(nanogpt_run, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ exit 2 (click's convention); results go to stdout or ``--out``; progress goes to
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -50,7 +51,9 @@ class SmoothprobeGroup(click.Group):
             raise click.ClickException(with_flag(exc)) from None
         except KeyboardInterrupt:
             explain = ctx.meta.get(ON_INTERRUPT)
-            click.echo(f"interrupted: {explain() if explain else 'nothing was written'}", err=True)
+            if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun rank 0 speaks for all
+                text = explain() if explain else "nothing was written"
+                click.echo(f"interrupted: {text}", err=True)
             sys.exit(130)
 
 
