@@ -165,7 +165,9 @@ def key_numbers(numbers: dict[str, Any]) -> list[dict[str, str]]:
     if rot is not None:
         items.append(_item(f"the same in basis {rotated}", rot, _note(numbers, rotated)))
     if cost is not None:
-        items.append(_item(f"H∞ {rotated} / H∞ {original}", cost, "surrogates, capped"))
+        items.append(
+            _item(f"H∞ {rotated} / H∞ {original}", cost, "ratio of the two H∞ point values")
+        )
     if numbers["dl2"] is not None:
         items.append(
             _item("d·L₂ (SGD's constant on the ℓ1 yardstick)", numbers["dl2"], "point", unit="")
