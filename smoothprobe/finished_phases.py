@@ -95,3 +95,9 @@ def phases_path(out: str | os.PathLike) -> Path:
     """Where a measurement writing ``out`` keeps its finished phases."""
     out = Path(out)
     return out.with_name(f".{out.name}.phases.json")
+
+
+def lanczos_state_path(phases: str | os.PathLike) -> Path:
+    """Where the ℓ2 phase keeps its Lanczos state, beside the finished phases."""
+    phases = Path(phases)
+    return phases.with_name(phases.name.removesuffix(".json") + ".lanczos.pt")

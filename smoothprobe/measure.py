@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from smoothprobe.checkpoints import LoadedCheckpoint
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
 from smoothprobe.estimators.sampling import derived_seed
-from smoothprobe.finished_phases import FinishedPhases
+from smoothprobe.finished_phases import FinishedPhases, lanczos_state_path
 from smoothprobe.progress import ProgressOperator
 from smoothprobe.records import RunContext, make_record
 
@@ -223,9 +222,8 @@ def lanczos_checkpoint(resume, identity: dict, dist, *, progress: bool = False):
         def agree(found: bool) -> bool:  # every rank resumes, or none
             return agreed(float(found), op="min") > 0
 
-    path = Path(resume).with_name(Path(resume).name.removesuffix(".json") + ".lanczos.pt")
     return LanczosCheckpoint(
-        path,
+        lanczos_state_path(resume),
         identity,
         writer=dist is None or dist.is_main,
         agree=agree,

@@ -354,7 +354,9 @@ def interrupted_note(out: str | None, resume) -> str:
         names = list(json.loads(resume.read_text(encoding="utf-8"))["phases"])
     except (OSError, ValueError, KeyError, TypeError):
         names = []
-    lanczos = resume.with_name(resume.name.removesuffix(".json") + ".lanczos.pt")
+    from smoothprobe.finished_phases import lanczos_state_path
+
+    lanczos = lanczos_state_path(resume)
     partial = (
         f"the ℓ2 phase's Lanczos state (saved every 10 minutes) is kept in {lanczos}"
         if lanczos.is_file()
