@@ -19,17 +19,7 @@ from typing import Any
 
 from smoothprobe.atomic import atomic_write_text
 from smoothprobe.estimate import Bound, Estimate
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready without losing a value: tensors and arrays become lists, NaN/inf stay."""
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+from smoothprobe.records import _clean
 
 
 def estimate_from_dict(data: dict[str, Any]) -> Estimate:
@@ -79,7 +69,7 @@ class FinishedPhases:
 
     def put(self, name: str, estimates: list[Estimate]) -> list[Estimate]:
         """Saves a finished phase (atomically) and returns its Estimates unchanged."""
-        self.phases[name] = [_plain(e.to_dict()) for e in estimates]
+        self.phases[name] = [_clean(e.to_dict(), keep_nonfinite=True) for e in estimates]
         if self.path is not None and self.writer:
             text = json.dumps({"identity": self.identity, "phases": self.phases})
             atomic_write_text(self.path, text)

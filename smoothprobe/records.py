@@ -143,16 +143,17 @@ def file_sha256(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _clean(value: Any) -> Any:
-    """Makes a value JSON-safe: NaN/Inf floats become None, tuples lists, tensors floats."""
+def _clean(value: Any, *, keep_nonfinite: bool = False) -> Any:
+    """Makes a value JSON-safe: tuples become lists, tensors floats, and NaN/Inf floats None
+    (kept with ``keep_nonfinite``, for Python's own JSON round trip)."""
     if hasattr(value, "tolist"):
         value = value.tolist()
-    if isinstance(value, float):
+    if isinstance(value, float) and not keep_nonfinite:
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): _clean(v, keep_nonfinite=keep_nonfinite) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [_clean(v, keep_nonfinite=keep_nonfinite) for v in value]
     return value
 
 
