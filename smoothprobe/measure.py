@@ -419,7 +419,7 @@ def run_measurement(
             confidence=settings.confidence,
             generator=stream("linf"),
             l2_norm=l2_estimate,
-            chunk_size=plan.chunk_size,
+            chunk_size=plan.block,
             memory_limit=plan.sketch,
             restarts=plan.ascent_restarts,
             hinf_hvps=plan.hinf_hvps,
@@ -499,7 +499,7 @@ def run_measurement(
                 max_hvps=settings.block_hvps,
                 generator=stream(name),
                 l2_norm=l2_estimate,
-                chunk_size=plan.chunk_size,
+                chunk_size=plan.block,
                 restarts=plan.ascent_restarts,
             ).estimates()
             found = finished.put(name, tagged(found, name))

@@ -16,7 +16,9 @@ sizes (bytes, d = parameters, s = bytes per compute element):
 
 ``plan_memory`` chooses, in order: retain graphs if all fit in a third of what is left after the
 fixed part; the largest probe block (≤ 32) that fits in a third (one probe at a time when a
-graph exceeds ``SINGLE_PROBE_GRAPH``, where batching only adds memory traffic); Lanczos basis
+graph exceeds ``SINGLE_PROBE_GRAPH``, where batching only adds memory traffic); when graphs are
+rebuilt at every operator call, how many probes (≤ ``REBUILD_BLOCK``) an estimator hands over
+at once, so one rebuild serves them all (each holds its input and output, 2·d·s); Lanczos basis
 rows (float64 while at least 2·``MIN_BASIS`` fit, then float32) in what remains, at least
 top_k + 3 rows, leaving ``HEADROOM`` of the budget free; the rest bounds the sketches. It
 raises ``MemoryBudgetError`` with one line when even the smallest plan does not fit.
@@ -39,6 +41,10 @@ MAX_BLOCK = 32
 # batched block only adds memory traffic: on GPT-2-small (3.2 GiB graph, 2 CPU cores) blocks of 2
 # cost 10.3 s per probe against 6.9 s one at a time (bench/scale.py).
 SINGLE_PROBE_GRAPH = 1 << 30
+# Probes per operator call when every call rebuilds the graphs: the rebuild (forward + gradient
+# with create_graph) costs 1.7 × a product on GPT-2-small, so a block of 4 roughly halves the cost
+# per probe (2 batches of 4 × 128: 48 s for one probe, 28.5 s per probe in blocks of 4)
+REBUILD_BLOCK = 8
 DEFAULT_FRACTION = 0.7  # of the memory this process could use (a 124M model at batch 4 needs 0.6)
 HEADROOM = 0.1  # of the budget the basis never fills: what the plan does not model (allocator, ...)
 MAX_ASCENT_RESTARTS = 8  # the ℓ∞ suite's default
@@ -66,6 +72,9 @@ class MemoryPlan:
         graph: one batch's retained gradient graph (measured).
         retain_graphs: whether all batches' graphs stay alive.
         chunk_size: probes per batched backward.
+        block: probes an estimator hands the operator at once: ``chunk_size`` when graphs are
+            retained; when they are rebuilt at every call, as many as fit (≤ ``REBUILD_BLOCK``),
+            so one rebuild serves the whole block.
         basis_rows, basis_dtype: Lanczos basis (rows × d in that dtype).
         sketch: bytes the (1,1)-norm estimators may hold (exact Cauchy quantiles).
         ascent_restarts: random starts of the ℓ∞ sign ascent (its block of starts, their
@@ -93,6 +102,7 @@ class MemoryPlan:
     hinf_hvps: int = 0
     hinf_skipped: str = ""
     blockwise: int = 0
+    block: int = 0
 
     def summary(self) -> str:
         """One line for the run header (the phases that were planned)."""
@@ -102,7 +112,9 @@ class MemoryPlan:
             f"fixed {g(self.fixed)}",
             f"gradient graph {g(self.graph)}/batch, "
             + ("all retained" if self.retain_graphs else "one at a time"),
-            f"probe blocks of {self.chunk_size}",
+            f"probe blocks of {self.chunk_size}"
+            if self.block <= self.chunk_size
+            else f"probe blocks of {self.block} per rebuild, {self.chunk_size} per backward",
         ]
         if self.basis_rows:
             parts.append(f"Lanczos basis {self.basis_rows} rows {self.basis_dtype}")
@@ -210,7 +222,13 @@ def plan_memory(
         rows, dtype = min(lanczos_steps, spare // (4 * d)), "float32"
     rows = int(max(min_rows, rows)) if lanczos_steps else 0
     basis = rows * (8 if dtype == "float64" else 4) * d
-    sketch = int(max(0, after_probes))  # phases run one after another: the sketch reuses it
+    blockwise_need = blockwise_bytes(largest_block, d=d, element_bytes=element_bytes)
+    block, block_bytes = chunk_size, 0
+    if not retain_graphs:  # every call rebuilds the graphs: one rebuild serves a whole block
+        room = after_probes - int(HEADROOM * budget) - blockwise_need
+        block = int(max(chunk_size, min(REBUILD_BLOCK, room // (2 * vec))))
+        block_bytes = (block - chunk_size) * 2 * vec  # inputs and outputs beyond the chunk's
+    sketch = int(max(0, after_probes - block_bytes))  # phases run one after another
     per_start = d * (3 * element_bytes + 8)  # start, image, signs + the float64 row sums
     ascent = int(max(1, min(MAX_ASCENT_RESTARTS, left // (2 * per_start) - 1)))
     per_direction = GRADDIFF_ARRAYS * 8 * d
@@ -230,12 +248,9 @@ def plan_memory(
             f"{left / GIB:.1f} GiB the memory budget leaves: use fewer groups"
         )
     ascent_need = (ascent + 1) * per_start
-    block_need = 0
-    if largest_block:
-        block_need = BLOCK_SKETCH_PROBES * (vec + 8 * largest_block) + PARTITION_BYTES * d
-    if block_need > left - probes:
+    if blockwise_need > left - probes:
         raise MemoryBudgetError(
-            f"blockwise H(Φ) needs {(block_need + probes) / GIB:.1f} GiB for its sketches "
+            f"blockwise H(Φ) needs {(blockwise_need + probes) / GIB:.1f} GiB for its sketches "
             f"and products at this size, more than the {left / GIB:.1f} GiB the memory budget "
             "leaves: raise the budget, or measure blocks with a smaller batch or model"
         )
@@ -251,11 +266,12 @@ def plan_memory(
         + graphs
         + max(
             probes + basis,
+            probes + block_bytes,
             ascent_need,
             graddiff_need,
             noise_need,
             hinf_need,
-            block_need + probes,
+            blockwise_need + probes + block_bytes,
         )
     )
     return MemoryPlan(
@@ -273,8 +289,17 @@ def plan_memory(
         peak=int(peak),
         hinf_hvps=int(hinf_hvps),
         hinf_skipped=hinf_skipped,
-        blockwise=int(block_need),
+        blockwise=int(blockwise_need),
+        block=int(block),
     )
+
+
+def blockwise_bytes(largest_block: int, *, d: int, element_bytes: int) -> int:
+    """Bytes a blockwise sketch holds for its widest block column (0: no blockwise phase):
+    ``BLOCK_SKETCH_PROBES`` images and float64 factors of that width, and the partition."""
+    if not largest_block:
+        return 0
+    return BLOCK_SKETCH_PROBES * (d * element_bytes + 8 * largest_block) + PARTITION_BYTES * d
 
 
 def hinf_bytes(hinf_hvps: int, d: int) -> int:

@@ -157,3 +157,51 @@ def test_every_lanczos_phase_is_planned():
     plan = plan_memory(budget=16 * GIB, graph_bytes=int(3.2 * GIB), num_batches=1,
                        **{**GPT2, "lanczos_steps": 0})  # fmt: skip
     assert plan.basis_rows == 0 and "Lanczos" not in plan.summary()
+
+
+def test_rebuilt_graphs_serve_a_block_of_probes():
+    """Four 3.3 GiB graphs are rebuilt at every call: estimators hand over blocks of probes
+    (inputs and outputs planned), while each backward still takes one probe."""
+    four = plan_memory(budget=16 * GIB, graph_bytes=int(3.3 * GIB), num_batches=4, **GPT2)
+    assert not four.retain_graphs and four.chunk_size == 1 and 2 <= four.block <= 8
+    assert (
+        four.peak <= 16 * GIB
+        and four.peak >= four.fixed + four.graph + 2 * four.block * 4 * GPT2["d"]
+    )
+    assert f"probe blocks of {four.block} per rebuild, 1 per backward" in four.summary()
+    kept = plan_memory(budget=16 * GIB, graph_bytes=int(1.7 * GIB), num_batches=1, **GPT2)
+    assert kept.retain_graphs and kept.block == kept.chunk_size  # nothing to amortize
+    tight = plan_memory(budget=13 * GIB, graph_bytes=int(3.3 * GIB), num_batches=4, **GPT2)
+    assert tight.block == 1 and tight.peak <= 13 * GIB  # no room: one probe per rebuild
+
+
+def test_rebuilt_blocks_give_the_same_records_with_fewer_rebuilds(monkeypatch):
+    """The ℓ∞ and blockwise phases take the same probes in blocks (one rebuild per block) as
+    one at a time; only the number of graph rebuilds changes."""
+    from test_streams import RANDOM_QUANTITIES, _loaded
+
+    from smoothprobe import memory_plan
+    from smoothprobe.measure import MeasureSettings, run_measurement
+    from smoothprobe.operators import HessianOperator
+
+    builds = []
+    build = HessianOperator._build
+    monkeypatch.setattr(
+        HessianOperator, "_build", lambda self, i: builds.append(i) or build(self, i)
+    )
+    settings = MeasureSettings(norm="linf", blocks=("tensor",), seed=5, hvps=40,
+                               retain_graphs=False, chunk_size=1)  # fmt: skip
+
+    def run() -> tuple[dict, int]:
+        builds.clear()
+        records = run_measurement(_loaded(), settings, progress=False).records
+        found = {(r["quantity"], r.get("partition")): r for r in records}
+        return {k: r["value"] for k, r in found.items() if k[0] in RANDOM_QUANTITIES}, len(builds)
+
+    blocked, blocked_builds = run()
+    monkeypatch.setattr(memory_plan, "REBUILD_BLOCK", 1)
+    single, single_builds = run()
+    assert blocked.keys() == single.keys() and len(blocked) >= 4
+    for key, value in single.items():
+        assert blocked[key] == pytest.approx(value, rel=1e-12, abs=1e-14), key
+    assert blocked_builds * 3 < single_builds, (blocked_builds, single_builds)

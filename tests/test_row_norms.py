@@ -99,7 +99,7 @@ def test_refine_finds_the_largest_row_exactly():
     op = DenseOperator(h, layout=LAYOUT)
     run = estimate_l11(op, method="cauchy-geomean", max_hvps=64, generator=0)
     before = op.cost.hvps
-    rows, used = refine_max_row(op, run.rows, max_hvps=16, chunk_size=4)
+    rows, used = refine_max_row(op, run.rows, max_hvps=16, round_size=4)
     assert op.cost.hvps - before == used <= 16
     est = max_row_estimate(rows, hvps=used)
     truth = rows_true(h)

@@ -130,7 +130,8 @@ def _run_probes(
     k = bounds[-1][1]
     for a, b in chunks(k, chunk_size):
         probes = cauchy(b - a, operator.d, generator=generator)
-        values = operator.matvec(probes.to(dtype=operator.dtype, device=operator.device))
+        probes = probes.to(dtype=operator.dtype, device=operator.device)  # float64 one freed
+        values = operator.matvec(probes)
         del probes
         for g, (start, stop) in enumerate(bounds):
             lo, hi = max(a, start), min(b, stop)
@@ -175,7 +176,8 @@ class _GeomeanAccumulator:
         if g != self.current:
             self._close_group()
             self.current = g
-        self.group += _log_abs(values).sum(dim=0)
+        for row in values:  # float64 temporaries of one row, whatever the block
+            self.group += _log_abs(row)
 
     def _close_group(self) -> None:
         start, stop = self.bounds[self.current]

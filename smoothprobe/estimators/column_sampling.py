@@ -73,10 +73,12 @@ def evaluate_columns(
     """
     out = torch.empty(indices.numel(), dtype=torch.float64)
     for a, b in chunks(indices.numel(), chunk_size):
-        columns = operator.matvec(unit_block(indices[a:b], operator)).to(torch.float64).abs()
-        out[a:b] = columns.sum(dim=1).cpu()
-        if row_lower is not None:
-            row_lower += columns.sum(dim=0).to(row_lower.device)
+        columns = operator.matvec(unit_block(indices[a:b], operator))
+        for i, column in enumerate(columns):  # float64 temporaries of one column at a time
+            column = column.to(torch.float64).abs_()
+            out[a + i] = column.sum().cpu()
+            if row_lower is not None:
+                row_lower += column.to(row_lower.device)
         del columns  # release the block before the next matvec
     return out
 

@@ -171,11 +171,12 @@ def refine_max_row(
     rows: RowNorms,
     *,
     max_hvps: int = 32,
+    round_size: int = 8,
     chunk_size: int = 8,
 ) -> tuple[RowNorms, int]:
     """Evaluates exactly the rows most likely to be the largest, until the estimates agree.
 
-    Repeatedly takes the ``chunk_size`` non-exact rows with the largest estimates and computes
+    Repeatedly takes the ``round_size`` non-exact rows with the largest estimates and computes
     them exactly (one HVP each, H e_j = row j by symmetry), stopping when no remaining estimate
     exceeds the largest exact row norm or after ``max_hvps`` HVPs.
 
@@ -183,12 +184,14 @@ def refine_max_row(
         operator: symmetric operator.
         rows: current row norms (estimates for every row, e.g. from a Cauchy sketch).
         max_hvps: HVP cap (0 disables refinement).
-        chunk_size: rows evaluated per round.
+        round_size: rows evaluated per round (which rows are chosen depends on it).
+        chunk_size: probes per ``matvec`` call (memory only: the result does not depend on it).
 
     Returns:
         (refined rows, HVPs used).
     """
     check_int("max_hvps", max_hvps, minimum=0)
+    check_int("round_size", round_size, minimum=1)
     check_int("chunk_size", chunk_size, minimum=1)
     used = 0
     while used < max_hvps:
@@ -196,7 +199,7 @@ def refine_max_row(
             rows.exact | torch.isnan(rows.estimates), -math.inf, rows.estimates
         )
         best_exact = float(rows.estimates[rows.exact].max()) if rows.exact.any() else -math.inf
-        take = min(chunk_size, max_hvps - used, int(torch.isfinite(candidates).sum()))
+        take = min(round_size, max_hvps - used, int(torch.isfinite(candidates).sum()))
         if take == 0:
             break
         top = torch.topk(candidates, take)

@@ -37,6 +37,7 @@ from smoothprobe.estimators.sign_ascent import sign_ascent
 from smoothprobe.linear_operator import as_operator
 
 COLUMN_STARTS = 1  # largest exact rows used as extra sign-ascent starts (unit vectors e_j)
+REFINE_ROUND = 8  # rows evaluated exactly per refinement round (whatever the probe block)
 DEFAULT_HINF_HVPS = 2048  # HVP budget of the H∞ bracket (see the module docstring)
 
 
@@ -133,7 +134,7 @@ def measure_linf(
     l11 = run.estimate
     t0 = time.perf_counter()
     rows, used = refine_max_row(
-        operator, run.rows, max_hvps=max_row_hvps, chunk_size=min(8, chunk_size)
+        operator, run.rows, max_hvps=max_row_hvps, round_size=REFINE_ROUND, chunk_size=chunk_size
     )
     max_row = max_row_estimate(
         rows,
