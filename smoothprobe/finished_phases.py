@@ -91,3 +91,9 @@ def lanczos_state_path(phases: str | os.PathLike) -> Path:
     """Where the ℓ2 phase keeps its Lanczos state, beside the finished phases."""
     phases = Path(phases)
     return phases.with_name(phases.name.removesuffix(".json") + ".lanczos.pt")
+
+
+def loop_state_prefix(phases: str | os.PathLike, phase: str) -> Path:
+    """Prefix of the files where ``phase`` keeps its loops' state (``<prefix>.<loop>.pt``)."""
+    phases = Path(phases)
+    return phases.with_name(phases.name.removesuffix(".json") + f".{phase}")

@@ -20,7 +20,7 @@ from smoothprobe.checkpoints import LoadedCheckpoint
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
 from smoothprobe.estimators.sampling import derived_seed
-from smoothprobe.finished_phases import FinishedPhases, lanczos_state_path
+from smoothprobe.finished_phases import FinishedPhases, lanczos_state_path, loop_state_prefix
 from smoothprobe.progress import ProgressOperator
 from smoothprobe.records import RunContext, make_record
 
@@ -209,24 +209,44 @@ def plan_run(problem, operator, settings: MeasureSettings, *, largest_block: int
     )
 
 
+def _agree(dist):
+    """Under torchrun: "found" on every rank, or on none (None in one process)."""
+    if dist is None:
+        return None
+    from smoothprobe.distributed import agreed
+
+    def agree(found: bool) -> bool:  # every rank resumes, or none
+        return agreed(float(found), op="min") > 0
+
+    return agree
+
+
 def lanczos_checkpoint(resume, identity: dict, dist, *, progress: bool = False):
     """The ℓ2 phase's Lanczos state file next to the finished phases (None without them)."""
     if resume is None:
         return None
     from smoothprobe.estimators.lanczos_checkpoint import LanczosCheckpoint
 
-    agree = None
-    if dist is not None:
-        from smoothprobe.distributed import agreed
-
-        def agree(found: bool) -> bool:  # every rank resumes, or none
-            return agreed(float(found), op="min") > 0
-
     return LanczosCheckpoint(
         lanczos_state_path(resume),
         identity,
         writer=dist is None or dist.is_main,
-        agree=agree,
+        agree=_agree(dist),
+        on_resume=lambda line: _log(line, enabled=progress),
+    )
+
+
+def loop_checkpoint(resume, phase: str, identity: dict, dist, *, progress: bool = False):
+    """The loop state files of ``phase`` next to the finished phases (None without them)."""
+    if resume is None:
+        return None
+    from smoothprobe.estimators.loop_checkpoint import LoopCheckpoint
+
+    return LoopCheckpoint(
+        loop_state_prefix(resume, phase),
+        identity,
+        writer=dist is None or dist.is_main,
+        agree=_agree(dist),
         on_resume=lambda line: _log(line, enabled=progress),
     )
 
@@ -412,6 +432,7 @@ def run_measurement(
             enabled=progress,
         )
         op = tracked("linf", None)
+        loops = loop_checkpoint(resume, "linf", run_identity, dist, progress=progress)
         linf = measure_linf(
             op,
             method=settings.method,
@@ -423,6 +444,7 @@ def run_measurement(
             memory_limit=plan.sketch,
             restarts=plan.ascent_restarts,
             hinf_hvps=plan.hinf_hvps,
+            checkpoint=loops,
         )
         op.close()
         rows = row_norm_payload(linf.rows.estimates, operator.layout)
@@ -431,6 +453,8 @@ def run_measurement(
             for e in linf.estimates()
         ]
         found = finished.put("linf", tagged(found, "linf"))
+        if loops is not None:
+            loops.remove()
     if "linf" in parts:
         estimates += found
     if "spectral" in parts and (found := finished.get("spectral")) is None:

@@ -292,3 +292,44 @@ def test_measure_interrupted_inside_lanczos_resumes_its_state(nanogpt_run, tmp_p
     for x, y in zip(a[1:], b[1:], strict=True):
         x["extra"]["memory_plan"] = y["extra"]["memory_plan"]  # its budget follows what is free
         assert {k: x[k] for k in pick} == {k: y[k] for k in pick}
+
+
+def test_measure_interrupted_inside_the_linf_phase_resumes_it(nanogpt_run, tmp_path, monkeypatch):
+    """Ctrl-C among the sampled columns with progress saved every chunk: the rerun restores the
+    Cauchy sketch and the columns done, and writes the records of a run never interrupted."""
+    from smoothprobe.estimators.loop_checkpoint import LoopCheckpoint
+    from smoothprobe.progress import ProgressOperator
+
+    ckpt, data = nanogpt_run
+    args = ["measure", ckpt, "--data", data, "--num-batches", 1, "--norm", "linf", "--hvps", 64,
+            "--chunk-size", 8]  # fmt: skip
+    whole = tmp_path / "whole.jsonl"
+    assert invoke(*args, "--quiet", "--out", whole).exit_code == 0
+    monkeypatch.setattr(LoopCheckpoint, "due", lambda self: True)
+    real, probes = ProgressOperator.matvec, []
+
+    def dies(self, v):
+        probes.append(1 if v.ndim == 1 else v.shape[0])
+        if sum(probes) > 40:  # 24 Cauchy probes, 16 sampled columns, then Ctrl-C
+            raise KeyboardInterrupt
+        return real(self, v)
+
+    monkeypatch.setattr(ProgressOperator, "matvec", dies)
+    out = tmp_path / "m.jsonl"
+    result = invoke(*args, "--quiet", "--out", out)
+    prefix = tmp_path / ".m.jsonl.phases.linf"
+    assert result.exit_code == 130, result.output
+    assert f"the ℓ∞ phase's progress (saved every 10 minutes) is kept in {prefix}.*.pt" in (
+        result.stderr
+    )
+    monkeypatch.setattr(ProgressOperator, "matvec", real)
+    result = invoke(*args, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "ℓ∞ cauchy: resumed (finished)" in result.stderr
+    assert "ℓ∞ columns: resumed (at " in result.stderr
+    assert not list(tmp_path.glob(".m.jsonl.phases*"))
+    a, b = ([json.loads(line) for line in open(p, encoding="utf-8")] for p in (whole, out))
+    pick = ("quantity", "value", "bound", "ci_low", "ci_high", "hvps")
+    assert [{k: x.get(k) for k in pick} for x in a[1:]] == [
+        {k: y.get(k) for k in pick} for y in b[1:]
+    ]

@@ -354,14 +354,21 @@ def interrupted_note(out: str | None, resume) -> str:
         names = list(json.loads(resume.read_text(encoding="utf-8"))["phases"])
     except (OSError, ValueError, KeyError, TypeError):
         names = []
-    from smoothprobe.finished_phases import lanczos_state_path
+    from smoothprobe.finished_phases import lanczos_state_path, loop_state_prefix
 
     lanczos = lanczos_state_path(resume)
-    partial = (
-        f"the ℓ2 phase's Lanczos state (saved every 10 minutes) is kept in {lanczos}"
-        if lanczos.is_file()
-        else ""
-    )
+    loops = loop_state_prefix(resume, "linf")
+    states = sorted(loops.parent.glob(f"{loops.name}.*.pt"))
+    kept_states = []
+    if lanczos.is_file():
+        kept_states.append(
+            f"the ℓ2 phase's Lanczos state (saved every 10 minutes) is kept in {lanczos}"
+        )
+    if states:
+        kept_states.append(
+            f"the ℓ∞ phase's progress (saved every 10 minutes) is kept in {loops}.*.pt"
+        )
+    partial = "; ".join(kept_states)
     if not names and not partial:
         return "no phase had finished, so nothing was kept; run the same command to start over"
     kept = [f"finished phases ({', '.join(names)}) are kept in {resume}"] if names else []

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
+from smoothprobe.estimators.loop_checkpoint import LoopCheckpoint, resumed, saved
 from smoothprobe.estimators.sampling import (
     cauchy,
     check_choice,
@@ -65,6 +66,7 @@ class CauchyScale(str, enum.Enum):
 
 DEFAULT_MEMORY_LIMIT = 1 << 30
 PILOT_PROBES = 8
+LOOP = "cauchy"  # the sketch's name in a loop checkpoint
 HIST_HALF_WIDTH = 5.0  # log-range ±W around the pilot scale
 HIST_BINS = 33  # bins per sign over [0, 2W]; odd, so the pilot scale is a bin centre
 
@@ -120,15 +122,19 @@ def _run_probes(
     bounds: list[tuple[int, int]],
     chunk_size: int,
     consume: Callable[[int, int, torch.Tensor], None],
+    *,
+    first: int = 0,
+    after: Callable[[int], None] | None = None,
 ) -> None:
-    """Applies the k Cauchy probes ``chunk_size`` at a time and hands H·C to ``consume``.
+    """Applies Cauchy probes ``first`` … k − 1 ``chunk_size`` at a time and hands H·C to
+    ``consume``, then calls ``after(probes done)`` at every chunk boundary.
 
     ``consume(group, offset, values)`` receives each block split at probe-group edges (views,
     no copy) and must not keep ``values``: the block is released before the next ``matvec``, so
     at most one (chunk_size, d) block of probes and one of HVPs are alive at any time.
     """
     k = bounds[-1][1]
-    for a, b in chunks(k, chunk_size):
+    for a, b in [(first + a, first + b) for a, b in chunks(k - first, chunk_size)]:
         probes = cauchy(b - a, operator.d, generator=generator)
         probes = probes.to(dtype=operator.dtype, device=operator.device)  # float64 one freed
         values = operator.matvec(probes)
@@ -138,6 +144,43 @@ def _run_probes(
             if lo < hi:
                 consume(g, lo, values[lo - a : hi - a])
         del values
+        if after is not None:
+            after(b)
+
+
+def _resumable(
+    operator,
+    geomean: _GeomeanAccumulator,
+    generator: torch.Generator,
+    checkpoint: LoopCheckpoint | None,
+    k: int,
+) -> tuple[int, Callable[[int], None] | None]:
+    """Restores a saved geomean sketch (accumulators, generator) and returns (probes already
+    done, the callback that saves the state at each chunk boundary)."""
+    found = resumed(checkpoint, LOOP)
+    if found is not None:
+        device = geomean.total.device
+        geomean.total, geomean.group = found["total"].to(device), found["group"].to(device)
+        geomean.group_totals, geomean.current = list(found["group_totals"]), found["current"]
+        generator.set_state(found["generator"])
+        operator.cost.hvps += found["position"]  # done before: the estimate counts them
+    if checkpoint is None:
+        return 0, None
+
+    def state(done: int) -> dict:
+        return {
+            "position": done,
+            "total": geomean.total,
+            "group": geomean.group,
+            "group_totals": list(geomean.group_totals),
+            "current": geomean.current,
+            "generator": generator.get_state(),
+        }
+
+    def after(done: int) -> None:
+        saved(checkpoint, LOOP, lambda: state(done), done=done == k)
+
+    return (0 if found is None else found["position"]), after
 
 
 def _log_abs(values: torch.Tensor) -> torch.Tensor:
@@ -322,6 +365,7 @@ def cauchy_sketch(
     chunk_size: int = 32,
     groups: int = 8,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    checkpoint: LoopCheckpoint | None = None,
 ) -> CauchySketch:
     """Estimates every row ℓ1 norm r_i from k Cauchy probes, streaming over probe chunks.
 
@@ -334,6 +378,8 @@ def cauchy_sketch(
         groups: number of disjoint probe groups for the batch-means error bar.
         memory_limit: bytes the exact median/IQR may hold (k·d float32 values); above it the
             streaming histogram is used. Ignored for ``geomean``.
+        checkpoint: saves the ``geomean`` sketch's accumulators and generator state as it goes
+            (loop ``"cauchy"``) and resumes them (``loop_checkpoint``); other scales ignore it.
 
     Returns:
         The sketch (row estimates, group totals, memory mode).
@@ -364,7 +410,10 @@ def cauchy_sketch(
         elif holder is not None:
             holder.add(values)
 
-    _run_probes(operator, generator, bounds, chunk_size, consume)
+    start, after = 0, None
+    if scale == "geomean":
+        start, after = _resumable(operator, geomean, generator, checkpoint, k)
+    _run_probes(operator, generator, bounds, chunk_size, consume, first=start, after=after)
     if scale == "geomean":
         row_norms = geomean.finish(k)
         rel = _batch_relative_stderr(geomean.group_totals)

@@ -21,11 +21,15 @@ total, a run returns the exact column norms it saw (exact row norms, by symmetry
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.estimators.loop_checkpoint import LoopCheckpoint, resumed, saved
 from smoothprobe.estimators.sampling import check_int, chunks, resolve_generator, unit_block
+
+COLUMNS_LOOP = "columns"  # evaluate_columns' name in a loop checkpoint
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,12 @@ class ColumnSample:
 
 
 def evaluate_columns(
-    operator, indices: torch.Tensor, *, chunk_size: int = 32, row_lower: torch.Tensor | None = None
+    operator,
+    indices: torch.Tensor,
+    *,
+    chunk_size: int = 32,
+    row_lower: torch.Tensor | None = None,
+    checkpoint: LoopCheckpoint | None = None,
 ) -> torch.Tensor:
     """Exact ℓ1 norms ‖H e_j‖₁ of the given columns (one HVP each, batched).
 
@@ -67,12 +76,16 @@ def evaluate_columns(
         indices: (n,) column indices (evaluated as given; pass distinct ones).
         chunk_size: unit vectors per ``matvec`` call.
         row_lower: optional (d,) float64 accumulator; Σ_j |H_{:,j}| is added to it in place.
+        checkpoint: saves the norms so far and ``row_lower`` as it goes (loop ``"columns"``)
+            and resumes them when the same indices were being evaluated (``loop_checkpoint``).
 
     Returns:
         (n,) float64 norms.
     """
     out = torch.empty(indices.numel(), dtype=torch.float64)
-    for a, b in chunks(indices.numel(), chunk_size):
+    start = _resume_columns(checkpoint, indices, out, row_lower)
+    operator.cost.hvps += start  # done before: the estimate counts them
+    for a, b in [(start + a, start + b) for a, b in chunks(indices.numel() - start, chunk_size)]:
         columns = operator.matvec(unit_block(indices[a:b], operator))
         for i, column in enumerate(columns):  # float64 temporaries of one column at a time
             column = column.to(torch.float64).abs_()
@@ -80,7 +93,28 @@ def evaluate_columns(
             if row_lower is not None:
                 row_lower += column.to(row_lower.device)
         del columns  # release the block before the next matvec
+        state = partial(_columns_state, b, indices, out, row_lower)
+        saved(checkpoint, COLUMNS_LOOP, state, done=b == indices.numel())
     return out
+
+
+def _columns_state(done: int, indices, out, row_lower) -> dict:
+    return {"position": done, "indices": indices.cpu(), "norms": out[:done].clone(),
+            "row_lower": row_lower}  # fmt: skip
+
+
+def _resume_columns(checkpoint, indices, out, row_lower) -> int:
+    """Columns already evaluated for these ``indices`` (their norms and row sums restored)."""
+    found = resumed(checkpoint, COLUMNS_LOOP)
+    if found is None or not torch.equal(found["indices"], indices.cpu()):
+        return 0
+    if (found["row_lower"] is None) != (row_lower is None):
+        return 0
+    done = int(found["position"])
+    out[:done] = found["norms"]
+    if row_lower is not None:
+        row_lower.copy_(found["row_lower"])
+    return done
 
 
 def distinct_uniform(generator: torch.Generator, population: int, n: int) -> torch.Tensor:
@@ -133,6 +167,8 @@ def uniform_columns(
         generator: torch.Generator or int seed (default 0).
         chunk_size: unit vectors per ``matvec``.
         keep_rows: also accumulate the certified row lower bounds.
+        checkpoint: resumes the column evaluations (``evaluate_columns``); the draws are
+            replayed from the generator, so a resumed run takes the same columns.
 
     Returns:
         ColumnSample with T̂ = d·mean(c).
@@ -215,6 +251,8 @@ def stratified_columns(
         chunk_size: unit vectors per ``matvec``.
         strata: optional contiguous (start, stop) strata covering range(d).
         keep_rows: also accumulate the certified row lower bounds.
+        checkpoint: resumes the column evaluations (``evaluate_columns``); the draws are
+            replayed from the generator, so a resumed run takes the same columns.
 
     Returns:
         ColumnSample with T̂ = Σ_h N_h·mean_h(c).
@@ -297,6 +335,7 @@ def importance_columns(
     chunk_size: int = 32,
     defensive: float = 0.1,
     keep_rows: bool = False,
+    checkpoint: LoopCheckpoint | None = None,
 ) -> ColumnSample:
     """Importance-sampled columns with a defensive mixture and a certainty set.
 
@@ -308,6 +347,8 @@ def importance_columns(
         chunk_size: unit vectors per ``matvec``.
         defensive: uniform mixture weight α ∈ (0, 1].
         keep_rows: also accumulate the certified row lower bounds.
+        checkpoint: resumes the column evaluations (``evaluate_columns``); the draws are
+            replayed from the generator, so a resumed run takes the same columns.
 
     Returns:
         ColumnSample with T̂ = Σ_{j∈C} c_j + mean_s c_{J_s}/p'_{J_s}.
@@ -334,7 +375,9 @@ def importance_columns(
     unique, inverse = torch.unique(draws, return_inverse=True)
     indices = torch.cat([sure, unique])
     row_lower = torch.zeros(d, dtype=torch.float64) if keep_rows else None
-    norms = evaluate_columns(operator, indices, chunk_size=chunk_size, row_lower=row_lower)
+    norms = evaluate_columns(
+        operator, indices, chunk_size=chunk_size, row_lower=row_lower, checkpoint=checkpoint
+    )
     sure_total = float(norms[: sure.numel()].sum())
     weights = norms[sure.numel() :][inverse] / rest_p[draws]
     total = sure_total + float(weights.mean())

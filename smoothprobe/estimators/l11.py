@@ -49,6 +49,7 @@ from smoothprobe.estimators.column_sampling import (
     stratified_columns,
     uniform_columns,
 )
+from smoothprobe.estimators.loop_checkpoint import LoopCheckpoint
 from smoothprobe.estimators.row_norms import RowNorms
 from smoothprobe.estimators.sampling import (
     check_choice,
@@ -93,6 +94,7 @@ class L11Options:
     phase1_fraction: float
     defensive: float
     memory_limit: int
+    checkpoint: LoopCheckpoint | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,7 @@ def _cauchy(scale: str) -> Callable[..., _Outcome]:
             generator=gen,
             chunk_size=opts.chunk_size,
             memory_limit=opts.memory_limit,
+            checkpoint=opts.checkpoint,
         )
         g = len(sketch.group_totals)
         rows = RowNorms.from_estimates(
@@ -233,7 +236,12 @@ def phase_split(hvps: int, fraction: float) -> tuple[int, int]:
 def _two_phase(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
     k, n = phase_split(opts.hvps, opts.phase1_fraction)
     sketch = cauchy_sketch(
-        operator, max_hvps=k, scale="geomean", generator=gen, chunk_size=opts.chunk_size
+        operator,
+        max_hvps=k,
+        scale="geomean",
+        generator=gen,
+        chunk_size=opts.chunk_size,
+        checkpoint=opts.checkpoint,
     )
     sample = importance_columns(
         operator,
@@ -243,6 +251,7 @@ def _two_phase(operator, gen: torch.Generator, opts: L11Options) -> _Outcome:
         chunk_size=opts.chunk_size,
         defensive=opts.defensive,
         keep_rows=True,
+        checkpoint=opts.checkpoint,
     )
     rows = RowNorms.from_estimates(
         sketch.row_norms, operator.layout, source=f"cauchy-geomean(k={k})+columns({n})"
@@ -311,6 +320,7 @@ def estimate_l11(
     phase1_fraction: float = PHASE1_FRACTION,
     defensive: float = DEFENSIVE,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    checkpoint: LoopCheckpoint | None = None,
 ) -> L11Result:
     """Estimates ‖H‖₁,₁ = Σ_ij |H_ij| within an HVP budget, with a confidence interval.
 
@@ -325,6 +335,8 @@ def estimate_l11(
         phase1_fraction: share of the budget spent on Cauchy probes in ``two-phase``.
         defensive: uniform mixture weight α of the importance sampling in ``two-phase``.
         memory_limit: bytes Cauchy median/IQR may hold for exact quantiles (else streaming).
+        checkpoint: saves and resumes the Cauchy geometric-mean sketch and the importance-
+            sampled columns (``two-phase``, ``cauchy-geomean``; ``loop_checkpoint``).
 
     Returns:
         ``L11Result``: the ``"l11_norm"`` Estimate (value, stderr, Student-t interval whose low
@@ -351,7 +363,9 @@ def estimate_l11(
         raise SmoothprobeError(f"defensive must lie in (0, 1], got {defensive}")
     concrete = resolve_method(method, max_hvps=max_hvps, d=operator.d)
     gen, seed = resolve_generator(generator)
-    opts = L11Options(max_hvps, confidence, chunk_size, phase1_fraction, defensive, memory_limit)
+    opts = L11Options(
+        max_hvps, confidence, chunk_size, phase1_fraction, defensive, memory_limit, checkpoint
+    )
     hvps0, grads0 = operator.cost.hvps, operator.cost.gradients
     t0 = time.perf_counter()
     out = _RUNNERS[concrete](operator, gen, opts)

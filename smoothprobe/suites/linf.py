@@ -21,6 +21,7 @@ bracket), so existing callers do not silently pay for it.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 
@@ -31,10 +32,13 @@ from smoothprobe.estimate import Estimate
 from smoothprobe.estimators.cauchy import DEFAULT_MEMORY_LIMIT
 from smoothprobe.estimators.hinf_bracket import hinf_bracket
 from smoothprobe.estimators.l11 import L11Method, estimate_l11
+from smoothprobe.estimators.loop_checkpoint import LoopCheckpoint, resumed, saved
 from smoothprobe.estimators.row_norms import RowNorms, max_row_estimate, refine_max_row
 from smoothprobe.estimators.sampling import resolve_generator
 from smoothprobe.estimators.sign_ascent import sign_ascent
+from smoothprobe.finished_phases import estimate_from_dict
 from smoothprobe.linear_operator import as_operator
+from smoothprobe.records import _clean
 
 COLUMN_STARTS = 1  # largest exact rows used as extra sign-ascent starts (unit vectors e_j)
 REFINE_ROUND = 8  # rows evaluated exactly per refinement round (whatever the probe block)
@@ -73,6 +77,7 @@ def measure_linf(
     chunk_size: int = 32,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     hinf_hvps: int = 0,
+    checkpoint: LoopCheckpoint | None = None,
 ) -> LinfResult:
     """Measures the ℓ∞ geometry: ‖H‖₁,₁ with a CI, H∞ lower bound, max row norm, and ρ.
 
@@ -96,6 +101,9 @@ def measure_linf(
         memory_limit: bytes the exact Cauchy median/IQR may hold (else streaming quantiles).
         hinf_hvps: HVP budget of the H∞ bracket (default 0: skip it; ``DEFAULT_HINF_HVPS`` is
             what ``smoothprobe measure`` uses).
+        checkpoint: saves each stage as it goes and resumes a rerun where it stopped: the
+            Cauchy sketch and the sampled columns probe by probe, the max-row refinement and
+            the sign ascent when each ends (``loop_checkpoint``); the H∞ bracket is not kept.
 
     Returns:
         ``LinfResult`` with the row norms and ``.estimates()``, in order: ``l11_norm``
@@ -130,16 +138,16 @@ def measure_linf(
         generator=gen,
         chunk_size=chunk_size,
         memory_limit=memory_limit,
+        checkpoint=checkpoint,
     )
     l11 = run.estimate
-    t0 = time.perf_counter()
-    rows, used = refine_max_row(
-        operator, run.rows, max_hvps=max_row_hvps, round_size=REFINE_ROUND, chunk_size=chunk_size
+    rows, used, seconds = _refined(
+        operator, run.rows, max_hvps=max_row_hvps, chunk_size=chunk_size, checkpoint=checkpoint
     )
     max_row = max_row_estimate(
         rows,
         hvps=used,
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         seed=seed,
         method=f"{l11.method}+refine",
         settings={"max_row_hvps": max_row_hvps},
@@ -147,14 +155,15 @@ def measure_linf(
     max_row = replace(max_row, extra={**max_row.extra, "per_tensor": rows.summary()})
     exact_rows = torch.nonzero(rows.exact).reshape(-1)
     top = exact_rows[torch.argsort(rows.estimates[exact_rows], descending=True)[:COLUMN_STARTS]]
-    lower = sign_ascent(
+    lower = _ascended(
         operator,
         restarts=restarts,
         max_iters=ascent_iters,
         generator=gen,
         column_starts=top,
         chunk_size=chunk_size,
-    ).estimate()
+        checkpoint=checkpoint,
+    )
     floor = rows.certified_max_lower()
     if floor > lower.value:
         lower = replace(
@@ -172,6 +181,53 @@ def measure_linf(
     if l2_norm is not None:
         estimates.append(l11_over_dl2_estimate(l11, l2_norm, d=operator.d))
     return LinfResult(tuple(estimates), rows)
+
+
+def _refined(operator, rows: RowNorms, *, max_hvps: int, chunk_size: int, checkpoint):
+    """``refine_max_row`` (its result kept in, or restored from, the checkpoint):
+    (rows, HVPs used, seconds)."""
+    found = resumed(checkpoint, "refine")
+    if found is not None:
+        operator.cost.hvps += found["used"]
+        restored = RowNorms(
+            found["estimates"], found["exact"], found["lower"], rows.layout, found["source"]
+        )
+        return restored, found["used"], found["seconds"]
+    t0 = time.perf_counter()
+    rows, used = refine_max_row(
+        operator, rows, max_hvps=max_hvps, round_size=REFINE_ROUND, chunk_size=chunk_size
+    )
+    seconds = time.perf_counter() - t0
+    state = {
+        "position": used,
+        "estimates": rows.estimates,
+        "exact": rows.exact,
+        "lower": rows.lower,
+        "source": rows.source,
+        "used": used,
+        "seconds": seconds,
+    }
+    saved(checkpoint, "refine", lambda: state, done=True)
+    return rows, used, seconds
+
+
+def _ascended(operator, *, generator: torch.Generator, checkpoint, **options) -> Estimate:
+    """``sign_ascent(...).estimate()`` (kept in, or restored from, the checkpoint together with
+    the generator state after it, so later stages draw the same numbers)."""
+    found = resumed(checkpoint, "sign_ascent")
+    if found is not None:
+        generator.set_state(found["generator"])
+        estimate = estimate_from_dict(json.loads(found["estimate"]))
+        operator.cost.hvps += estimate.hvps
+        return estimate
+    estimate = sign_ascent(operator, generator=generator, **options).estimate()
+    state = {
+        "position": estimate.hvps,
+        "estimate": json.dumps(_clean(estimate.to_dict(), keep_nonfinite=True)),
+        "generator": generator.get_state(),
+    }
+    saved(checkpoint, "sign_ascent", lambda: state, done=True)
+    return estimate
 
 
 def hinf_estimates(

@@ -1,0 +1,89 @@
+"""The ℓ∞ phase resumes where it stopped: an interrupted run, given the same loop checkpoint,
+returns exactly the numbers of a run never interrupted (issue 11: a 124M ℓ∞ phase is hours)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from smoothprobe.estimators.loop_checkpoint import LoopCheckpoint
+from smoothprobe.linear_operator import as_operator
+from smoothprobe.suites.linf import measure_linf
+
+D = 300
+OPTIONS = dict(max_hvps=64, restarts=2, ascent_iters=6, max_row_hvps=8, chunk_size=4)
+
+
+def _matrix() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(D, D, generator=gen, dtype=torch.float64)
+    scale = torch.logspace(0, -2, D, dtype=torch.float64)  # skewed rows: the sketch matters
+    return (a + a.T) * scale[:, None] * scale[None, :]
+
+
+class Dies:
+    """An operator that raises KeyboardInterrupt at its ``at``-th ``matvec`` call."""
+
+    def __init__(self, inner, at: int | None):
+        self.inner, self.at, self.calls = inner, at, 0
+        self.d, self.dtype, self.device = inner.d, inner.dtype, inner.device
+        self.layout, self.cost = inner.layout, inner.cost
+
+    def matvec(self, vectors):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.inner.matvec(vectors)
+
+
+def _run(prefix, at: int | None = None, identity: dict | None = None):
+    checkpoint = LoopCheckpoint(prefix, identity or {"run": 1}, every_seconds=0)
+    op = Dies(as_operator(_matrix()), at)
+    found = measure_linf(op, generator=7, checkpoint=checkpoint, **OPTIONS).estimates()
+    return [(e.quantity, e.value, e.ci_low, e.ci_high, e.hvps) for e in found], op.calls
+
+
+def test_an_uninterrupted_run_is_the_same_with_or_without_a_checkpoint(tmp_path):
+    with_files, calls = _run(tmp_path / "a")
+    op = as_operator(_matrix())
+    plain = measure_linf(op, generator=7, **OPTIONS).estimates()
+    assert with_files == [(e.quantity, e.value, e.ci_low, e.ci_high, e.hvps) for e in plain]
+    assert calls > 20
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f"a.{loop}.pt" for loop in ("cauchy", "columns", "refine", "sign_ascent")]
+
+
+@pytest.mark.parametrize("stage", ["cauchy", "columns", "refine", "sign ascent"])
+def test_an_interrupted_run_resumes_to_the_same_numbers(tmp_path, stage):
+    whole, calls = _run(tmp_path / "whole")
+    # 24 Cauchy probes (6 calls of 4), 40 columns (10 calls), refinement (2 calls), ascent
+    at = {"cauchy": 4, "columns": 11, "refine": 17, "sign ascent": calls - 2}[stage]
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "m", at=at)
+    resumed, rest = _run(tmp_path / "m")
+    assert resumed == whole
+    if stage == "sign ascent":  # kept when it ends: the ascent runs again, nothing before it
+        assert rest == calls - 18
+    else:  # the products done before are not taken again
+        assert rest <= calls - at + 1
+
+
+def test_a_foreign_or_broken_state_starts_over(tmp_path):
+    whole, _ = _run(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "m", at=12)
+    foreign, calls = _run(tmp_path / "m", identity={"run": 2})  # another run's files
+    assert foreign == whole and calls > 20
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "n", at=12)
+    for path in tmp_path.glob("n.*.pt"):
+        path.write_bytes(path.read_bytes()[:100])  # truncated
+    broken, calls = _run(tmp_path / "n")
+    assert broken == whole and calls > 20
+
+
+def test_remove_deletes_every_loop_file(tmp_path):
+    _run(tmp_path / "m")
+    (tmp_path / "other.pt").write_bytes(b"x")
+    LoopCheckpoint(tmp_path / "m", {"run": 1}).remove()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.pt"]
