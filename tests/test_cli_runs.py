@@ -333,3 +333,35 @@ def test_measure_interrupted_inside_the_linf_phase_resumes_it(nanogpt_run, tmp_p
     assert [{k: x.get(k) for k in pick} for x in a[1:]] == [
         {k: y.get(k) for k in pick} for y in b[1:]
     ]
+
+
+def test_sigterm_is_handled_like_ctrl_c(nanogpt_run, tmp_path):
+    """``kill`` or a batch scheduler's stop (SIGTERM) inside Lanczos: one line says what was
+    kept, exit code 143, and the rerun resumes (shown for Ctrl-C above)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ckpt, data = nanogpt_run
+    slow = (  # 0.2 s per product, so the signal lands inside Lanczos
+        "import sys, time, smoothprobe.progress as p\n"
+        "real = p.ProgressOperator.matvec\n"
+        "p.ProgressOperator.matvec = lambda self, v: time.sleep(0.2) or real(self, v)\n"
+        "from smoothprobe_cli.main import cli\n"
+        "cli(sys.argv[1:], prog_name='smoothprobe')\n"
+    )
+    out = tmp_path / "m.jsonl"
+    args = ["measure", ckpt, "--data", data, "--num-batches", 1, "--norm", "l2", "--out", out]
+    proc = subprocess.Popen([sys.executable, "-c", slow, *map(str, args)],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    for line in proc.stderr:
+        if "ℓ2: Lanczos" in line or time.monotonic() > deadline:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 143
+    assert "interrupted: " in rest and "run the same command" in rest
+    assert not out.exists()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 
 import click
 
@@ -41,20 +43,34 @@ def with_flag(exc: SmoothprobeError) -> str:
     return f"{exc} [option: {flag}]" if flag else str(exc)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler's stop): handled as Ctrl-C is, exit code 143."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 class SmoothprobeGroup(click.Group):
-    """Turns library errors into ``click.ClickException`` (one line, exit code 1)."""
+    """Turns library errors into ``click.ClickException`` (one line, exit code 1), and Ctrl-C
+    or SIGTERM into one line saying what was kept (exit code 130 or 143)."""
 
     def invoke(self, ctx: click.Context):
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminate) if main else None
         try:
             return super().invoke(ctx)
         except SmoothprobeError as exc:
             raise click.ClickException(with_flag(exc)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             explain = ctx.meta.get(ON_INTERRUPT)
             if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun rank 0 speaks for all
                 text = explain() if explain else "nothing was written"
                 click.echo(f"interrupted: {text}", err=True)
-            sys.exit(130)
+            sys.exit(143 if isinstance(exc, Terminated) else 130)
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
 
 
 ON_INTERRUPT = "smoothprobe.on_interrupt"
