@@ -165,8 +165,10 @@ class MeasureResult:
 
 
 def _log(message: str, *, enabled: bool) -> None:
-    if enabled:
-        print(f"[smoothprobe] {message}", file=sys.stderr, flush=True)
+    if enabled:  # above any progress bar on screen, never glued to it
+        from tqdm import tqdm
+
+        tqdm.write(f"[smoothprobe] {message}", file=sys.stderr)
 
 
 NOISE_GROUPS = 10  # jackknife groups of the noise estimate when the budget allows
@@ -236,7 +238,9 @@ def lanczos_checkpoint(resume, identity: dict, dist, *, progress: bool = False):
     )
 
 
-def loop_checkpoint(resume, phase: str, identity: dict, dist, *, progress: bool = False):
+def loop_checkpoint(
+    resume, phase: str, identity: dict, dist, *, label: str, progress: bool = False
+):
     """The loop state files of ``phase`` next to the finished phases (None without them)."""
     if resume is None:
         return None
@@ -248,6 +252,7 @@ def loop_checkpoint(resume, phase: str, identity: dict, dist, *, progress: bool 
         writer=dist is None or dist.is_main,
         agree=_agree(dist),
         on_resume=lambda line: _log(line, enabled=progress),
+        phase=label,
     )
 
 
@@ -432,7 +437,7 @@ def run_measurement(
             enabled=progress,
         )
         op = tracked("linf", None)
-        loops = loop_checkpoint(resume, "linf", run_identity, dist, progress=progress)
+        loops = loop_checkpoint(resume, "linf", run_identity, dist, label="ℓ∞", progress=progress)
         linf = measure_linf(
             op,
             method=settings.method,
@@ -517,6 +522,9 @@ def run_measurement(
                 enabled=progress,
             )
             op = tracked(f"H({partition.name})", settings.block_hvps)
+            loops = loop_checkpoint(
+                resume, name.replace(":", "-"), run_identity, dist, label=name, progress=progress
+            )
             found = measure_blockwise(
                 op,
                 partition,
@@ -525,8 +533,11 @@ def run_measurement(
                 l2_norm=l2_estimate,
                 chunk_size=plan.block,
                 restarts=plan.ascent_restarts,
+                checkpoint=loops,
             ).estimates()
             found = finished.put(name, tagged(found, name))
+            if loops is not None:
+                loops.remove()
             blockwise += [(partition.name, est) for est in found]
             op.close()
     if settings.graddiff and (found := finished.get("graddiff")) is None:

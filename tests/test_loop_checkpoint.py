@@ -87,3 +87,67 @@ def test_remove_deletes_every_loop_file(tmp_path):
     (tmp_path / "other.pt").write_bytes(b"x")
     LoopCheckpoint(tmp_path / "m", {"run": 1}).remove()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.pt"]
+
+
+# ---- blockwise H(Φ): block columns (exact and sketched) and the ascent ----------------------
+
+
+def _blockwise(prefix, at: int | None = None, *, chunk: int = 4):
+    from test_blockwise import partition_of
+
+    from smoothprobe.layout import ParameterLayout
+    from smoothprobe.linear_operator import DenseOperator
+    from smoothprobe.suites.blockwise import measure_blockwise
+
+    layout = ParameterLayout.from_shapes([("w", (D,))])
+    partition = partition_of([5, 7, 3, 60, 25, 200])  # 3 exact columns, 3 sketched (width > 20)
+    checkpoint = LoopCheckpoint(prefix, {"run": 1}, every_seconds=0)
+    op = Dies(DenseOperator(_matrix(), layout=layout), at)
+    found = measure_blockwise(op, partition, upper_method="sketch", restarts=3, iterations=8,
+                              generator=5,
+                              chunk_size=chunk, checkpoint=checkpoint).estimates()  # fmt: skip
+    return [(e.quantity, e.value, e.hvps, e.extra.get("upper_whp")) for e in found], op.calls
+
+
+@pytest.mark.parametrize("at", [2, 6, 12, "ascent"])
+def test_an_interrupted_blockwise_run_resumes_to_the_same_numbers(tmp_path, at):
+    whole, calls = _blockwise(tmp_path / "whole")
+    at = calls - 3 if at == "ascent" else at  # exact columns, the sketches, then the ascent
+    with pytest.raises(KeyboardInterrupt):
+        _blockwise(tmp_path / "m", at=at)
+    resumed, rest = _blockwise(tmp_path / "m", chunk=8)  # other blocks: the same numbers
+    assert resumed == whole
+    assert rest < calls
+
+
+def test_measure_resumes_a_blockwise_phase_and_cleans_up(tmp_path, monkeypatch):
+    """run_measurement(resume=...) interrupted inside the per-tensor H(Φ): the rerun restores
+    its loops, gives the same records, and leaves no state files."""
+    from test_streams import _loaded
+
+    from smoothprobe.measure import MeasureSettings, run_measurement
+    from smoothprobe.progress import ProgressOperator
+
+    settings = MeasureSettings(norm="none", blocks=("singleton",), seed=2, chunk_size=2)
+    whole = run_measurement(_loaded(), settings, progress=False).records
+    monkeypatch.setattr(LoopCheckpoint, "due", lambda self: True)
+    real, calls = ProgressOperator.matvec, []
+
+    def dies(self, v):
+        calls.append(1)
+        if len(calls) == 30:
+            raise KeyboardInterrupt
+        return real(self, v)
+
+    monkeypatch.setattr(ProgressOperator, "matvec", dies)
+    resume = tmp_path / ".m.jsonl.phases.json"
+    with pytest.raises(KeyboardInterrupt):
+        run_measurement(_loaded(), settings, progress=False, resume=resume)
+    assert (tmp_path / ".m.jsonl.phases.blockwise-singleton.upper.pt").is_file()
+    monkeypatch.setattr(ProgressOperator, "matvec", real)
+    again = run_measurement(_loaded(), settings, progress=False, resume=resume).records
+    pick = ("quantity", "value", "bound", "hvps", "partition")
+    assert [{k: r.get(k) for k in pick} for r in whole] == [
+        {k: r.get(k) for k in pick} for r in again
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.jsonl.phases.json"]

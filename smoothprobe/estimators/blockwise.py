@@ -67,6 +67,7 @@ from smoothprobe.estimators.blockwise_lower import (
     dual_norm,
     project_to_sphere,
 )
+from smoothprobe.estimators.loop_checkpoint import LoopCheckpoint, resumed, saved
 from smoothprobe.estimators.sampling import (
     check_choice,
     check_int,
@@ -101,6 +102,7 @@ class UpperMethod(str, enum.Enum):
 
 EXACT_MEMORY_ENTRIES = 1 << 26  # d × (widest block column) entries kept at once in exact mode
 DEFAULT_MAX_HVPS = 20_000  # the "auto" budget when none is given
+UPPER_LOOP = "upper"  # block_upper_bound's name in a loop checkpoint
 
 
 @dataclass(frozen=True, eq=False)
@@ -240,6 +242,30 @@ def _choose(method, partition, *, max_hvps, costs: dict[str, int]) -> str:
     return method
 
 
+def _upper_state(done: list[int], acc, gen: torch.Generator) -> dict:
+    return {
+        "position": sum(done),
+        "blocks_done": list(done),
+        "norms": acc.norms,
+        "contrib": acc.contrib,
+        "whp": acc.whp,
+        "generator": gen.get_state(),
+    }
+
+
+def _restore_upper(checkpoint, operator, acc, gen: torch.Generator) -> list[int]:
+    """[exact, sketched] block columns already done (their norms put back into ``acc``), with
+    the generator where it was; the HVPs they took are counted again."""
+    found = resumed(checkpoint, UPPER_LOOP)
+    if found is None or (found["norms"] is None) != (acc.norms is None):
+        return [0, 0]
+    acc.norms, acc.contrib, acc.whp = found["norms"], found["contrib"], found["whp"]
+    gen.set_state(found["generator"])
+    done = [int(n) for n in found["blocks_done"]]
+    operator.cost.hvps += int(found.get("hvps", 0))
+    return done
+
+
 def block_upper_bound(
     operator: Operator,
     partition: Partition,
@@ -253,6 +279,7 @@ def block_upper_bound(
     chunk_size: int = 64,
     max_matrix_blocks: int = 2048,
     generator: torch.Generator | int | None = None,
+    checkpoint: LoopCheckpoint | None = None,
 ) -> BlockUpperResult:
     """U(Φ) = Σ_{b,b'} √(d_b d_b')‖H_bb'‖₂ ≥ H(Φ), exact, sketched or by the row-Frobenius bound.
 
@@ -270,6 +297,9 @@ def block_upper_bound(
         chunk_size: probes per ``matvec`` call.
         max_matrix_blocks: keep the (B, B) norm matrix when B ≤ this.
         generator: torch.Generator or seed (None: seed 0).
+        checkpoint: saves the block columns done (their norms and the generator state) as it
+            goes and resumes them (loop ``"upper"``, ``loop_checkpoint``); the grouping of
+            block columns into products may differ, the result does not.
 
     Returns:
         A BlockUpperResult (``.estimates()`` gives the ``block_upper`` Estimate).
@@ -331,19 +361,33 @@ def block_upper_bound(
     else:
         narrow = [b for b in all_blocks if int(sizes[b]) <= exact_width]
         wide = [b for b in all_blocks if int(sizes[b]) > exact_width]
-    _exact_columns(operator, partition, narrow, chunk, acc)
+    done = _restore_upper(checkpoint, operator, acc, gen)
+    narrow_done, wide_done = done
+
+    def saving(kind: int):
+        def after(n: int) -> None:
+            done[kind] = n + (narrow_done, wide_done)[kind]
+            finished = done == [len(narrow), len(wide)]
+            hvps = operator.cost.hvps - h0
+            state = lambda: {**_upper_state(done, acc, gen), "hvps": hvps}  # noqa: E731
+            saved(checkpoint, UPPER_LOOP, state, done=finished)
+
+        return after
+
+    _exact_columns(operator, partition, narrow[narrow_done:], chunk, acc, after=saving(0))
     alpha = (max(1, len(wide) * partition.num_blocks) / failure_probability) ** (1 / sketch)
-    if wide:
+    if wide[wide_done:]:
         _sketch_columns(
             operator,
             partition,
-            wide,
+            wide[wide_done:],
             p=sketch,
             q=iterations,
             chunk=chunk,
             gen=gen,
             alpha=alpha,
             acc=acc,
+            after=saving(1),
         )
     value = float(acc.contrib.sum())
     return finish(

@@ -150,10 +150,12 @@ def _images(operator, coords, factors, chunk, out=None) -> torch.Tensor:
     return out
 
 
-def _exact_columns(operator, partition, blocks, chunk, acc: _Accumulator) -> None:
-    """Block columns from unit probes: rows j of the answer are H e_j = H_{:,j}."""
+def _exact_columns(operator, partition, blocks, chunk, acc: _Accumulator, after=None) -> None:
+    """Block columns from unit probes: rows j of the answer are H e_j = H_{:,j}.
+    ``after(n)`` is called when the first n of ``blocks`` are done."""
     sizes = partition.sizes.tolist()
     widths = [sizes[b] for b in blocks]
+    done = 0
     for group in _batches(blocks, widths, chunk):
         coords = [partition.block_indices(b).to(operator.device) for b in group]
         units = [torch.eye(c.numel(), dtype=operator.dtype, device=operator.device) for c in coords]
@@ -168,6 +170,9 @@ def _exact_columns(operator, partition, blocks, chunk, acc: _Accumulator) -> Non
             )
             acc.add(b, norms)
             pos += w
+        done += len(group)
+        if after is not None:
+            after(done)
 
 
 def _orthonormalize(rows: torch.Tensor, *, entries: int = GATHER_ENTRIES) -> torch.Tensor:
@@ -193,13 +198,15 @@ def _orthonormalize(rows: torch.Tensor, *, entries: int = GATHER_ENTRIES) -> tor
     return total
 
 
-def _sketch_columns(operator, partition, blocks, *, p, q, chunk, gen, alpha, acc) -> None:
+def _sketch_columns(operator, partition, blocks, *, p, q, chunk, gen, alpha, acc, after=None):
     """Randomized subspace iteration on each wide block column H_{:,b'} (p(2q+1) HVPs each).
+    ``after(n)`` is called when the first n of ``blocks`` are done.
 
     Memory: the group's images H_{:,b'}Q (n × d, compute dtype; n = p when ``chunk`` ≤ p), one
     chunk of probes and products, and the float64 factors Q (p × d_b'), orthonormalized in place.
     """
     dev = operator.device
+    done = 0
     for group in _batches(blocks, [p] * len(blocks), max(chunk, p)):
         coords = [partition.block_indices(b).to(dev) for b in group]
         factors = [gaussian(p, c.numel(), generator=gen, device=dev) for c in coords]
@@ -219,6 +226,9 @@ def _sketch_columns(operator, partition, blocks, *, p, q, chunk, gen, alpha, acc
         for i, b in enumerate(group):
             acc.add(b, block_spectral_norms(y[i * p : (i + 1) * p], partition), whp[i])
         del y
+        done += len(group)
+        if after is not None:
+            after(done)
 
 
 def _left_multiply(m: torch.Tensor, rows: torch.Tensor, *, entries: int = GATHER_ENTRIES) -> None:

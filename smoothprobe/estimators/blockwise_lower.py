@@ -19,9 +19,12 @@ import torch
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
 from smoothprobe.estimators.blockwise_columns import _check
+from smoothprobe.estimators.loop_checkpoint import LoopCheckpoint, resumed, saved
 from smoothprobe.estimators.sampling import check_int, gaussian, resolve_generator
 from smoothprobe.linear_operator import Operator, apply_in_chunks, as_operator
 from smoothprobe.partitions import Partition
+
+LOWER_LOOP = "lower"  # block_lower_bound's name in a loop checkpoint
 
 
 def dual_norm(vectors: torch.Tensor, partition: Partition) -> torch.Tensor:
@@ -119,6 +122,7 @@ def block_lower_bound(
     chunk_size: int = 64,
     check: bool = True,
     callback: Callable[[int, torch.Tensor], None] | None = None,
+    checkpoint: LoopCheckpoint | None = None,
 ) -> BlockLowerResult:
     """Certified lower bound on H(Φ) by alternating ascent, restarts batched.
 
@@ -135,6 +139,8 @@ def block_lower_bound(
         chunk_size: probes per ``matvec`` call.
         check: re-evaluate the best pair as xᵀ(Hy) with one more HVP and report the smaller.
         callback: called with (step, values (r,)) after every step.
+        checkpoint: saves the ascent (iterates, best pair, values) between steps and resumes it
+            (loop ``"lower"``, ``loop_checkpoint``).
 
     Returns:
         A BlockLowerResult (``.estimates()`` gives the ``block_lower`` Estimate).
@@ -168,7 +174,18 @@ def block_lower_bound(
     best = torch.full((x.shape[0],), -math.inf, dtype=torch.float64)
     top, best_x, best_hx = -math.inf, x[0].clone(), x[0].clone()
     prev, converged, steps = None, False, 0
-    for step in range(max(1, iterations)):
+    found = resumed(checkpoint, LOWER_LOOP)
+    if found is not None and found["x"].shape != x.shape:
+        found = None  # another number of starts: start over
+    if found is not None:
+        like = {"device": x.device, "dtype": x.dtype}
+        x, best_x, best_hx = (found[k].to(**like) for k in ("x", "best_x", "best_hx"))
+        best, top, prev, steps = found["best"], found["top"], found["prev"], found["steps"]
+        converged = found["converged"]
+        operator.cost.hvps += x.shape[0] * steps
+    for step in range(steps, max(1, iterations)):
+        if converged:  # resumed after the last step
+            break
         if h0 + x.shape[0] * (step + 1) + int(check) > h0 + budget:
             break
         hx = apply_in_chunks(operator, x, chunk_size=chunk_size, dtype=None)
@@ -182,9 +199,24 @@ def block_lower_bound(
             callback(step, vals)
         if prev is not None and bool(((vals - prev) <= tol * vals.abs()).all()):
             converged = True
+        else:
+            prev = vals
+            x = project_to_sphere(hx.to(operator.dtype), partition)
+        last = converged or step + 1 == max(1, iterations)
+        state = {
+            "position": steps,
+            "steps": steps,
+            "converged": converged,
+            "x": x,
+            "best": best,
+            "top": top,
+            "prev": prev,
+            "best_x": best_x,
+            "best_hx": best_hx,
+        }
+        saved(checkpoint, LOWER_LOOP, lambda state=state: state, done=last)
+        if converged:
             break
-        prev = vals
-        x = project_to_sphere(hx.to(operator.dtype), partition)
     value, asymmetry = top, 0.0
     if check:
         # Re-evaluate the best pair the other way round, xᵀ(Hy) with one more HVP, and keep the

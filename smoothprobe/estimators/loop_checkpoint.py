@@ -1,5 +1,6 @@
 """Saving and resuming the streaming loops of a phase (the ℓ∞ phase: Cauchy probes, sampled
-columns, max-row refinement, sign ascent), so a run of hours survives an interruption.
+columns, max-row refinement, sign ascent; blockwise H(Φ): its block columns and its ascent),
+so a run of hours survives an interruption.
 
 Each loop keeps its own file ``<prefix>.<loop>.pt``: while it runs, its accumulators and position
 (the probes done) at most every ``every_seconds``, written at a chunk boundary from the live
@@ -37,6 +38,7 @@ class LoopCheckpoint:
         agree: under torchrun, reduces "this rank found the state" over the ranks (True only
             when all did), so that either every rank resumes a loop or none does.
         on_resume: called with one line when a loop resumes.
+        phase: the phase's name in that line (e.g. ``"ℓ∞"``).
     """
 
     def __init__(
@@ -48,8 +50,10 @@ class LoopCheckpoint:
         writer: bool = True,
         agree: Callable[[bool], bool] | None = None,
         on_resume: Callable[[str], None] | None = None,
+        phase: str = "",
     ):
         self.prefix = Path(prefix)
+        self.phase = phase
         self.identity = json.dumps(json.loads(json.dumps(identity, default=str)), sort_keys=True)
         self.every_seconds = every_seconds
         self.writer = writer
@@ -78,7 +82,7 @@ class LoopCheckpoint:
         self._last = time.monotonic()
         if state is not None and self.on_resume is not None:
             where = "finished" if state.get("done") else f"at {state.get('position', 0)} probes"
-            self.on_resume(f"ℓ∞ {loop}: resumed ({where}) from {self.path(loop)}")
+            self.on_resume(f"{self.phase} {loop}: resumed ({where}) from {self.path(loop)}".strip())
         return state
 
     def progress(self, loop: str, state: Callable[[], State], *, done: bool = False) -> None:

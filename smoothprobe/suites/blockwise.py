@@ -29,6 +29,7 @@ from smoothprobe.estimators.blockwise import (
     block_lower_bound,
     block_upper_bound,
 )
+from smoothprobe.estimators.loop_checkpoint import LoopCheckpoint
 from smoothprobe.estimators.sampling import resolve_generator
 from smoothprobe.linear_operator import Operator, as_operator
 from smoothprobe.partitions import Partition
@@ -77,6 +78,7 @@ def measure_blockwise(
     generator: torch.Generator | int | None = None,
     l2_norm: float | Estimate | None = None,
     chunk_size: int = 64,
+    checkpoint: LoopCheckpoint | None = None,
 ) -> BlockwiseResult:
     """Measures H(Φ) for one partition: ``block_upper``, ``block_lower`` and ``rho_block``.
 
@@ -96,6 +98,8 @@ def measure_blockwise(
         generator: torch.Generator or seed (None: seed 0).
         l2_norm: L₂ = ‖H‖₂ (float taken as exact, or an Estimate); adds ``rho_block``.
         chunk_size: probes per ``matvec`` call.
+        checkpoint: saves both bounds as they go and resumes a rerun where it stopped (the
+            block columns done, the ascent between steps; ``loop_checkpoint``).
 
     Returns:
         ``BlockwiseResult``: ``.estimates()`` are block_upper, block_lower (+ rho_block),
@@ -129,6 +133,7 @@ def measure_blockwise(
         frobenius_probes=frobenius_probes,
         generator=gen,
         chunk_size=chunk_size,
+        checkpoint=checkpoint,
     )
     lower = block_lower_bound(
         operator,
@@ -137,6 +142,7 @@ def measure_blockwise(
         iterations=iterations,
         generator=gen,
         chunk_size=chunk_size,
+        checkpoint=checkpoint,
     )
     out = [
         with_block_names(upper.estimate(settings=settings), partition),
