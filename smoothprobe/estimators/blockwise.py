@@ -45,6 +45,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -242,9 +243,10 @@ def _choose(method, partition, *, max_hvps, costs: dict[str, int]) -> str:
     return method
 
 
-def _upper_state(done: list[int], acc, gen: torch.Generator) -> dict:
+def _upper_state(done: list[int], acc, gen: torch.Generator, hvps: int) -> dict:
     return {
         "position": sum(done),
+        "hvps": hvps,
         "blocks_done": list(done),
         "norms": acc.norms,
         "contrib": acc.contrib,
@@ -262,7 +264,7 @@ def _restore_upper(checkpoint, operator, acc, gen: torch.Generator) -> list[int]
     acc.norms, acc.contrib, acc.whp = found["norms"], found["contrib"], found["whp"]
     gen.set_state(found["generator"])
     done = [int(n) for n in found["blocks_done"]]
-    operator.cost.hvps += int(found.get("hvps", 0))
+    operator.cost.hvps += int(found["hvps"])
     return done
 
 
@@ -368,8 +370,7 @@ def block_upper_bound(
         def after(n: int) -> None:
             done[kind] = n + (narrow_done, wide_done)[kind]
             finished = done == [len(narrow), len(wide)]
-            hvps = operator.cost.hvps - h0
-            state = lambda: {**_upper_state(done, acc, gen), "hvps": hvps}  # noqa: E731
+            state = partial(_upper_state, done, acc, gen, operator.cost.hvps - h0)
             saved(checkpoint, UPPER_LOOP, state, done=finished)
 
         return after

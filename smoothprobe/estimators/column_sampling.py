@@ -167,8 +167,6 @@ def uniform_columns(
         generator: torch.Generator or int seed (default 0).
         chunk_size: unit vectors per ``matvec``.
         keep_rows: also accumulate the certified row lower bounds.
-        checkpoint: resumes the column evaluations (``evaluate_columns``); the draws are
-            replayed from the generator, so a resumed run takes the same columns.
 
     Returns:
         ColumnSample with T̂ = d·mean(c).
@@ -251,8 +249,6 @@ def stratified_columns(
         chunk_size: unit vectors per ``matvec``.
         strata: optional contiguous (start, stop) strata covering range(d).
         keep_rows: also accumulate the certified row lower bounds.
-        checkpoint: resumes the column evaluations (``evaluate_columns``); the draws are
-            replayed from the generator, so a resumed run takes the same columns.
 
     Returns:
         ColumnSample with T̂ = Σ_h N_h·mean_h(c).
