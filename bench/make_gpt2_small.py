@@ -50,7 +50,8 @@ def main(out: str, **sizes: int) -> None:
     }
     torch.save(ckpt, root / "ckpt.pt")
     rng = np.random.default_rng(0)
-    rng.integers(0, 50257, size=2_000_000, dtype=np.uint16).tofile(root / "val.bin")
+    vocab = min(50257, args["vocab_size"])  # GPT-2's tokenizer, or a smaller model's vocabulary
+    rng.integers(0, vocab, size=2_000_000, dtype=np.uint16).tofile(root / "val.bin")
     print(sum(p.numel() for p in model.parameters()), "parameters ->", root)
 
 

@@ -5,6 +5,7 @@ are appended to a JSON-lines file as they come (so a long run can be read while 
 
     python bench/scale.py make  DIR            # checkpoint + synthetic val.bin (no download)
     python bench/scale.py costs DIR --k 1 8    # seconds per gradient and per HVP (blocks of k)
+    python bench/scale.py costs DIR --k 1 4 --batches 2 --chunk 1   # graphs rebuilt per call
     python bench/scale.py suites DIR           # each suite: wall time, peak RSS
     python bench/scale.py all DIR
 
@@ -90,21 +91,28 @@ SUITES = {
 STOP_AFTER = {"blockwise-tensor": 600.0}
 
 
-def costs_child(root: str, k: int, batch_size: int, block_size: int, chunk: int | None) -> None:
-    """In a child: seconds of one gradient and of HVP blocks of k probes (JSON on stdout)."""
+def costs_child(
+    root: str, k: int, batch_size: int, block_size: int, chunk: int | None, batches: int = 1
+) -> None:
+    """In a child: seconds of one gradient and of HVP blocks of k probes (JSON on stdout).
+    With several batches the graphs are rebuilt at every call, one rebuild per block."""
     import torch
 
     from smoothprobe.checkpoints import DataOptions, load_checkpoint
 
     data = DataOptions(
-        path=f"{root}/val.bin", batch_size=batch_size, num_batches=1, block_size=block_size, seed=0
+        path=f"{root}/val.bin",
+        batch_size=batch_size,
+        num_batches=batches,
+        block_size=block_size,
+        seed=0,
     )
     problem = load_checkpoint(f"{root}/ckpt.pt", data=data).problem
     t0 = time.perf_counter()
     problem.gradient()
     grad_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    op = problem.hvp_operator(retain_graphs=True, chunk_size=chunk)
+    op = problem.hvp_operator(retain_graphs=batches == 1, chunk_size=chunk)
     graph_s = time.perf_counter() - t0
     v = torch.randn(k, problem.d, generator=torch.Generator().manual_seed(0))
     times = []
@@ -119,6 +127,9 @@ def costs_child(root: str, k: int, batch_size: int, block_size: int, chunk: int 
                 "graph_build_s": graph_s,
                 "graph_gib": op.graph_bytes / GIB,
                 "hvp_block_s": times,
+                "per_probe_s": [t / k for t in times],
+                "batches": batches,
+                "graphs": "retained" if batches == 1 else "rebuilt per call",
                 "d": problem.d,
             }
         )
@@ -132,6 +143,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--chunk", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=1, help="costs: >1 rebuilds the graphs")
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--limit-gib", type=float, default=17.0)
     parser.add_argument(
@@ -140,7 +152,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="suites to run (default all)")
     args = parser.parse_args()
     if args.what == "costs-child":
-        costs_child(args.root, args.k[0], args.batch_size, args.block_size, args.chunk)
+        costs_child(
+            args.root, args.k[0], args.batch_size, args.block_size, args.chunk, args.batches
+        )
         return
     if args.what in ("make", "all") and not Path(args.root, "ckpt.pt").exists():
         subprocess.run(
@@ -160,18 +174,21 @@ def main() -> None:
                 str(args.batch_size),
                 "--block-size",
                 str(args.block_size),
+                "--batches",
+                str(args.batches),
             ]
             if args.chunk:
                 argv += ["--chunk", str(args.chunk)]
             rc, seconds, peak, tail = run_child(argv, limit_gib=args.limit_gib)
             row = {
-                "phase": f"costs k={k}",
+                "phase": f"costs k={k}" + (f", {args.batches} batches" if args.batches > 1 else ""),
                 "rc": rc,
                 "wall_s": seconds,
                 "peak_rss_gib": peak,
                 "batch_size": args.batch_size,
                 "block_size": args.block_size,
                 "chunk": args.chunk,
+                "batches": args.batches,
             }
             try:
                 row.update(json.loads(tail.splitlines()[0]))
