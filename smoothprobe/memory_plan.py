@@ -18,7 +18,8 @@ sizes (bytes, d = parameters, s = bytes per compute element):
 fixed part; the largest probe block (≤ 32) that fits in a third (one probe at a time when a
 graph exceeds ``SINGLE_PROBE_GRAPH``, where batching only adds memory traffic); when graphs are
 rebuilt at every operator call, how many probes (≤ ``REBUILD_BLOCK``) an estimator hands over
-at once, so one rebuild serves them all (each holds its input and output, 2·d·s); Lanczos basis
+at once, so one rebuild serves them all (each holds its input and output, 2·d·s, and one
+chunk's products are on their way into the result); Lanczos basis
 rows (float64 while at least 2·``MIN_BASIS`` fit, then float32) in what remains, at least
 top_k + 3 rows, leaving ``HEADROOM`` of the budget free; the rest bounds the sketches. It
 raises ``MemoryBudgetError`` with one line when even the smallest plan does not fit.
@@ -226,8 +227,9 @@ def plan_memory(
     block, block_bytes = chunk_size, 0
     if not retain_graphs:  # every call rebuilds the graphs: one rebuild serves a whole block
         room = after_probes - int(HEADROOM * budget) - blockwise_need
-        block = int(max(chunk_size, min(REBUILD_BLOCK, room // (2 * vec))))
-        block_bytes = (block - chunk_size) * 2 * vec  # inputs and outputs beyond the chunk's
+        block = int(max(chunk_size, min(REBUILD_BLOCK, (room - chunk_size * vec) // (2 * vec))))
+        if block > chunk_size:  # its inputs and result, and one chunk's products on the way
+            block_bytes = (2 * block + chunk_size) * vec - 2 * chunk_size * vec
     sketch = int(max(0, after_probes - block_bytes))  # phases run one after another
     per_start = d * (3 * element_bytes + 8)  # start, image, signs + the float64 row sums
     ascent = int(max(1, min(MAX_ASCENT_RESTARTS, left // (2 * per_start) - 1)))

@@ -254,24 +254,30 @@ class HessianOperator:
             raise ValueError(f"probe vectors have length {block.shape[1]}, expected d={self.d}")
         in_dtype = block.dtype
         block = block.detach().to(self.device, self.dtype)
-        out = None  # allocated from the first products: a fresh (k, d) buffer costs a page-in
-        step = self.chunk_size or block.shape[0]
-        for index in self.shard:
+        k = block.shape[0]
+        step = self.chunk_size or k
+        # One chunk: the first products become the result (a fresh (k, d) buffer costs a
+        # page-in). Several: one (k, d) result, filled chunk by chunk, never a concatenation,
+        # so a block holds its probes, the result and one chunk's products (memory_plan).
+        out = None
+        for n, index in enumerate(self.shard):
             weight = self._weights[index]
             leaf, grad = self._graph(index)
-            parts = []
-            for start in range(0, block.shape[0], step):
+            for start in range(0, k, step):
                 products = self._products(leaf, grad, block[start : start + step])
-                if out is None:  # scaled in place unless autograd handed back the probes
+                rows = slice(start, start + step)
+                if n and out is not None:
+                    out[rows].add_(products, alpha=weight)
+                elif step >= k:  # scaled in place unless autograd handed back the probes
                     same = (
                         products.untyped_storage().data_ptr() == block.untyped_storage().data_ptr()
                     )
-                    parts.append(products * weight if same else products.mul_(weight))
+                    out = products * weight if same else products.mul_(weight)
                 else:
-                    out[start : start + step].add_(products, alpha=weight)
-            if out is None:
-                out = parts[0] if len(parts) == 1 else torch.cat(parts)
-        self.cost.hvps += block.shape[0]
+                    out = torch.empty_like(block) if out is None else out
+                    torch.mul(products, weight, out=out[rows])
+                del products
+        self.cost.hvps += k
         out = out.to(in_dtype)
         return out.reshape(-1) if single else out
 

@@ -86,6 +86,22 @@ def test_weighted_batches_equal_one_big_batch():
     assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
+def test_a_block_in_chunks_fills_one_result_without_concatenating(monkeypatch):
+    """Probes of a block go through the graphs a chunk at a time into one (k, d) result: the
+    block holds its probes, the result and one chunk's products (what memory_plan counts)."""
+    problem = build_example("mlp")
+    V = torch.randn(5, problem.d, dtype=torch.float64)
+    expected = problem.hvp_operator(retain_graphs=True).matvec(V)
+
+    def no_cat(*args, **kwargs):
+        raise AssertionError("a block's products were concatenated")
+
+    monkeypatch.setattr(torch, "cat", no_cat)
+    for retain in (True, False):
+        op = problem.hvp_operator(retain_graphs=retain, chunk_size=2)
+        assert torch.allclose(op.matvec(V), expected, rtol=1e-13, atol=1e-15)
+
+
 def test_retained_and_rebuilt_graphs_agree_and_costs_are_counted():
     problem = build_example("mlp")
     V = torch.randn(6, problem.d, dtype=torch.float64)
