@@ -8,8 +8,8 @@ sample, so ragged shards give the one-process Hessian. Estimators run the same c
 rank with the same seeds; the all-reduced products are identical everywhere, so every rank
 draws the same probes and takes the same branches. Only rank 0 prints and writes.
 
-Failures: a rank whose shard fails (non-finite gradient, bad data) sends a failure flag in the
-same all-reduce, so every rank stops together with one error; a rank that dies (killed) breaks
+Failures: every all-reduce of products is preceded by one of the ranks' failure flags, so a
+rank whose shard fails (non-finite gradient, bad data) stops every rank together with one error; a rank that dies (killed) breaks
 the connection and the others raise ``DistributedError`` instead of hanging; collectives time
 out after ``SMOOTHPROBE_DIST_TIMEOUT`` seconds (default 1800).
 """
@@ -183,16 +183,36 @@ def agreed(value: float, *, op: str) -> float:
 
 
 def all_reduce_checked(tensor: torch.Tensor, failed: bool) -> torch.Tensor:
-    """Sums ``tensor`` over ranks in float64 with a failure flag; raises on any failure.
+    """Sums ``tensor`` over ranks, in place, once every rank has said whether it failed.
+
+    The failure flags are reduced first, so a rank that failed never sends its (meaningless)
+    tensor. The sum runs in float64 one row (last dimension) at a time and is written back in
+    ``tensor``'s dtype: a (k, d) block never needs a float64 (k, d) copy.
 
     Raises:
         DistributedError: a rank reported a failure or the group broke (a rank died).
     """
     import torch.distributed as dist
 
-    flat = tensor.reshape(-1).to(torch.float64)
-    flag = torch.tensor([1.0 if failed else 0.0], dtype=torch.float64, device=flat.device)
-    buf = torch.cat([flat, flag])
+    flag = torch.tensor([1.0 if failed else 0.0], dtype=torch.float64, device=tensor.device)
+    _reduce(flag)
+    if flag[0] > 0:
+        raise DistributedError(
+            f"rank {dist.get_rank()}: {int(flag[0])} other rank(s) failed on their shard "
+            "(their error is printed above); stopping"
+        )
+    for row in tensor.reshape(-1, tensor.shape[-1]) if tensor.ndim else tensor.reshape(1, 1):
+        total = row.to(torch.float64)  # the row itself when it is float64 already
+        _reduce(total)
+        if total is not row:
+            row.copy_(total)
+    return tensor
+
+
+def _reduce(buf: torch.Tensor) -> None:
+    """All-reduce (sum) in place; a broken group becomes a DistributedError."""
+    import torch.distributed as dist
+
     try:
         dist.all_reduce(buf)
     except RuntimeError as exc:  # DistBackendError and gloo's connection errors subclass it
@@ -200,12 +220,6 @@ def all_reduce_checked(tensor: torch.Tensor, failed: bool) -> torch.Tensor:
         raise DistributedError(
             f"rank {dist.get_rank()}: another rank stopped responding (killed or crashed): {first}"
         ) from None
-    if buf[-1] > 0:
-        raise DistributedError(
-            f"rank {dist.get_rank()}: {int(buf[-1])} other rank(s) failed on their shard "
-            "(their error is printed above); stopping"
-        )
-    return buf[:-1].reshape(tensor.shape)
 
 
 class DistributedHessianOperator:
@@ -277,7 +291,7 @@ class DistributedHessianOperator:
         return self.local.check_batched(probes=probes, seed=seed)
 
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
-        """H·V for each row of ``vectors``: local shard products, then one float64 all-reduce."""
+        """H·V for each row of ``vectors``: local shard products, then a float64 all-reduce."""
         try:
             partial, failed, error = self.local.matvec(vectors), False, None
         except Exception as exc:  # announce, then raise our own error
@@ -298,6 +312,7 @@ class DistributedHessianOperator:
             except Exception as exc:
                 local, failed, error = torch.zeros(self.d, dtype=self.dtype), True, exc
             try:
+                local = local.clone()  # summed in place; the local operator keeps its own
                 self._gradient = all_reduce_checked(local, failed).to(self.dtype)
             except DistributedError:
                 if error is not None:

@@ -252,3 +252,29 @@ def test_fewer_batches_than_ranks_split_into_examples_with_the_same_hessian():
     assert torch.allclose(a, b, rtol=1e-9, atol=1e-12 * float(a.abs().max()))
     with pytest.raises(DistributedError, match="only .* examples"):
         split_for_ranks(one, 10_000)
+
+
+def test_the_all_reduce_sums_in_place_row_by_row(tmp_path, monkeypatch):
+    """One gloo process: the block comes back summed in place (no float64 (k, d) copy, no
+    concatenation), and a failure flag stops every rank before any tensor is sent."""
+    import torch.distributed as dist
+
+    from smoothprobe.distributed import DistributedError, all_reduce_checked
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        block = torch.randn(3, 7, dtype=torch.float32)
+        expected = block.clone()
+        sizes = []
+        real = dist.all_reduce
+        monkeypatch.setattr(
+            dist, "all_reduce", lambda t, *a, **k: sizes.append(t.numel()) or real(t)
+        )
+        assert all_reduce_checked(block, False) is block and torch.equal(block, expected)
+        assert sizes == [1, 7, 7, 7]  # the flag, then one float64 row at a time
+        sizes.clear()
+        with pytest.raises(DistributedError, match="failed on their shard"):
+            all_reduce_checked(block, True)
+        assert sizes == [1]
+    finally:
+        dist.destroy_process_group()
