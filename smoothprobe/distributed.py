@@ -9,9 +9,10 @@ rank with the same seeds; the all-reduced products are identical everywhere, so 
 draws the same probes and takes the same branches. Only rank 0 prints and writes.
 
 Failures: every all-reduce of products is preceded by one of the ranks' failure flags, so a
-rank whose shard fails (non-finite gradient, bad data) stops every rank together with one error; a rank that dies (killed) breaks
-the connection and the others raise ``DistributedError`` instead of hanging; collectives time
-out after ``SMOOTHPROBE_DIST_TIMEOUT`` seconds (default 1800).
+rank whose shard fails (non-finite gradient, bad data) stops every rank together with one
+error; a rank that dies (killed) breaks the connection and the others raise
+``DistributedError`` instead of hanging; collectives time out after
+``SMOOTHPROBE_DIST_TIMEOUT`` seconds (default 1800).
 """
 
 from __future__ import annotations
