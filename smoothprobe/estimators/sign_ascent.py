@@ -174,7 +174,7 @@ def sign_ascent(
             break
         spent += block.shape[0]
         images = apply_in_chunks(operator, block, chunk_size=chunk_size, dtype=None)
-        values = images.to(torch.float64).abs().sum(dim=1).cpu()
+        values = torch.stack([row.to(torch.float64).abs().sum() for row in images]).cpu()  # by row
         iterations += 1
         top = int(values.argmax())
         if float(values[top]) > best_value:
