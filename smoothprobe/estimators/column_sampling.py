@@ -363,7 +363,7 @@ def importance_columns(
         return all_columns(operator, chunk_size=chunk_size, keep_rows=keep_rows)
     p = defensive_probabilities(proposal.cpu(), defensive)
     sure = certainty_set(p, n)
-    rest_p = p.clone()
+    rest_p = p  # in place: p is not needed again (one float64 d-vector less at 124M: 1 GB)
     rest_p[sure] = 0
     rest_p /= rest_p.sum()
     m = n - sure.numel()
