@@ -108,6 +108,11 @@ def test_refine_finds_the_largest_row_exactly():
     assert est.extra["argmax"] == {"index": 63, "tensor": "b", "position": [3]}
     assert est.extra["argmax_exact"] and est.extra["certified_lower"] == pytest.approx(est.value)
     assert refine_max_row(op, rows, max_hvps=0)[1] == 0
+    again = estimate_l11(op, method="cauchy-geomean", max_hvps=64, generator=0).rows
+    same, _ = refine_max_row(op, again, max_hvps=16, round_size=4, in_place=True)
+    assert same is again  # no copy of the d-vectors
+    for name in ("estimates", "exact", "lower"):
+        assert torch.equal(getattr(same, name), getattr(rows, name)), name
 
 
 def test_max_row_bound_kinds():

@@ -194,8 +194,13 @@ def _refined(operator, rows: RowNorms, *, max_hvps: int, chunk_size: int, checkp
         )
         return restored, found["used"], found["seconds"]
     t0 = time.perf_counter()
-    rows, used = refine_max_row(
-        operator, rows, max_hvps=max_hvps, round_size=REFINE_ROUND, chunk_size=chunk_size
+    rows, used = refine_max_row(  # in place: the sketch's rows are not needed again
+        operator,
+        rows,
+        max_hvps=max_hvps,
+        round_size=REFINE_ROUND,
+        chunk_size=chunk_size,
+        in_place=True,
     )
     seconds = time.perf_counter() - t0
     state = {
