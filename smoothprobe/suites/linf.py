@@ -140,9 +140,10 @@ def measure_linf(
         memory_limit=memory_limit,
         checkpoint=checkpoint,
     )
-    l11 = run.estimate
+    l11, rows = run.estimate, run.rows
+    del run  # its rows are refined in place, or replaced by the saved refinement
     rows, used, seconds = _refined(
-        operator, run.rows, max_hvps=max_row_hvps, chunk_size=chunk_size, checkpoint=checkpoint
+        operator, rows, max_hvps=max_row_hvps, chunk_size=chunk_size, checkpoint=checkpoint
     )
     max_row = max_row_estimate(
         rows,
