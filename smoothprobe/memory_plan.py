@@ -42,9 +42,10 @@ MAX_BLOCK = 32
 # batched block only adds memory traffic: on GPT-2-small (3.2 GiB graph, 2 CPU cores) blocks of 2
 # cost 10.3 s per probe against 6.9 s one at a time (bench/scale.py).
 SINGLE_PROBE_GRAPH = 1 << 30
-# Probes per operator call when every call rebuilds the graphs: the rebuild (forward + gradient
-# with create_graph) costs 1.7 × a product on GPT-2-small, so a block of 4 roughly halves the cost
-# per probe (2 batches of 4 × 128: 48 s for one probe, 28.5 s per probe in blocks of 4)
+# Probes per operator call when every call rebuilds the graphs, so that one rebuild serves them
+# all. GPT-2-small, 4 × 128 tokens per batch: on 2 batches in a fresh process (rebuilds fault in
+# fresh memory) 48-54 s for one probe, 28.5 s per probe in blocks of 4; on the 4-batch sample in
+# a long run, 51-57 s per ℓ∞ probe in blocks of 4 against 63 s per Lanczos HVP (one rebuild each)
 REBUILD_BLOCK = 8
 DEFAULT_FRACTION = 0.7  # of the memory this process could use (a 124M model at batch 4 needs 0.6)
 HEADROOM = 0.1  # of the budget the basis never fills: what the plan does not model (allocator, ...)
