@@ -245,7 +245,7 @@ def _choose(method, partition, *, max_hvps, costs: dict[str, int]) -> str:
 
 def _upper_state(done: list[int], acc, gen: torch.Generator, hvps: int) -> dict:
     return {
-        "position": sum(done),
+        "position": hvps,  # HVPs done, as in every loop's state
         "hvps": hvps,
         "blocks_done": list(done),
         "norms": acc.norms,

@@ -204,7 +204,7 @@ def block_lower_bound(
             x = project_to_sphere(hx.to(operator.dtype), partition)
         last = converged or step + 1 == max(1, iterations)
         state = {
-            "position": steps,
+            "position": steps * x.shape[0],  # HVPs done
             "steps": steps,
             "converged": converged,
             "x": x,

@@ -2,12 +2,13 @@
 columns, max-row refinement, sign ascent; blockwise H(Φ): its block columns and its ascent),
 so a run of hours survives an interruption.
 
-Each loop keeps its own file ``<prefix>.<loop>.pt``: while it runs, its accumulators and position
-(the probes done) at most every ``every_seconds``, written at a chunk boundary from the live
-tensors (no copies); when it ends, its final state, written once and never touched again. A
-rerun with the same identity restores a loop's file and goes on from the saved position with the
-same generator state, so it takes exactly the probes the uninterrupted run would have taken and
-returns the same numbers (the block size may differ: results do not depend on it).
+Each loop keeps its own file ``<prefix>.<loop>.pt``: while it runs, its accumulators and
+``position`` (the HVPs done) at most every ``every_seconds``, written at a chunk boundary from
+the live tensors (no copies); when it ends, its final state, written once and never touched
+again. A rerun with the same identity restores a loop's file and goes on from the saved
+position with the same generator state, so it takes exactly the probes the uninterrupted run
+would have taken and returns the same numbers (the block size may differ: results do not depend
+on it).
 """
 
 from __future__ import annotations
