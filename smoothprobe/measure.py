@@ -223,7 +223,17 @@ def _agree(dist):
     return agree
 
 
-def lanczos_checkpoint(resume, identity: dict, dist, *, progress: bool = False):
+def _resumed(op: ProgressOperator, *, progress: bool):
+    """What a checkpoint calls when it resumes: the line is printed, the bar counts the HVPs."""
+
+    def on_resume(line: str, hvps: int) -> None:
+        _log(line, enabled=progress)
+        op.resumed(hvps)
+
+    return on_resume
+
+
+def lanczos_checkpoint(resume, identity: dict, dist, *, op: ProgressOperator, progress: bool):
     """The ℓ2 phase's Lanczos state file next to the finished phases (None without them)."""
     if resume is None:
         return None
@@ -234,12 +244,12 @@ def lanczos_checkpoint(resume, identity: dict, dist, *, progress: bool = False):
         identity,
         writer=dist is None or dist.is_main,
         agree=_agree(dist),
-        on_resume=lambda line: _log(line, enabled=progress),
+        on_resume=_resumed(op, progress=progress),
     )
 
 
 def loop_checkpoint(
-    resume, phase: str, identity: dict, dist, *, label: str, progress: bool = False
+    resume, phase: str, identity: dict, dist, *, label: str, op: ProgressOperator, progress: bool
 ):
     """The loop state files of ``phase`` next to the finished phases (None without them)."""
     if resume is None:
@@ -251,7 +261,7 @@ def loop_checkpoint(
         identity,
         writer=dist is None or dist.is_main,
         agree=_agree(dist),
-        on_resume=lambda line: _log(line, enabled=progress),
+        on_resume=_resumed(op, progress=progress),
         phase=label,
     )
 
@@ -408,7 +418,7 @@ def run_measurement(
             enabled=progress,
         )
         op = tracked("lanczos", settings.max_hvps)
-        lanczos_state = lanczos_checkpoint(resume, run_identity, dist, progress=progress)
+        lanczos_state = lanczos_checkpoint(resume, run_identity, dist, op=op, progress=progress)
         found = measure_l2(
             op,
             tol=settings.tol,
@@ -437,7 +447,9 @@ def run_measurement(
             enabled=progress,
         )
         op = tracked("linf", None)
-        loops = loop_checkpoint(resume, "linf", run_identity, dist, label="ℓ∞", progress=progress)
+        loops = loop_checkpoint(
+            resume, "linf", run_identity, dist, label="ℓ∞", op=op, progress=progress
+        )
         linf = measure_linf(
             op,
             method=settings.method,
@@ -523,7 +535,13 @@ def run_measurement(
             )
             op = tracked(f"H({partition.name})", settings.block_hvps)
             loops = loop_checkpoint(
-                resume, name.replace(":", "-"), run_identity, dist, label=name, progress=progress
+                resume,
+                name.replace(":", "-"),
+                run_identity,
+                dist,
+                label=name,
+                op=op,
+                progress=progress,
             )
             found = measure_blockwise(
                 op,

@@ -42,6 +42,16 @@ class ProgressOperator:
         self.bar.update(1 if vectors.ndim == 1 else vectors.shape[0])
         return out
 
+    def resumed(self, hvps: int) -> None:
+        """Counts ``hvps`` products a resumed run did before this process (the rate shown stays
+        this process's own)."""
+        if self.bar.disable:
+            return
+        self.bar.n += hvps
+        self.bar.initial += hvps
+        self.bar.last_print_n += hvps
+        self.bar.refresh()
+
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -286,6 +287,9 @@ def test_measure_interrupted_inside_lanczos_resumes_its_state(nanogpt_run, tmp_p
     result = invoke(*args[:-1], "--out", out)
     assert result.exit_code == 0, result.output
     assert "Lanczos resumes at step 5 (5 HVPs, " in result.stderr
+    bars = [line for line in result.stderr.split("\r") if line.startswith("lanczos:")]
+    counts = [int(re.search(r"\| *(\d+)/", line)[1]) for line in bars]
+    assert 5 in counts and counts == sorted(counts), counts  # the 5 HVPs done before count
     assert not state.exists()
     a, b = ([json.loads(line) for line in open(p, encoding="utf-8")] for p in (whole, out))
     pick = ("quantity", "value", "bound", "hvps", "extra")
@@ -327,7 +331,9 @@ def test_measure_interrupted_inside_the_linf_phase_resumes_it(nanogpt_run, tmp_p
     assert result.exit_code == 0, result.output
     lines = result.stderr.replace("\r", "\n").splitlines()  # own lines, not glued to a bar
     assert any(line.startswith("[smoothprobe] ℓ∞ cauchy: resumed (finished)") for line in lines)
-    assert any(line.startswith("[smoothprobe] ℓ∞ columns: resumed (at ") for line in lines)
+    assert any(line.startswith("[smoothprobe] ℓ∞ columns: resumed (at 16 HVPs)") for line in lines)
+    counts = [int(line[6:].split("hvp")[0]) for line in lines if line.startswith("linf: ")]
+    assert 40 in counts and counts == sorted(counts), counts  # 24 + 16 done before are counted
     assert not list(tmp_path.glob(".m.jsonl.phases*"))
     a, b = ([json.loads(line) for line in open(p, encoding="utf-8")] for p in (whole, out))
     pick = ("quantity", "value", "bound", "ci_low", "ci_high", "hvps")

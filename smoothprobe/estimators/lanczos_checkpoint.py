@@ -36,7 +36,8 @@ class LanczosCheckpoint:
         writer: False on every torchrun rank but 0 (they read the state, never write it).
         agree: under torchrun, reduces "this rank found the state" over the ranks (True only
             when all did), so that either every rank resumes or none does.
-        on_resume: called with one line saying where the run resumes.
+        on_resume: called with one line saying where the run resumes and the HVPs done
+            before.
     """
 
     def __init__(
@@ -47,7 +48,7 @@ class LanczosCheckpoint:
         every_seconds: float = 600.0,
         writer: bool = True,
         agree: Callable[[bool], bool] | None = None,
-        on_resume: Callable[[str], None] | None = None,
+        on_resume: Callable[[str, int], None] | None = None,
     ):
         self.path = Path(path)
         self.identity = json.loads(json.dumps(identity, default=str))
@@ -110,7 +111,8 @@ class LanczosCheckpoint:
         if state is not None and self.on_resume is not None:
             self.on_resume(
                 f"Lanczos resumes at step {state['steps']} ({state['hvps']} HVPs, "
-                f"{state['seconds']:.0f} s done) from {self.path}"
+                f"{state['seconds']:.0f} s done) from {self.path}",
+                int(state["hvps"]),
             )
         return state
 

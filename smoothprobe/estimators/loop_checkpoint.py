@@ -38,7 +38,7 @@ class LoopCheckpoint:
         writer: False on every torchrun rank but 0 (they read, never write).
         agree: under torchrun, reduces "this rank found the state" over the ranks (True only
             when all did), so that either every rank resumes a loop or none does.
-        on_resume: called with one line when a loop resumes.
+        on_resume: called with one line when a loop resumes and the HVPs it did before.
         phase: the phase's name in that line (e.g. ``"ℓ∞"``).
     """
 
@@ -50,7 +50,7 @@ class LoopCheckpoint:
         every_seconds: float = 600.0,
         writer: bool = True,
         agree: Callable[[bool], bool] | None = None,
-        on_resume: Callable[[str], None] | None = None,
+        on_resume: Callable[[str, int], None] | None = None,
         phase: str = "",
     ):
         self.prefix = Path(prefix)
@@ -82,8 +82,10 @@ class LoopCheckpoint:
             state = None
         self._last = time.monotonic()
         if state is not None and self.on_resume is not None:
-            where = "finished" if state.get("done") else f"at {state.get('position', 0)} probes"
-            self.on_resume(f"{self.phase} {loop}: resumed ({where}) from {self.path(loop)}".strip())
+            hvps = int(state.get("position", 0))
+            where = "finished" if state.get("done") else f"at {hvps} HVPs"
+            line = f"{self.phase} {loop}: resumed ({where}) from {self.path(loop)}"
+            self.on_resume(line.strip(), hvps)
         return state
 
     def progress(self, loop: str, state: Callable[[], State], *, done: bool = False) -> None:
