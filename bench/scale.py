@@ -6,10 +6,14 @@ are appended to a JSON-lines file as they come (so a long run can be read while 
     python bench/scale.py make  DIR            # checkpoint + synthetic val.bin (no download)
     python bench/scale.py costs DIR --k 1 8    # seconds per gradient and per HVP (blocks of k)
     python bench/scale.py costs DIR --k 1 4 --batches 2 --chunk 1   # graphs rebuilt per call
+    python bench/scale.py costs DIR --k 4 --batches 2 --chunk 1 --allocators default heap --repeat 3
     python bench/scale.py suites DIR           # each suite: wall time, peak RSS
     python bench/scale.py all DIR
 
-Records: bench/results/scale_cpu.jsonl (phase, seconds, peak_rss_gib, load average, ...).
+Records: bench/results/scale_cpu.jsonl (phase, seconds, peak_rss_gib, minor page faults, system
+seconds, load average, ...). ``--allocators default heap`` alternates the C library's default
+with glibc keeping freed memory in its heap (``HEAP_RETENTION``, README "GPT-2-small"), each in
+a fresh child, ``--repeat`` times.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "scale_cpu.jsonl"
 GIB = 1 << 30
+# glibc keeps freed blocks in its heap: no mmap for large blocks, never trimmed (read at start)
+HEAP_RETENTION = {
+    "GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
+}
+ALLOCATORS = {"default": {}, "heap": HEAP_RETENTION}
 
 
 def record(row: dict) -> None:
@@ -40,12 +49,13 @@ def record(row: dict) -> None:
 
 
 def run_child(
-    argv: list[str], *, limit_gib: float, stop_after: float | None = None
-) -> tuple[int, float, float, str]:
-    """Runs argv niced under an address-space cap; returns (rc, seconds, peak RSS GiB, output tail).
+    argv: list[str], *, limit_gib: float, stop_after: float | None = None, env: dict | None = None
+) -> tuple[int, float, dict, str]:
+    """Runs argv niced under an address-space cap (``env`` added to this environment); returns
+    (rc, seconds, its usage: peak RSS GiB, minor faults, system seconds; output tail).
 
-    The peak is the child's own ``ru_maxrss`` (``os.wait4``), so phases do not mix. With
-    ``stop_after`` the child gets Ctrl-C (SIGINT) after that many seconds (rc 130).
+    The usage is the child's own (``os.wait4``), so phases do not mix. With ``stop_after`` the
+    child gets Ctrl-C (SIGINT) after that many seconds (rc 130).
     """
 
     def cap() -> None:
@@ -55,7 +65,9 @@ def run_child(
 
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, preexec_fn=cap, stdout=out, stderr=err)
+        proc = subprocess.Popen(
+            argv, preexec_fn=cap, stdout=out, stderr=err, env={**os.environ, **(env or {})}
+        )
         timer = None
         if stop_after:
             timer = threading.Timer(stop_after, proc.send_signal, [signal.SIGINT])
@@ -68,7 +80,13 @@ def run_child(
         err.seek(0)
         tail = out.read().decode()[-3000:] + "\n" + err.read().decode()[-1500:]
     rc = os.waitstatus_to_exitcode(status)
-    return rc, seconds, usage.ru_maxrss / (1 << 20), tail.strip()
+    used = {
+        "peak_rss_gib": usage.ru_maxrss / (1 << 20),
+        "minor_faults": usage.ru_minflt,
+        "system_s": usage.ru_stime,
+        "user_s": usage.ru_utime,
+    }
+    return rc, seconds, used, tail.strip()
 
 
 BASE = ["--batch-size", "4", "--block-size", "128", "--num-batches", "1"]
@@ -150,6 +168,11 @@ def main() -> None:
         "--memory", default=None, help="--memory of every suite run (default: the plan's)"
     )
     parser.add_argument("--only", nargs="*", default=None, help="suites to run (default all)")
+    parser.add_argument(
+        "--allocators", nargs="+", choices=list(ALLOCATORS), default=["default"],
+        help="costs: the C library settings to alternate (heap: glibc keeps freed memory)",
+    )  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=1, help="costs: rounds of A, B, ...")
     args = parser.parse_args()
     if args.what == "costs-child":
         costs_child(
@@ -162,7 +185,8 @@ def main() -> None:
             check=True,
         )
     if args.what in ("costs", "all"):
-        for k in args.k:
+        rounds = [(k, name) for _ in range(args.repeat) for k in args.k for name in args.allocators]
+        for k, allocator in rounds:  # alternating: A, B, A, B, ...
             argv = [
                 sys.executable,
                 __file__,
@@ -179,12 +203,15 @@ def main() -> None:
             ]
             if args.chunk:
                 argv += ["--chunk", str(args.chunk)]
-            rc, seconds, peak, tail = run_child(argv, limit_gib=args.limit_gib)
+            rc, seconds, used, tail = run_child(
+                argv, limit_gib=args.limit_gib, env=ALLOCATORS[allocator]
+            )
             row = {
                 "phase": f"costs k={k}" + (f", {args.batches} batches" if args.batches > 1 else ""),
+                "allocator": allocator,
                 "rc": rc,
                 "wall_s": seconds,
-                "peak_rss_gib": peak,
+                **used,
                 "batch_size": args.batch_size,
                 "block_size": args.block_size,
                 "chunk": args.chunk,
@@ -203,9 +230,9 @@ def main() -> None:
                     "--data", f"{args.root}/val.bin", *flags]  # fmt: skip
             argv += ["--memory", args.memory] if args.memory else []
             stop = STOP_AFTER.get(name)
-            rc, seconds, peak, tail = run_child(argv, limit_gib=args.limit_gib, stop_after=stop)
+            rc, seconds, used, tail = run_child(argv, limit_gib=args.limit_gib, stop_after=stop)
             plan = next((ln for ln in tail.splitlines() if "memory plan" in ln), "")
-            record({"phase": f"suite {name}", "rc": rc, "wall_s": seconds, "peak_rss_gib": peak,
+            record({"phase": f"suite {name}", "rc": rc, "wall_s": seconds, **used,
                     "argv": " ".join(argv[3:]), "plan": plan, "stopped_after_s": stop,
                     "tail": tail[-1500:]})  # fmt: skip
 

@@ -25,13 +25,19 @@ def test_costs_rows_for_retained_and_rebuilt_graphs(tmp_path, monkeypatch):
     scale = _module("scale")
     results = tmp_path / "scale.jsonl"
     monkeypatch.setattr(scale, "RESULTS", results)
-    for extra in ([], ["--batches", "2", "--chunk", "1"]):
+    rebuilt = ["--batches", "2", "--chunk", "1", "--allocators", "default", "heap"]
+    for extra in ([], rebuilt):
         argv = ["scale.py", "costs", str(tmp_path), "--k", "3", "--batch-size", "2",
                 "--block-size", "16", "--limit-gib", "8", *extra]  # fmt: skip
         monkeypatch.setattr(sys, "argv", argv)
         scale.main()
     rows = [json.loads(line) for line in results.read_text().splitlines()]
-    assert [(r["phase"], r["rc"]) for r in rows] == [("costs k=3", 0), ("costs k=3, 2 batches", 0)]
+    assert [(r["phase"], r["allocator"], r["rc"]) for r in rows] == [
+        ("costs k=3", "default", 0),
+        ("costs k=3, 2 batches", "default", 0),
+        ("costs k=3, 2 batches", "heap", 0),
+    ]
     for r in rows:
         assert r["gradient_s"] > 0 and r["peak_rss_gib"] > 0 and len(r["per_probe_s"]) == 2
-    assert {r["graphs"] for r in rows} == {"retained", "rebuilt per call"}
+        assert r["minor_faults"] > 0 and r["system_s"] >= 0
+    assert [r["graphs"] for r in rows] == ["retained", "rebuilt per call", "rebuilt per call"]
