@@ -169,6 +169,32 @@ def test_compare_prints_both_sides(runs):
     assert tables.fmt_num(dl2[1] / dl2[0]) in row
 
 
+def test_compare_formats_carry_the_same_rows(runs):
+    """--format markdown / csv / json: the table's rows and each side's checkpoint, parseable."""
+    import csv
+    import io
+
+    args = ("compare", runs["before"], runs["after"], "--labels", "before,after", "--format")
+    text = invoke(*args, "table").output
+    md, sheet, js = (invoke(*args, fmt) for fmt in ("markdown", "csv", "json"))
+    assert all(r.exit_code == 0 for r in (md, sheet, js)), md.output + sheet.output + js.output
+    found = json.loads(js.output)
+    assert found["sides"] == [
+        {"label": "before", "checkpoint": "out/ckpt_00000.pt", "step": 0},
+        {"label": "after", "checkpoint": "out/ckpt_01000.pt", "step": 1000},
+    ]
+    rows = list(csv.DictReader(io.StringIO(sheet.output)))
+    assert (
+        rows == found["rows"] and len(rows) == len(text.splitlines()) - 5
+    )  # sides, blank, header, rule
+    assert list(rows[0]) == ["Basis", "Constant", "Optimizer", "before value", "before ρ",
+                             "after value", "after ρ", "after/before"]  # fmt: skip
+    assert md.output.startswith("- before: out/ckpt_00000.pt @ step 0\n- after: ")
+    table_lines = [ln for ln in md.output.splitlines() if ln.startswith("|")]
+    assert len(table_lines) == len(rows) + 2  # header and separator
+    assert all(r["after/before"] in md.output for r in rows)
+
+
 def test_compare_default_labels(runs):
     result = invoke("compare", runs["after"], runs["before"])
     assert result.exit_code == 0, result.output

@@ -84,17 +84,26 @@ def two_labels(value: str) -> tuple[str, str]:
     callback=lambda ctx, param, value: two_labels(value),
     help="Names of the two sides, comma-separated.",
 )
-def compare(a, b, labels):
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format on stdout (csv: the table alone; json: both sides and the rows).",
+)
+def compare(a, b, labels, fmt):
     """Print the constants of two runs side by side (their latest checkpoints).
 
     A and B are records files (JSON lines from measure --out), e.g. two checkpoints, two bases
     or two models.
 
     \b
-    Example:
+    Examples:
       smoothprobe compare before.jsonl after.jsonl --labels before,after
+      smoothprobe compare a.jsonl b.jsonl --format markdown >> notes.md
     """
-    from smoothprobe.report.render import compare_table
+    from smoothprobe.report.comparison import compare_runs
 
-    table = compare_table(load_record_files([a]), load_record_files([b]), labels=labels)
-    click.echo(table.rstrip("\n"))
+    found = compare_runs(load_record_files([a]), load_record_files([b]), labels=labels)
+    click.echo(found.render(fmt).rstrip("\n"))

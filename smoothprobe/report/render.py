@@ -414,12 +414,6 @@ def compare_table(
     Raises:
         SmoothprobeError: when either side has no records.
     """
-    frames = [bounds.normalize_records(as_frame(f)) for f in (frame_a, frame_b)]
-    lines = []
-    for name, frame in zip(labels, frames, strict=True):
-        if frame.empty:
-            raise SmoothprobeError(f"{name} has no records; pass JSONL files written by measure")
-        checkpoint, step = bounds.checkpoint_order(frame)[-1]
-        lines.append(f"{name}: {tables.checkpoint_label(checkpoint, step)}")
-    table = tables.compare_frame(frames[0], frames[1], labels=labels)
-    return "\n".join(lines) + "\n\n" + tables.to_text(table, max_width=80)
+    from smoothprobe.report.comparison import compare_runs
+
+    return compare_runs(as_frame(frame_a), as_frame(frame_b), labels=labels).render("table")
