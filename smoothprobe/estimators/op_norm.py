@@ -21,7 +21,6 @@ The other upper bound, H_op ≤ R·L₂, needs L₂'s upper end and is formed by
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -295,8 +294,6 @@ def op_upper_bound(
         else RestrictedOperator(operator, [b.name for b in geometry.blocks])
     )
     partition = geometry.tensor_partition(target.layout)
-    params = inspect.signature(block_upper_bound).parameters
-    chunk = {("chunk_size" if "chunk_size" in params else "chunk"): chunk_size}
     upper = block_upper_bound(
         target,
         partition,
@@ -305,7 +302,7 @@ def op_upper_bound(
         sketch=sketch,
         iterations=iterations,
         generator=gen,
-        **chunk,
+        chunk_size=chunk_size,
     )
     if upper.norms is None:
         raise SmoothprobeError(
