@@ -439,14 +439,17 @@ def run_measurement(
         l2_estimate = next(e for e in found if e.quantity == "l2_norm")
     if "linf" in parts and (found := finished.get("linf")) is None:
         from smoothprobe.estimators.row_norms import row_norm_payload
-        from smoothprobe.suites.linf import measure_linf
+        from smoothprobe.suites.linf import linf_hvps_at_most, measure_linf
 
         bracket = f", H∞ bracket ≤ {plan.hinf_hvps} HVPs" if plan.hinf_hvps else ""
         _log(
             f"ℓ∞: (1,1)-norm by {settings.method} with {settings.hvps} HVPs, sign ascent{bracket}",
             enabled=progress,
         )
-        op = tracked("linf", None)
+        at_most = linf_hvps_at_most(
+            max_hvps=settings.hvps, restarts=plan.ascent_restarts, hinf_hvps=plan.hinf_hvps
+        )
+        op = tracked("linf", at_most)
         loops = loop_checkpoint(
             resume, "linf", run_identity, dist, label="ℓ∞", op=op, progress=progress
         )

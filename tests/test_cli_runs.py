@@ -332,7 +332,7 @@ def test_measure_interrupted_inside_the_linf_phase_resumes_it(nanogpt_run, tmp_p
     lines = result.stderr.replace("\r", "\n").splitlines()  # own lines, not glued to a bar
     assert any(line.startswith("[smoothprobe] ℓ∞ cauchy: resumed (finished)") for line in lines)
     assert any(line.startswith("[smoothprobe] ℓ∞ columns: resumed (at 16 HVPs)") for line in lines)
-    counts = [int(line[6:].split("hvp")[0]) for line in lines if line.startswith("linf: ")]
+    counts = [int(re.search(r"\| *(\d+)/", ln)[1]) for ln in lines if ln.startswith("linf:")]
     assert 40 in counts and counts == sorted(counts), counts  # 24 + 16 done before are counted
     assert not list(tmp_path.glob(".m.jsonl.phases*"))
     a, b = ([json.loads(line) for line in open(p, encoding="utf-8")] for p in (whole, out))

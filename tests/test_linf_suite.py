@@ -8,7 +8,7 @@ import torch
 from smoothprobe import Bound, DenseOperator, Estimate, ParameterLayout
 from smoothprobe.compare.brackets import l11_over_dl2_estimate
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.suites.linf import DEFAULT_HINF_HVPS, measure_linf
+from smoothprobe.suites.linf import DEFAULT_HINF_HVPS, linf_hvps_at_most, measure_linf
 
 
 def hessian(d: int, seed: int) -> torch.Tensor:
@@ -30,6 +30,8 @@ def test_quantities_bounds_and_hvp_accounting():
     names = ["l11_norm", "linf_lower", "max_row", "hinf_lower", "hinf_upper", "l11_over_dl2"]
     assert [e.quantity for e in result.estimates()] == names
     assert sum(e.hvps for e in result.estimates()) == op.cost.hvps
+    at_most = linf_hvps_at_most(max_hvps=64, restarts=8, hinf_hvps=DEFAULT_HINF_HVPS)
+    assert op.cost.hvps <= at_most  # the progress bar's total
     assert est["l11_norm"].hvps <= 64
     truth = float(h.abs().sum())
     l11 = est["l11_norm"]
@@ -63,6 +65,8 @@ def test_every_method_runs_in_the_suite(method):
         h, method=method, max_hvps=hvps, generator=0, hinf_hvps=DEFAULT_HINF_HVPS
     ).estimates()
     out = {e.quantity: e for e in found}
+    used = sum(e.hvps for e in found)
+    assert used <= linf_hvps_at_most(max_hvps=hvps, restarts=8, hinf_hvps=DEFAULT_HINF_HVPS)
     truth = float(h.abs().sum())
     assert out["linf_lower"].value <= truth
     assert out["max_row"].extra["certified_lower"] <= float(h.abs().sum(1).max()) * (1 + 1e-12)

@@ -41,6 +41,8 @@ from smoothprobe.linear_operator import as_operator
 from smoothprobe.records import _clean
 
 COLUMN_STARTS = 1  # largest exact rows used as extra sign-ascent starts (unit vectors e_j)
+ASCENT_ITERS = 30  # sign-ascent steps per start at most
+MAX_ROW_HVPS = 32  # HVPs at most of the max-row refinement
 REFINE_ROUND = 8  # rows evaluated exactly per refinement round (whatever the probe block)
 DEFAULT_HINF_HVPS = 2048  # HVP budget of the H∞ bracket (see the module docstring)
 
@@ -72,8 +74,8 @@ def measure_linf(
     restarts: int = 8,
     generator: torch.Generator | int | None = None,
     l2_norm: float | Estimate | None = None,
-    ascent_iters: int = 30,
-    max_row_hvps: int = 32,
+    ascent_iters: int = ASCENT_ITERS,
+    max_row_hvps: int = MAX_ROW_HVPS,
     chunk_size: int = 32,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     hinf_hvps: int = 0,
@@ -182,6 +184,13 @@ def measure_linf(
     if l2_norm is not None:
         estimates.append(l11_over_dl2_estimate(l11, l2_norm, d=operator.d))
     return LinfResult(tuple(estimates), rows)
+
+
+def linf_hvps_at_most(*, max_hvps: int, restarts: int, hinf_hvps: int = 0) -> int:
+    """The HVPs ``measure_linf`` takes at most with its default refinement and ascent (the
+    (1,1)-norm budget, the refinement, the sign ascent, the H∞ bracket): a progress bar's total."""
+    ascent = (restarts + COLUMN_STARTS) * ASCENT_ITERS + 1
+    return max_hvps + MAX_ROW_HVPS + ascent + hinf_hvps
 
 
 def _refined(operator, rows: RowNorms, *, max_hvps: int, chunk_size: int, checkpoint):
