@@ -7,7 +7,10 @@ that has a double backward.
 
 How: for each batch b we build the gradient graph g_b = ∇ℓ_b(θ) once (``create_graph=True``) and
 reuse it for every product, H_b·V = ∂(g_b·V)/∂θ, batched over the k probes of a block with
-``torch.autograd.grad(..., is_grads_batched=True)``. H·V = Σ_b w_b H_b·V.
+``torch.autograd.grad(..., is_grads_batched=True)``. H·V = Σ_b w_b H_b·V. The graph's inputs are
+one leaf per parameter tensor, views of θ: no copy of θ per graph, and every product is written
+tensor by tensor into the result, never through a d-long concatenation (at 124M parameters each
+of those was a fresh 0.5 GB to page in, per batch and probe).
 
 Memory: a retained gradient graph holds the batch's activations plus what the double backward
 needs, roughly 2–4× a training step's activation memory. ``retain_graphs=True`` keeps the graphs
@@ -93,10 +96,15 @@ class HessianOperator:
         self.cost = CostCounter()
         self.chunk_size = chunk_size
         self._weights = problem.weights()
-        self._graphs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._graphs: dict[int, tuple[tuple, tuple]] = {}
         self._batched_ok = True
         self._gradient: torch.Tensor | None = None
         self.shard = list(range(len(problem.batches))) if shard is None else list(shard)
+        self._spans = [(slot.start, slot.start + slot.numel) for slot in self.layout.slots]
+        self._leaves = tuple(  # views of θ: the graphs' inputs, never written
+            piece.detach().requires_grad_(True)
+            for piece in self.theta.split([slot.numel for slot in self.layout.slots])
+        )
         first, self.graph_bytes = _saved_bytes(lambda: self._build(self.shard[0]))
         if retain_graphs is None:
             retain_graphs = self.graph_bytes * len(self.shard) <= graph_memory_limit
@@ -111,17 +119,17 @@ class HessianOperator:
             self._graphs.clear()
         self.chunk_size = chunk_size
 
-    def _build(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradient graph of batch ``index``: (leaf θ, ∇ℓ_b with create_graph)."""
-        leaf = self.theta.clone().requires_grad_(True)
-        loss = self.problem.batch_loss(leaf, self.problem.batches[index])
-        (grad,) = torch.autograd.grad(loss, leaf, create_graph=True)
+    def _build(self, index: int) -> tuple[tuple, tuple]:
+        """Gradient graph of batch ``index``: (the θ leaves, ∇ℓ_b per leaf with create_graph;
+        None for a leaf the loss does not use)."""
+        loss = self.problem.batch_loss(self._leaves, self.problem.batches[index])
+        grads = torch.autograd.grad(loss, self._leaves, create_graph=True, allow_unused=True)
         self.cost.gradients += 1
-        if not torch.isfinite(grad).all():
+        if not all(g is None or torch.isfinite(g).all() for g in grads):
             raise NonFiniteError(f"the gradient of batch {index} has NaN or Inf entries")
-        return leaf, grad
+        return self._leaves, grads
 
-    def _graph(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _graph(self, index: int) -> tuple[tuple, tuple]:
         if index in self._graphs:
             return self._graphs[index]
         graph = self._build(index)
@@ -130,12 +138,13 @@ class HessianOperator:
         return graph
 
     def _products(
-        self, leaf: torch.Tensor, grad: torch.Tensor, block: torch.Tensor
-    ) -> torch.Tensor:
-        """H_b·v for each row of ``block`` through the retained graph."""
+        self, graph: tuple, block: torch.Tensor, dest: torch.Tensor, *, weight: float, add: bool
+    ) -> None:
+        """``dest`` (k, d) = (or += with ``add``) ``weight`` · H_b·v for each row v of ``block``
+        through the graph of batch b."""
         if block.shape[0] > 1 and self._batched_ok:
             try:
-                return self._batched_products(leaf, grad, block)
+                return self._batched_into(graph, block, dest, weight=weight, add=add)
             except RuntimeError as exc:  # an op without a batching rule for its double backward
                 if _out_of_memory(exc):  # not a missing rule: halve the block and go on
                     half = block.shape[0] // 2
@@ -146,42 +155,60 @@ class HessianOperator:
                         RuntimeWarning,
                         stacklevel=3,
                     )
-                    return torch.cat(
-                        [self._products(leaf, grad, block[:half]),
-                         self._products(leaf, grad, block[half:])]
-                    )  # fmt: skip
+                    for rows in (slice(0, half), slice(half, None)):
+                        self._products(graph, block[rows], dest[rows], weight=weight, add=add)
+                    return None
                 self._fall_back(f"the batched backward failed: {quoted(exc)}")
-        return self._single_products(leaf, grad, block)
+        for v, row in zip(block, dest, strict=True):  # one backward per probe
+            self._write(self._backward(graph, v, batched=False), row, weight=weight, add=add)
+        return None
 
-    def _batched_products(
-        self, leaf: torch.Tensor, grad: torch.Tensor, block: torch.Tensor
-    ) -> torch.Tensor:
-        """All rows of ``block`` through one ``is_grads_batched`` backward."""
-        (out,) = torch.autograd.grad(
-            grad,
-            leaf,
-            grad_outputs=block,
+    def _backward(self, graph: tuple, v: torch.Tensor, *, batched: bool) -> list:
+        """H_b·v per leaf (None: zero) for one probe (d,) or, ``batched``, a block (k, d)."""
+        leaves, grads = graph
+        used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        if not used:
+            return [None] * len(leaves)
+        parts = torch.autograd.grad(
+            [grads[i] for i in used],
+            leaves,
+            grad_outputs=[v[..., slice(*self._spans[i])] for i in used],
             retain_graph=True,
-            is_grads_batched=True,
+            is_grads_batched=batched,
             allow_unused=True,
         )
-        return torch.zeros_like(block) if out is None else out
+        return list(parts)
 
-    def _single_products(
-        self, leaf: torch.Tensor, grad: torch.Tensor, block: torch.Tensor
-    ) -> torch.Tensor:
-        """One backward per row of ``block`` (the reference path)."""
-        out = None
-        for i, v in enumerate(block):
-            (hv,) = torch.autograd.grad(
-                grad, leaf, grad_outputs=v, retain_graph=True, allow_unused=True
-            )
-            hv = torch.zeros_like(v) if hv is None else hv
-            if block.shape[0] == 1:
-                return hv.unsqueeze(0)
-            if out is None:
-                out = torch.empty_like(block)
-            out[i] = hv
+    def _write(self, parts: list, dest: torch.Tensor, *, weight: float, add: bool) -> None:
+        """Writes per-leaf products into ``dest`` ((d,) or (k, d)), tensor by tensor."""
+        for part, span in zip(parts, self._spans, strict=True):
+            target = dest[..., slice(*span)]
+            if part is None:
+                if not add:
+                    target.zero_()
+            elif add:
+                target.add_(part.reshape(target.shape), alpha=weight)
+            else:
+                torch.mul(part.reshape(target.shape), weight, out=target)
+
+    def _batched_into(
+        self, graph: tuple, block: torch.Tensor, dest: torch.Tensor, *, weight: float, add: bool
+    ) -> None:
+        """All rows of ``block`` through one ``is_grads_batched`` backward, into ``dest``."""
+        self._write(self._backward(graph, block, batched=True), dest, weight=weight, add=add)
+
+    def _batched_products(self, graph: tuple, block: torch.Tensor) -> torch.Tensor:
+        """H_b·V for the rows of ``block`` by one batched backward (what ``check_batched``
+        compares with ``_single_products``)."""
+        out = torch.empty_like(block)
+        self._batched_into(graph, block, out, weight=1.0, add=False)
+        return out
+
+    def _single_products(self, graph: tuple, block: torch.Tensor) -> torch.Tensor:
+        """H_b·V for the rows of ``block``, one backward per row (the reference path)."""
+        out = torch.empty_like(block)
+        for v, row in zip(block, out, strict=True):
+            self._write(self._backward(graph, v, batched=False), row, weight=1.0, add=False)
         return out
 
     def _fall_back(self, why: str) -> None:
@@ -217,13 +244,13 @@ class HessianOperator:
 
         gen = torch.Generator().manual_seed(seed)
         block = gaussian(probes, self.d, generator=gen, dtype=self.dtype, device=self.device)
-        leaf, grad = self._graph(self.shard[0])
+        graph = self._graph(self.shard[0])
         try:
-            batched = self._batched_products(leaf, grad, block).to(torch.float64)
+            batched = self._batched_products(graph, block).to(torch.float64)
         except RuntimeError as exc:
             self._fall_back(f"the batched backward failed: {quoted(exc)}")
             return False
-        single = self._single_products(leaf, grad, block).to(torch.float64)
+        single = self._single_products(graph, block).to(torch.float64)
         self.cost.hvps += 2 * probes
         tol = agreement_tolerance(self.dtype)
         scale = float(single.norm()) or 1.0
@@ -256,27 +283,18 @@ class HessianOperator:
         block = block.detach().to(self.device, self.dtype)
         k = block.shape[0]
         step = self.chunk_size or k
-        # One chunk: the first products become the result (a fresh (k, d) buffer costs a
-        # page-in). Several: one (k, d) result, filled chunk by chunk, never a concatenation,
-        # so a block holds its probes, the result and one chunk's products (memory_plan).
-        out = None
+        # One (k, d) result, written tensor by tensor: the first batch sets it, the others add
+        # to it, so a block holds its probes and the result (memory_plan), never a d-long
+        # concatenation or a copy of a chunk's products.
+        out = torch.empty_like(block)
         for n, index in enumerate(self.shard):
-            weight = self._weights[index]
-            leaf, grad = self._graph(index)
+            graph = self._graph(index)
             for start in range(0, k, step):
-                products = self._products(leaf, grad, block[start : start + step])
                 rows = slice(start, start + step)
-                if n and out is not None:
-                    out[rows].add_(products, alpha=weight)
-                elif step >= k:  # scaled in place unless autograd handed back the probes
-                    same = (
-                        products.untyped_storage().data_ptr() == block.untyped_storage().data_ptr()
-                    )
-                    out = products * weight if same else products.mul_(weight)
-                else:
-                    out = torch.empty_like(block) if out is None else out
-                    torch.mul(products, weight, out=out[rows])
-                del products
+                self._products(
+                    graph, block[rows], out[rows], weight=self._weights[index], add=n > 0
+                )
+            del graph
         self.cost.hvps += k
         out = out.to(in_dtype)
         return out.reshape(-1) if single else out
@@ -285,9 +303,11 @@ class HessianOperator:
         """∇L(θ) (d,), from the gradient graphs when they are retained."""
         if self._gradient is None:
             if self.retained or len(self.shard) < len(self._weights):
-                self._gradient = sum(
-                    self._weights[i] * self._graph(i)[1].detach() for i in self.shard
-                )
+                total = torch.zeros_like(self.theta)
+                for i in self.shard:
+                    parts = [None if g is None else g.detach() for g in self._graph(i)[1]]
+                    self._write(parts, total, weight=self._weights[i], add=True)
+                self._gradient = total
             else:
                 self._gradient = self.problem.gradient(self.theta)
                 self.cost.gradients += len(self._weights)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -207,11 +207,17 @@ class Problem:
         """What the batch weights count: ``"tokens"`` (scored targets) or ``"examples"``."""
         return weight_unit(self.batches[0].targets)
 
-    def batch_loss(self, theta: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Mean loss of one batch at ``theta`` (differentiable), under evaluation semantics."""
-        params = {
-            f"model.{k}": v for k, v in {**self.constants, **self.layout.unflatten(theta)}.items()
-        }
+    def batch_loss(
+        self, theta: torch.Tensor | Sequence[torch.Tensor], batch: Batch
+    ) -> torch.Tensor:
+        """Mean loss of one batch at ``theta`` (differentiable), under evaluation semantics.
+        ``theta``: the flat (d,) vector, or its pieces, one flat tensor per slot in order."""
+        named = (
+            self.layout.unflatten(theta)
+            if isinstance(theta, torch.Tensor)
+            else self.layout.views(theta)
+        )
+        params = {f"model.{k}": v for k, v in {**self.constants, **named}.items()}
         with _eval_semantics(self.model):
             outputs = functional_call(self._runner, params, (batch.inputs,), strict=False)
             loss = self.loss_fn(outputs, batch.targets)

@@ -96,7 +96,7 @@ def test_a_batched_hvp_out_of_memory_halves_the_block(monkeypatch):
     real = torch.autograd.grad
 
     def tight(*args, **kwargs):
-        if kwargs.get("is_grads_batched") and kwargs["grad_outputs"].shape[0] > 2:
+        if kwargs.get("is_grads_batched") and kwargs["grad_outputs"][0].shape[0] > 2:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to ...")
         return real(*args, **kwargs)
 

@@ -181,8 +181,8 @@ class BrokenBatching(HessianOperator):
         self.break_with = break_with
         super().__init__(*args, **kwargs)
 
-    def _batched_products(self, leaf, grad, block):
-        out = super()._batched_products(leaf, grad, block)
+    def _batched_products(self, graph, block):
+        out = super()._batched_products(graph, block)
         if self.break_with == "scale":  # wrong but still symmetric
             return out * (1 + 1e-3)
         if self.break_with == "raise":
@@ -236,11 +236,11 @@ def test_a_broken_batched_path_falls_back_loudly_to_single_probes(broken, why):
 
 def test_asymmetric_batched_products_are_refused():
     class Asymmetric(BrokenBatching):
-        def _single_products(self, leaf, grad, block):  # both paths agree, but H is not symmetric
-            return self._skewed(super()._single_products(leaf, grad, block), block)
+        def _single_products(self, graph, block):  # both paths agree, but H is not symmetric
+            return self._skewed(super()._single_products(graph, block), block)
 
-        def _batched_products(self, leaf, grad, block):
-            return self._skewed(HessianOperator._batched_products(self, leaf, grad, block), block)
+        def _batched_products(self, graph, block):
+            return self._skewed(HessianOperator._batched_products(self, graph, block), block)
 
         @staticmethod
         def _skewed(out, block):
