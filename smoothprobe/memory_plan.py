@@ -18,8 +18,9 @@ sizes (bytes, d = parameters, s = bytes per compute element):
 fixed part; the largest probe block (≤ 32) that fits in a third (one probe at a time when a
 graph exceeds ``SINGLE_PROBE_GRAPH``, where batching only adds memory traffic); when graphs are
 rebuilt at every operator call, how many probes (≤ ``REBUILD_BLOCK``) an estimator hands over
-at once, so one rebuild serves them all (each holds its input and output, 2·d·s, and one
-chunk's products are on their way into the result); Lanczos basis
+at once, so one rebuild serves them all (each holds its input and output, 2·d·s; one chunk's
+products are counted too, though products are now written into the result tensor by tensor
+without a d-long temporary, so that part is slack); Lanczos basis
 rows (float64 while at least 2·``MIN_BASIS`` fit, then float32) in what remains, at least
 top_k + 3 rows, leaving ``HEADROOM`` of the budget free; the rest bounds the sketches. It
 raises ``MemoryBudgetError`` with one line when even the smallest plan does not fit.
