@@ -20,7 +20,8 @@ from smoothprobe.checkpoints import LoadedCheckpoint
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
 from smoothprobe.estimators.sampling import derived_seed
-from smoothprobe.finished_phases import FinishedPhases, lanczos_state_path, loop_state_prefix
+from smoothprobe.finished_phases import FinishedPhases
+from smoothprobe.phase_state import lanczos_checkpoint, loop_checkpoint
 from smoothprobe.progress import ProgressOperator
 from smoothprobe.records import RunContext, make_record
 
@@ -211,18 +212,6 @@ def plan_run(problem, operator, settings: MeasureSettings, *, largest_block: int
     )
 
 
-def _agree(dist):
-    """Under torchrun: "found" on every rank, or on none (None in one process)."""
-    if dist is None:
-        return None
-    from smoothprobe.distributed import agreed
-
-    def agree(found: bool) -> bool:  # every rank resumes, or none
-        return agreed(float(found), op="min") > 0
-
-    return agree
-
-
 def _resumed(op: ProgressOperator, *, progress: bool):
     """What a checkpoint calls when it resumes: the line is printed, the bar counts the HVPs."""
 
@@ -231,39 +220,6 @@ def _resumed(op: ProgressOperator, *, progress: bool):
         op.resumed(hvps)
 
     return on_resume
-
-
-def lanczos_checkpoint(resume, identity: dict, dist, *, op: ProgressOperator, progress: bool):
-    """The ℓ2 phase's Lanczos state file next to the finished phases (None without them)."""
-    if resume is None:
-        return None
-    from smoothprobe.estimators.lanczos_checkpoint import LanczosCheckpoint
-
-    return LanczosCheckpoint(
-        lanczos_state_path(resume),
-        identity,
-        writer=dist is None or dist.is_main,
-        agree=_agree(dist),
-        on_resume=_resumed(op, progress=progress),
-    )
-
-
-def loop_checkpoint(
-    resume, phase: str, identity: dict, dist, *, label: str, op: ProgressOperator, progress: bool
-):
-    """The loop state files of ``phase`` next to the finished phases (None without them)."""
-    if resume is None:
-        return None
-    from smoothprobe.estimators.loop_checkpoint import LoopCheckpoint
-
-    return LoopCheckpoint(
-        loop_state_prefix(resume, phase),
-        identity,
-        writer=dist is None or dist.is_main,
-        agree=_agree(dist),
-        on_resume=_resumed(op, progress=progress),
-        phase=label,
-    )
 
 
 def run_measurement(
@@ -418,7 +374,9 @@ def run_measurement(
             enabled=progress,
         )
         op = tracked("lanczos", settings.max_hvps)
-        lanczos_state = lanczos_checkpoint(resume, run_identity, dist, op=op, progress=progress)
+        lanczos_state = lanczos_checkpoint(
+            resume, run_identity, dist, on_resume=_resumed(op, progress=progress)
+        )
         found = measure_l2(
             op,
             tol=settings.tol,
@@ -451,7 +409,12 @@ def run_measurement(
         )
         op = tracked("linf", at_most)
         loops = loop_checkpoint(
-            resume, "linf", run_identity, dist, label="ℓ∞", op=op, progress=progress
+            resume,
+            "linf",
+            run_identity,
+            dist,
+            label="ℓ∞",
+            on_resume=_resumed(op, progress=progress),
         )
         linf = measure_linf(
             op,
@@ -543,8 +506,7 @@ def run_measurement(
                 run_identity,
                 dist,
                 label=name,
-                op=op,
-                progress=progress,
+                on_resume=_resumed(op, progress=progress),
             )
             found = measure_blockwise(
                 op,

@@ -144,7 +144,7 @@ class HessianOperator:
         through the graph of batch b."""
         if block.shape[0] > 1 and self._batched_ok:
             try:
-                return self._batched_into(graph, block, dest, weight=weight, add=add)
+                return self._into(graph, block, dest, batched=True, weight=weight, add=add)
             except RuntimeError as exc:  # an op without a batching rule for its double backward
                 if _out_of_memory(exc):  # not a missing rule: halve the block and go on
                     half = block.shape[0] // 2
@@ -159,7 +159,24 @@ class HessianOperator:
                         self._products(graph, block[rows], dest[rows], weight=weight, add=add)
                     return None
                 self._fall_back(f"the batched backward failed: {quoted(exc)}")
-        for v, row in zip(block, dest, strict=True):  # one backward per probe
+        return self._into(graph, block, dest, batched=False, weight=weight, add=add)
+
+    def _into(
+        self,
+        graph: tuple,
+        block: torch.Tensor,
+        dest: torch.Tensor,
+        *,
+        batched: bool,
+        weight: float,
+        add: bool,
+    ) -> None:
+        """``dest`` (+)= ``weight`` · H_b·V by one batched backward, or one backward per row."""
+        if batched:
+            return self._write(
+                self._backward(graph, block, batched=True), dest, weight=weight, add=add
+            )
+        for v, row in zip(block, dest, strict=True):
             self._write(self._backward(graph, v, batched=False), row, weight=weight, add=add)
         return None
 
@@ -191,24 +208,17 @@ class HessianOperator:
             else:
                 torch.mul(part.reshape(target.shape), weight, out=target)
 
-    def _batched_into(
-        self, graph: tuple, block: torch.Tensor, dest: torch.Tensor, *, weight: float, add: bool
-    ) -> None:
-        """All rows of ``block`` through one ``is_grads_batched`` backward, into ``dest``."""
-        self._write(self._backward(graph, block, batched=True), dest, weight=weight, add=add)
-
     def _batched_products(self, graph: tuple, block: torch.Tensor) -> torch.Tensor:
         """H_b·V for the rows of ``block`` by one batched backward (what ``check_batched``
         compares with ``_single_products``)."""
         out = torch.empty_like(block)
-        self._batched_into(graph, block, out, weight=1.0, add=False)
+        self._into(graph, block, out, batched=True, weight=1.0, add=False)
         return out
 
     def _single_products(self, graph: tuple, block: torch.Tensor) -> torch.Tensor:
         """H_b·V for the rows of ``block``, one backward per row (the reference path)."""
         out = torch.empty_like(block)
-        for v, row in zip(block, out, strict=True):
-            self._write(self._backward(graph, v, batched=False), row, weight=1.0, add=False)
+        self._into(graph, block, out, batched=False, weight=1.0, add=False)
         return out
 
     def _fall_back(self, why: str) -> None:
