@@ -9,6 +9,8 @@ are appended to a JSON-lines file as they come (so a long run can be read while 
     python bench/scale.py costs DIR --k 4 --batches 2 --chunk 1 --allocators default heap --repeat 3
     python bench/scale.py suites DIR           # each suite: wall time, peak RSS
     python bench/scale.py all DIR
+    python bench/scale.py run DIR              # the issue's whole --norm both run (resumable)
+    python bench/scale.py torchrun DIR2        # torchrun 2 ranks vs 1 process, float64 λ_max
 
 Records: bench/results/scale_cpu.jsonl (phase, seconds, peak_rss_gib, minor page faults, system
 seconds, load average, ...). ``--allocators default heap`` alternates the C library's default
@@ -49,30 +51,40 @@ def record(row: dict) -> None:
 
 
 def run_child(
-    argv: list[str], *, limit_gib: float, stop_after: float | None = None, env: dict | None = None
+    argv: list[str],
+    *,
+    limit_gib: float | None,
+    stop_after: float | None = None,
+    env: dict | None = None,
+    capture: bool = True,
 ) -> tuple[int, float, dict, str]:
     """Runs argv niced under an address-space cap (``env`` added to this environment); returns
     (rc, seconds, its usage: peak RSS GiB, minor faults, system seconds; output tail).
 
-    The usage is the child's own (``os.wait4``), so phases do not mix. With ``stop_after`` the
-    child gets Ctrl-C (SIGINT) after that many seconds (rc 130).
+    The usage is the child's own and its children's (``os.wait4``: the peak is the largest
+    process's), so phases do not mix. With ``stop_after`` the child gets Ctrl-C (SIGINT) after
+    that many seconds (rc 130). ``limit_gib`` None: no cap; ``capture`` False: the child
+    writes to this process's stdout and stderr (its progress bars show) and the tail is empty.
     """
 
     def cap() -> None:
         os.nice(5)
-        limit = int(limit_gib * GIB)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if limit_gib is not None:
+            limit = int(limit_gib * GIB)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            argv, preexec_fn=cap, stdout=out, stderr=err, env={**os.environ, **(env or {})}
-        )
+        streams = {"stdout": out, "stderr": err} if capture else {}
+        proc = subprocess.Popen(argv, preexec_fn=cap, env={**os.environ, **(env or {})}, **streams)
         timer = None
         if stop_after:
             timer = threading.Timer(stop_after, proc.send_signal, [signal.SIGINT])
             timer.start()
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except KeyboardInterrupt:  # the child got the same Ctrl-C: it saves its state, exits
+            _, status, usage = os.wait4(proc.pid, 0)
         if timer is not None:
             timer.cancel()
         seconds = time.perf_counter() - t0
@@ -107,6 +119,90 @@ SUITES = {
 # over the first part, which includes the widest block column (blockwise sketches go in block
 # order, the embedding first); the whole per-tensor run is ≈ 3,760 HVPs.
 STOP_AFTER = {"blockwise-tensor": 600.0}
+
+
+# The issue's run: the default sample (4 batches of 4 × 128 tokens), default budgets.
+ISSUE_RUN = ["--batch-size", "4", "--block-size", "128", "--norm", "both"]
+# The held-out torchrun check: a 16.3M nanoGPT, float64, one batch, ℓ2 to 1e-3.
+TORCHRUN_SIZES = {"n_layer": 4, "n_head": 4, "n_embd": 256}
+TORCHRUN_FLAGS = ["--norm", "l2", "--tol", "1e-3", "--batch-size", "2", "--num-batches", "1",
+                  "--block-size", "128", "--dtype", "float64"]  # fmt: skip
+TORCHRUN_TOLERANCE = 1e-6  # relative, on λ_max
+
+
+def measure_argv(root: Path, flags: list[str], out: Path) -> list[str]:
+    """``smoothprobe measure`` of DIR's checkpoint and tokens with these flags, records to out."""
+    return ["-m", "smoothprobe", "measure", str(root / "ckpt.pt"), "--data",
+            str(root / "val.bin"), *flags, "--out", str(out)]  # fmt: skip
+
+
+def read_records(path: Path) -> dict[str, float]:
+    """``quantity/bound`` → value of a records file (finite values only)."""
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {f"{r['quantity']}/{r['bound']}": r["value"] for r in rows if r["value"] is not None}
+
+
+def issue_run(root: Path, *, memory: str | None) -> dict:
+    """The issue's whole ``measure --norm both`` run on DIR's checkpoint, records and state under
+    DIR/run: a rerun after an interruption resumes it (finished phases are kept, long ones
+    resume inside). One call is one stretch; its row says whether saved state was there at its
+    start, and the stretches' seconds add up to the run's compute."""
+    out = root / "run" / "both.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state_at_start = any(out.parent.glob(f".{out.name}*"))
+    argv = [sys.executable, *measure_argv(root, ISSUE_RUN, out)]
+    argv += ["--memory", memory] if memory else []
+    rc, seconds, used, _ = run_child(argv, limit_gib=None, capture=False)
+    values = read_records(out) if rc == 0 else {}
+    return {
+        "phase": "run --norm both",
+        "rc": rc,
+        "wall_s": seconds,
+        **used,
+        "state_at_start": state_at_start,
+        "argv": " ".join(argv[3:]),
+        "records": values,
+    }
+
+
+def torchrun_check(root: Path, *, memory: str, ranks: int) -> dict:
+    """Held-out check: ``torchrun --standalone --nproc_per_node ranks -m smoothprobe measure``
+    against one process on DIR's checkpoint (made with ``TORCHRUN_SIZES`` when absent), float64,
+    the same budget per process; passes when λ_max agrees within ``TORCHRUN_TOLERANCE``."""
+    if not (root / "ckpt.pt").exists():
+        make = [sys.executable, str(Path(__file__).parent / "make_gpt2_small.py"), str(root)]
+        make += [f"--{k.replace('_', '-')}={v}" for k, v in TORCHRUN_SIZES.items()]
+        subprocess.run(make, check=True)
+    launcher = Path(sys.executable).with_name("torchrun")  # else the same module by name
+    launch = (
+        [str(launcher)] if launcher.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    )
+    runs = {
+        "one process": [sys.executable],
+        f"torchrun {ranks} ranks": [*launch, "--standalone", f"--nproc_per_node={ranks}"],
+    }
+    row = {"phase": f"torchrun check ({ranks} ranks vs 1 process)", "memory": memory}
+    found = []
+    for n, (name, head) in enumerate(runs.items()):
+        out = root / f"check{n}.jsonl"
+        for stale in [out, *root.glob(f".{out.name}*")]:  # a fresh run, never a resumed one
+            stale.unlink(missing_ok=True)
+        argv = [*head, *measure_argv(root, [*TORCHRUN_FLAGS, "--memory", memory], out)]
+        rc, seconds, used, tail = run_child(argv, limit_gib=None)
+        row[name] = {"rc": rc, "wall_s": seconds, **used, **({"tail": tail[-800:]} if rc else {})}
+        found.append(read_records(out))
+    common = sorted(set(found[0]) & set(found[1]))
+    rel = {k: abs(found[0][k] - found[1][k]) / max(abs(found[0][k]), 1e-300) for k in common}
+    key = "lambda_max/lower"
+    row.update(
+        records=dict(zip(runs, found, strict=True)),
+        rel_diff=rel,
+        lambda_max_rel_diff=rel.get(key),
+        passed=key in rel and rel[key] <= TORCHRUN_TOLERANCE,
+    )
+    return row
 
 
 def costs_child(
@@ -156,7 +252,9 @@ def costs_child(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["make", "costs", "costs-child", "suites", "all"])
+    parser.add_argument(
+        "what", choices=["make", "costs", "costs-child", "suites", "all", "run", "torchrun"]
+    )
     parser.add_argument("root")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--chunk", type=int, default=None)
@@ -173,7 +271,18 @@ def main() -> None:
         help="costs: the C library settings to alternate (heap: glibc keeps freed memory)",
     )  # fmt: skip
     parser.add_argument("--repeat", type=int, default=1, help="costs: rounds of A, B, ...")
+    parser.add_argument("--ranks", type=int, default=2, help="torchrun: processes")
     args = parser.parse_args()
+    if args.what == "run":
+        record(issue_run(Path(args.root), memory=args.memory))
+        return
+    if args.what == "torchrun":
+        row = torchrun_check(Path(args.root), memory=args.memory or "4GiB", ranks=args.ranks)
+        record(row)
+        diff = row["lambda_max_rel_diff"]
+        print(f"lambda_max rel diff {diff:.2e}: " + ("PASS" if row["passed"] else "FAIL")
+              if diff is not None else "lambda_max missing: FAIL")  # fmt: skip
+        sys.exit(0 if row["passed"] else 1)
     if args.what == "costs-child":
         costs_child(
             args.root, args.k[0], args.batch_size, args.block_size, args.chunk, args.batches

@@ -306,8 +306,10 @@ def run_measurement(
     plan = plan_run(problem, base, settings, largest_block=largest)
     base.configure(retain_graphs=plan.retain_graphs, chunk_size=plan.chunk_size)
     _log(plan.summary(), enabled=progress)
-    if check_determinism:
-        problem.check_determinism(seed=settings.seed, operator=base)
+    if check_determinism:  # two HVPs: minutes at 124M, so it gets a bar of its own
+        checked = ProgressOperator(base, desc="determinism check", total=2, enabled=progress)
+        problem.check_determinism(seed=settings.seed, operator=checked)
+        checked.close()
     context = RunContext(
         checkpoint=loaded.path,
         d=problem.d,

@@ -27,6 +27,7 @@ class ProgressOperator:
         self.device = operator.device
         self.layout = operator.layout
         self.cost = operator.cost
+        self.desc = desc
         self.bar = tqdm(
             total=total,
             desc=desc,

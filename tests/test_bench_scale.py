@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -41,3 +43,41 @@ def test_costs_rows_for_retained_and_rebuilt_graphs(tmp_path, monkeypatch):
         assert r["gradient_s"] > 0 and r["peak_rss_gib"] > 0 and len(r["per_probe_s"]) == 2
         assert r["minor_faults"] > 0 and r["system_s"] >= 0
     assert [r["graphs"] for r in rows] == ["retained", "rebuilt per call", "rebuilt per call"]
+
+
+def _tiny_checkpoint(root: Path) -> None:
+    _module("make_gpt2_small").main(
+        str(root), n_layer=1, n_head=2, n_embd=16, block_size=128, vocab_size=64
+    )
+
+
+def test_issue_run_records_its_stretch(tmp_path, monkeypatch):
+    _tiny_checkpoint(tmp_path)
+    scale = _module("scale")
+    results = tmp_path / "scale.jsonl"
+    monkeypatch.setattr(scale, "RESULTS", results)
+    flags = ["--batch-size", "2", "--block-size", "128", "--num-batches", "1", "--norm", "l2"]
+    monkeypatch.setattr(scale, "ISSUE_RUN", flags)  # the issue's flags, cut to seconds
+    monkeypatch.setattr(sys, "argv", ["scale.py", "run", str(tmp_path), "--memory", "1GiB"])
+    scale.main()
+    row = json.loads(results.read_text())
+    assert (row["rc"], row["state_at_start"]) == (0, False)
+    assert row["records"]["lambda_max/lower"] > 0 and "--norm l2" in row["argv"]
+    assert row["peak_rss_gib"] > 0 and row["user_s"] > 0
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["both.jsonl"]  # no state left
+
+
+def test_torchrun_check_compares_two_ranks_with_one_process(tmp_path, monkeypatch):
+    _tiny_checkpoint(tmp_path)
+    scale = _module("scale")
+    results = tmp_path / "scale.jsonl"
+    monkeypatch.setattr(scale, "RESULTS", results)
+    monkeypatch.setattr(sys, "argv", ["scale.py", "torchrun", str(tmp_path), "--memory", "1GiB"])
+    with pytest.raises(SystemExit) as done:
+        scale.main()
+    row = json.loads(results.read_text())
+    assert done.value.code == 0 and row["passed"], row
+    assert [row[name]["rc"] for name in ("one process", "torchrun 2 ranks")] == [0, 0]
+    assert row["lambda_max_rel_diff"] <= scale.TORCHRUN_TOLERANCE
+    one, two = row["records"].values()
+    assert one.keys() == two.keys() and "lambda_max/lower" in one

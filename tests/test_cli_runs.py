@@ -270,6 +270,8 @@ def test_measure_interrupted_inside_lanczos_resumes_its_state(nanogpt_run, tmp_p
     real, calls = ProgressOperator.matvec, []
 
     def dies(self, v):
+        if self.desc == "determinism check":  # not an estimator's product
+            return real(self, v)
         calls.append(1)
         if len(calls) == 6:
             raise KeyboardInterrupt
@@ -313,6 +315,8 @@ def test_measure_interrupted_inside_the_linf_phase_resumes_it(nanogpt_run, tmp_p
     real, probes = ProgressOperator.matvec, []
 
     def dies(self, v):
+        if self.desc == "determinism check":  # not an estimator's product
+            return real(self, v)
         probes.append(1 if v.ndim == 1 else v.shape[0])
         if sum(probes) > 40:  # 24 Cauchy probes, 16 sampled columns, then Ctrl-C
             raise KeyboardInterrupt

@@ -134,6 +134,8 @@ def test_measure_resumes_a_blockwise_phase_and_cleans_up(tmp_path, monkeypatch):
     real, calls = ProgressOperator.matvec, []
 
     def dies(self, v):
+        if self.desc == "determinism check":  # not an estimator's product
+            return real(self, v)
         calls.append(1)
         if len(calls) == 30:
             raise KeyboardInterrupt
