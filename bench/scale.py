@@ -59,7 +59,8 @@ def run_child(
     capture: bool = True,
 ) -> tuple[int, float, dict, str]:
     """Runs argv niced under an address-space cap (``env`` added to this environment); returns
-    (rc, seconds, its usage: peak RSS GiB, minor faults, system seconds; output tail).
+    (rc, seconds, its usage: peak RSS GiB, minor faults, system seconds; output tail: the end of
+    stdout, smoothprobe's log lines from stderr, the end of stderr).
 
     The usage is the child's own and its children's (``os.wait4``: the peak is the largest
     process's), so phases do not mix. With ``stop_after`` the child gets Ctrl-C (SIGINT) after
@@ -90,7 +91,9 @@ def run_child(
         seconds = time.perf_counter() - t0
         out.seek(0)
         err.seek(0)
-        tail = out.read().decode()[-3000:] + "\n" + err.read().decode()[-1500:]
+        text = err.read().decode()
+        logs = [ln for ln in text.replace("\r", "\n").splitlines() if ln.startswith("[smoothp")]
+        tail = "\n".join([out.read().decode()[-3000:], *logs[-20:], text[-1500:]])
     rc = os.waitstatus_to_exitcode(status)
     used = {
         "peak_rss_gib": usage.ru_maxrss / (1 << 20),
@@ -335,15 +338,18 @@ def main() -> None:
         for name, flags in SUITES.items():
             if args.only and name not in args.only:
                 continue
-            argv = [sys.executable, "-m", "smoothprobe", "measure", f"{args.root}/ckpt.pt",
-                    "--data", f"{args.root}/val.bin", *flags]  # fmt: skip
-            argv += ["--memory", args.memory] if args.memory else []
             stop = STOP_AFTER.get(name)
-            rc, seconds, used, tail = run_child(argv, limit_gib=args.limit_gib, stop_after=stop)
-            plan = next((ln for ln in tail.splitlines() if "memory plan" in ln), "")
+            with tempfile.TemporaryDirectory() as tmp:  # records, and state a stop leaves
+                out = Path(tmp, "suite.jsonl")
+                flags = [*flags, *(["--memory", args.memory] if args.memory else [])]
+                argv = [sys.executable, *measure_argv(Path(args.root), flags, out)]
+                rc, seconds, used, tail = run_child(argv, limit_gib=args.limit_gib, stop_after=stop)
+                values = read_records(out)
+            log = [ln for ln in tail.splitlines() if ln.startswith("[smoothprobe]")]
             record({"phase": f"suite {name}", "rc": rc, "wall_s": seconds, **used,
-                    "argv": " ".join(argv[3:]), "plan": plan, "stopped_after_s": stop,
-                    "tail": tail[-1500:]})  # fmt: skip
+                    "argv": " ".join(argv[3:-2]), "log": log,
+                    "records": values, "stopped_after_s": stop,
+                    **({"tail": tail[-1500:]} if rc else {})})  # fmt: skip
 
 
 if __name__ == "__main__":

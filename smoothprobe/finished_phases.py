@@ -35,6 +35,7 @@ class FinishedPhases:
         self.identity = json.loads(json.dumps(identity))
         self.writer = writer
         self.phases: dict[str, list[dict[str, Any]]] = {}
+        self.budget: int | None = None  # bytes the run started with (``measure.run_budget``)
 
     def load(self) -> FinishedPhases:
         """Reads the phases a run with the same identity saved (none when it differs)."""
@@ -46,15 +47,17 @@ class FinishedPhases:
             return self
         if isinstance(saved, dict) and saved.get("identity") == self.identity:
             self.phases = dict(saved.get("phases") or {})
+            budget = saved.get("budget")
+            self.budget = budget if isinstance(budget, int) and budget > 0 else None
         return self
 
     def share(self) -> FinishedPhases:
         """Under torchrun: every rank takes rank 0's phases (it alone may see the file)."""
         import torch.distributed as dist
 
-        box = [self.phases]
+        box = [self.phases, self.budget]
         dist.broadcast_object_list(box, src=0)
-        self.phases = box[0]
+        self.phases, self.budget = box
         return self
 
     @property
@@ -70,10 +73,18 @@ class FinishedPhases:
     def put(self, name: str, estimates: list[Estimate]) -> list[Estimate]:
         """Saves a finished phase (atomically) and returns its Estimates unchanged."""
         self.phases[name] = [_clean(e.to_dict(), keep_nonfinite=True) for e in estimates]
-        if self.path is not None and self.writer:
-            text = json.dumps({"identity": self.identity, "phases": self.phases})
-            atomic_write_text(self.path, text)
+        self._write()
         return estimates
+
+    def keep_budget(self, budget: int) -> None:
+        """Saves the byte budget the run starts with, so that a rerun plans the same."""
+        self.budget = int(budget)
+        self._write()
+
+    def _write(self) -> None:
+        if self.path is not None and self.writer:
+            saved = {"identity": self.identity, "budget": self.budget, "phases": self.phases}
+            atomic_write_text(self.path, json.dumps(saved))
 
     def remove(self) -> None:
         """Deletes the file once the run's records are safely written."""

@@ -181,12 +181,34 @@ def runs_lanczos(settings: MeasureSettings) -> bool:
     return "l2" in parts or "spectral" in parts or settings.preconditioner != "none"
 
 
-def plan_run(problem, operator, settings: MeasureSettings, *, largest_block: int = 0):
-    """The memory plan of a run (``smoothprobe.memory_plan``), from the measured graph size
-    and the widest block of the blockwise partitions (0: none)."""
-    from smoothprobe.memory_plan import default_budget, plan_memory
+def run_budget(settings: MeasureSettings, finished: FinishedPhases, *, progress: bool) -> int:
+    """The run's byte budget: ``--memory`` when given; else the budget the run started with
+    (kept with its finished phases, so a resumed run makes the same plan and its saved Lanczos
+    basis fits again) while this machine still has that much; else the default, kept."""
+    from smoothprobe.memory_plan import GIB, default_budget
 
-    budget = settings.memory or default_budget()
+    if settings.memory:
+        return settings.memory
+    saved, usable = finished.budget, default_budget(1.0)
+    if saved is not None and saved <= usable:
+        _log(f"memory budget {saved / GIB:.2f} GiB, as when this run started", enabled=progress)
+        return saved
+    budget = default_budget()
+    if saved is not None:
+        _log(
+            f"this run started with a {saved / GIB:.2f} GiB budget but {usable / GIB:.2f} GiB "
+            "is free now: planning anew (a saved Lanczos state may then start over)",
+            enabled=progress,
+        )
+    finished.keep_budget(budget)
+    return budget
+
+
+def plan_run(problem, operator, settings: MeasureSettings, *, budget: int, largest_block: int = 0):
+    """The memory plan of a run (``smoothprobe.memory_plan``) within ``budget`` bytes, from the
+    measured graph size and the widest block of the blockwise partitions (0: none)."""
+    from smoothprobe.memory_plan import plan_memory
+
     graph_bytes = operator.graph_bytes
     if getattr(operator, "context", None) is not None:  # every rank must take the same plan
         from smoothprobe.distributed import agreed
@@ -286,6 +308,10 @@ def run_measurement(
             source=loaded.path,
         )
     loss = problem.loss()
+    run_identity = {"settings": settings.key(), "checkpoint": loaded.sha256, "loss": repr(loss)}
+    finished = FinishedPhases(resume, run_identity, writer=dist is None or dist.is_main).load()
+    if dist is not None:
+        finished.share()
     if dist is None:
         base = problem.hvp_operator(
             chunk_size=settings.chunk_size, retain_graphs=settings.retain_graphs
@@ -303,7 +329,8 @@ def run_measurement(
             enabled=progress,
         )
     largest = max((int(p.sizes.max()) for p in partitions), default=0)
-    plan = plan_run(problem, base, settings, largest_block=largest)
+    budget = run_budget(settings, finished, progress=progress)
+    plan = plan_run(problem, base, settings, budget=budget, largest_block=largest)
     base.configure(retain_graphs=plan.retain_graphs, chunk_size=plan.chunk_size)
     _log(plan.summary(), enabled=progress)
     if check_determinism:  # two HVPs: minutes at 124M, so it gets a bar of its own
@@ -338,10 +365,6 @@ def run_measurement(
     ]
     if check_determinism:
         base.check_batched(seed=settings.seed)  # falls back, with a warning, when it disagrees
-    run_identity = {"settings": settings.key(), "checkpoint": loaded.sha256, "loss": repr(loss)}
-    finished = FinishedPhases(resume, run_identity, writer=dist is None or dist.is_main).load()
-    if dist is not None:
-        finished.share()
     if finished.names:
         _log(
             f"resuming: {', '.join(finished.names)} finished before (kept in {resume})",

@@ -81,3 +81,18 @@ def test_torchrun_check_compares_two_ranks_with_one_process(tmp_path, monkeypatc
     assert row["lambda_max_rel_diff"] <= scale.TORCHRUN_TOLERANCE
     one, two = row["records"].values()
     assert one.keys() == two.keys() and "lambda_max/lower" in one
+
+
+def test_suite_row_holds_its_records_and_plan(tmp_path, monkeypatch):
+    _tiny_checkpoint(tmp_path)
+    scale = _module("scale")
+    results = tmp_path / "scale.jsonl"
+    monkeypatch.setattr(scale, "RESULTS", results)
+    argv = ["scale.py", "suites", str(tmp_path), "--only", "heldout-l2", "--memory", "1GiB"]
+    monkeypatch.setattr(sys, "argv", argv)
+    scale.main()
+    row = json.loads(results.read_text())
+    assert row["rc"] == 0 and "tail" not in row
+    assert row["records"]["lambda_max/lower"] > 0
+    assert any(line.startswith("[smoothprobe] memory plan: budget 1.00 GiB") for line in row["log"])
+    assert row["argv"].endswith("--memory 1GiB")

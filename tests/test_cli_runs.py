@@ -300,6 +300,52 @@ def test_measure_interrupted_inside_lanczos_resumes_its_state(nanogpt_run, tmp_p
         assert {k: x[k] for k in pick} == {k: y[k] for k in pick}
 
 
+def test_a_resumed_run_keeps_the_budget_it_started_with(nanogpt_run, tmp_path, monkeypatch):
+    """The default budget follows what is free, which drifts between two stretches of a long
+    run; the rerun plans with the budget the run started with, so its saved Lanczos basis fits
+    the same plan and resumes. Saved state that cannot resume is said, never dropped silently."""
+    import smoothprobe.memory_plan as memory_plan
+    from smoothprobe.estimators.lanczos_checkpoint import LanczosCheckpoint
+    from smoothprobe.progress import ProgressOperator
+
+    ckpt, data = nanogpt_run
+    args = ["measure", ckpt, "--data", data, "--num-batches", 1, "--norm", "l2"]
+    monkeypatch.setattr(LanczosCheckpoint, "due", lambda self: True)
+    real, calls = ProgressOperator.matvec, []
+
+    def dies(self, v):
+        if self.desc == "determinism check":
+            return real(self, v)
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real(self, v)
+
+    def free(gib: float):  # what default_budget sees: ``gib`` usable
+        return lambda fraction=memory_plan.DEFAULT_FRACTION: int(fraction * gib * 2**30)
+
+    monkeypatch.setattr(ProgressOperator, "matvec", dies)
+    monkeypatch.setattr(memory_plan, "default_budget", free(8.0))
+    out = tmp_path / "m.jsonl"
+    assert invoke(*args, "--quiet", "--out", out).exit_code == 130
+    monkeypatch.setattr(ProgressOperator, "matvec", real)
+    monkeypatch.setattr(memory_plan, "default_budget", free(7.0))  # less is free now
+    result = invoke(*args, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "memory budget 5.60 GiB, as when this run started" in result.stderr
+    assert "Lanczos resumes at step 5 (5 HVPs, " in result.stderr
+    plans = {json.loads(line)["extra"]["memory_plan"]["budget"] for line in open(out)}
+    assert plans == {int(0.7 * 8.0 * 2**30)}
+    # a Lanczos state from other settings: said, then started over
+    monkeypatch.setattr(ProgressOperator, "matvec", dies)
+    calls.clear()
+    assert invoke(*args, "--quiet", "--out", out).exit_code == 130
+    monkeypatch.setattr(ProgressOperator, "matvec", real)
+    result = invoke(*args, "--max-hvps", 40, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "plan (basis rows): the ℓ2 phase starts over" in result.stderr
+
+
 def test_measure_interrupted_inside_the_linf_phase_resumes_it(nanogpt_run, tmp_path, monkeypatch):
     """Ctrl-C among the sampled columns with progress saved every chunk: the rerun restores the
     Cauchy sketch and the columns done, and writes the records of a run never interrupted."""

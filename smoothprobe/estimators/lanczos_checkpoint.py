@@ -86,7 +86,7 @@ class LanczosCheckpoint:
         """The saved state when its identity matches (on every rank), else None; the saved
         basis rows are read into the first rows of ``rows`` (the store's buffer)."""
         expected = json.dumps(self.with_options(options), sort_keys=True)
-        state = None
+        state, existed = None, self.path.is_file()
         try:
             with open(self.path, "rb") as fh:
                 head = fh.read(int.from_bytes(fh.read(8), "little"))
@@ -113,6 +113,12 @@ class LanczosCheckpoint:
                 f"Lanczos resumes at step {state['steps']} ({state['hvps']} HVPs, "
                 f"{state['seconds']:.0f} s done) from {self.path}",
                 int(state["hvps"]),
+            )
+        elif existed and self.on_resume is not None:  # never silently: it may be hours of work
+            self.on_resume(
+                f"the Lanczos state in {self.path} is from other settings or another memory "
+                "plan (basis rows): the ℓ2 phase starts over",
+                0,
             )
         return state
 
