@@ -36,8 +36,13 @@ class Dies:
         return self.inner.matvec(vectors)
 
 
-def _run(prefix, at: int | None = None, identity: dict | None = None):
-    checkpoint = LoopCheckpoint(prefix, identity or {"run": 1}, every_seconds=0)
+def _run(prefix, at: int | None = None, identity: dict | None = None, said: list | None = None):
+    checkpoint = LoopCheckpoint(
+        prefix,
+        identity or {"run": 1},
+        every_seconds=0,
+        on_resume=None if said is None else lambda line, hvps: said.append((line, hvps)),
+    )
     op = Dies(as_operator(_matrix()), at)
     found = measure_linf(op, generator=7, checkpoint=checkpoint, **OPTIONS).estimates()
     return [(e.quantity, e.value, e.ci_low, e.ci_high, e.hvps) for e in found], op.calls
@@ -72,8 +77,11 @@ def test_a_foreign_or_broken_state_starts_over(tmp_path):
     whole, _ = _run(tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "m", at=12)
-    foreign, calls = _run(tmp_path / "m", identity={"run": 2})  # another run's files
+    said = []
+    foreign, calls = _run(tmp_path / "m", identity={"run": 2}, said=said)  # another run's files
     assert foreign == whole and calls > 20
+    assert said[0] == (f"cauchy: {tmp_path / 'm.cauchy.pt'} is another run's or unreadable: "
+                       "this loop starts over", 0)  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "n", at=12)
     for path in tmp_path.glob("n.*.pt"):

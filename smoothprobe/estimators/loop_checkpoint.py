@@ -38,7 +38,8 @@ class LoopCheckpoint:
         writer: False on every torchrun rank but 0 (they read, never write).
         agree: under torchrun, reduces "this rank found the state" over the ranks (True only
             when all did), so that either every rank resumes a loop or none does.
-        on_resume: called with one line when a loop resumes and the HVPs it did before.
+        on_resume: called with one line when a loop resumes and the HVPs it did before, or
+            when a saved loop cannot resume (0 HVPs).
         phase: the phase's name in that line (e.g. ``"ℓ∞"``).
     """
 
@@ -71,7 +72,7 @@ class LoopCheckpoint:
     def restore(self, loop: str) -> State | None:
         """The saved state of ``loop`` (``position``, ``done`` and its own entries), or None
         when there is none, it is unreadable or it belongs to another run (on every rank)."""
-        state = None
+        state, existed = None, self.path(loop).is_file()
         try:
             saved = torch.load(self.path(loop), weights_only=True)
             if saved.get("identity") == self.identity and saved.get("loop") == loop:
@@ -86,6 +87,9 @@ class LoopCheckpoint:
             where = "finished" if state.get("done") else f"at {hvps} HVPs"
             line = f"{self.phase} {loop}: resumed ({where}) from {self.path(loop)}"
             self.on_resume(line.strip(), hvps)
+        elif existed and self.on_resume is not None:  # never silently: it may be hours of work
+            line = f"{self.phase} {loop}: {self.path(loop)} is another run's or unreadable"
+            self.on_resume(f"{line.strip()}: this loop starts over", 0)
         return state
 
     def progress(self, loop: str, state: Callable[[], State], *, done: bool = False) -> None:
