@@ -34,6 +34,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "scale_cpu.jsonl"
 GIB = 1 << 30
+LOG = "[smoothprobe]"  # the prefix of smoothprobe's log lines on stderr
 # glibc keeps freed blocks in its heap: no mmap for large blocks, never trimmed (read at start)
 HEAP_RETENTION = {
     "GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
@@ -92,7 +93,7 @@ def run_child(
         out.seek(0)
         err.seek(0)
         text = err.read().decode()
-        logs = [ln for ln in text.replace("\r", "\n").splitlines() if ln.startswith("[smoothp")]
+        logs = [ln for ln in text.replace("\r", "\n").splitlines() if ln.startswith(LOG)]
         tail = "\n".join([out.read().decode()[-3000:], *logs[-20:], text[-1500:]])
     rc = os.waitstatus_to_exitcode(status)
     used = {
@@ -155,8 +156,8 @@ def issue_run(root: Path, *, memory: str | None) -> dict:
     out = root / "run" / "both.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     state_at_start = any(out.parent.glob(f".{out.name}*"))
-    argv = [sys.executable, *measure_argv(root, ISSUE_RUN, out)]
-    argv += ["--memory", memory] if memory else []
+    flags = [*ISSUE_RUN, *(["--memory", memory] if memory else [])]
+    argv = [sys.executable, *measure_argv(root, flags, out)]
     rc, seconds, used, _ = run_child(argv, limit_gib=None, capture=False)
     values = read_records(out) if rc == 0 else {}
     return {
@@ -341,11 +342,11 @@ def main() -> None:
             stop = STOP_AFTER.get(name)
             with tempfile.TemporaryDirectory() as tmp:  # records, and state a stop leaves
                 out = Path(tmp, "suite.jsonl")
-                flags = [*flags, *(["--memory", args.memory] if args.memory else [])]
-                argv = [sys.executable, *measure_argv(Path(args.root), flags, out)]
+                chosen = [*flags, *(["--memory", args.memory] if args.memory else [])]
+                argv = [sys.executable, *measure_argv(Path(args.root), chosen, out)]
                 rc, seconds, used, tail = run_child(argv, limit_gib=args.limit_gib, stop_after=stop)
                 values = read_records(out)
-            log = [ln for ln in tail.splitlines() if ln.startswith("[smoothprobe]")]
+            log = [ln for ln in tail.splitlines() if ln.startswith(LOG)]
             record({"phase": f"suite {name}", "rc": rc, "wall_s": seconds, **used,
                     "argv": " ".join(argv[3:-2]), "log": log,
                     "records": values, "stopped_after_s": stop,
