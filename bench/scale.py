@@ -11,11 +11,13 @@ are appended to a JSON-lines file as they come (so a long run can be read while 
     python bench/scale.py all DIR
     python bench/scale.py run DIR              # the issue's whole --norm both run (resumable)
     python bench/scale.py torchrun DIR2        # torchrun 2 ranks vs 1 process, float64 λ_max
+    python bench/scale.py all DIR --device cuda --block-size 1024 --full   # a GPU's rows
 
-Records: bench/results/scale_cpu.jsonl (phase, seconds, peak_rss_gib, minor page faults, system
-seconds, load average, ...). ``--allocators default heap`` alternates the C library's default
-with glibc keeping freed memory in its heap (``HEAP_RETENTION``, README "GPT-2-small"), each in
-a fresh child, ``--repeat`` times.
+Records: bench/results/scale_cpu.jsonl, scale_gpu.jsonl with ``--device cuda`` (phase, seconds,
+peak_rss_gib, peak_device_gib, minor page faults, system seconds, load average, ...).
+``--allocators default heap`` alternates the C library's default with glibc keeping freed
+memory in its heap (``HEAP_RETENTION``, README "GPT-2-small"), each in a fresh child,
+``--repeat`` times.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -32,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results" / "scale_cpu.jsonl"
+RESULTS = Path(__file__).parent / "results"
 GIB = 1 << 30
 LOG = "[smoothprobe]"  # the prefix of smoothprobe's log lines on stderr
 # glibc keeps freed blocks in its heap: no mmap for large blocks, never trimmed (read at start)
@@ -42,13 +45,39 @@ HEAP_RETENTION = {
 ALLOCATORS = {"default": {}, "heap": HEAP_RETENTION}
 
 
-def record(row: dict) -> None:
-    """Appends one result row (with the load average at the end of the phase)."""
+def record(row: dict, results: Path) -> None:
+    """Appends one result row to ``results`` (with the load average at the end of the phase)."""
     row = {**row, "loadavg": os.getloadavg(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as fh:
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with results.open("a") as fh:
         fh.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
+
+
+def _drain(stream, chunks: list[bytes], echo: bool) -> None:
+    """Reads a child's stderr to the end, keeping it, and echoing it when ``echo``."""
+    for chunk in iter(lambda: stream.read1(1 << 16), b""):
+        chunks.append(chunk)
+        if echo:
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.buffer.flush()
+
+
+def log_lines(tail: str) -> list[str]:
+    """smoothprobe's log lines in an output tail, each once, in order."""
+    return list(dict.fromkeys(ln for ln in tail.splitlines() if ln.startswith(LOG)))
+
+
+PEAK = re.compile(r"peak (device memory|RSS) ([0-9.]+) GiB")
+
+
+def reported_peak(tail: str) -> dict:
+    """The peak smoothprobe's last log line reports (GPU allocation or RSS), GiB."""
+    found = PEAK.findall(tail)
+    if not found:
+        return {}
+    what, gib = found[-1]
+    return {"peak_device_gib" if what == "device memory" else "reported_peak_rss_gib": float(gib)}
 
 
 def run_child(
@@ -66,7 +95,7 @@ def run_child(
     The usage is the child's own and its children's (``os.wait4``: the peak is the largest
     process's), so phases do not mix. With ``stop_after`` the child gets Ctrl-C (SIGINT) after
     that many seconds (rc 130). ``limit_gib`` None: no cap; ``capture`` False: the child
-    writes to this process's stdout and stderr (its progress bars show) and the tail is empty.
+    writes to this process's stdout and its stderr is echoed (its progress bars show).
     """
 
     def cap() -> None:
@@ -76,23 +105,35 @@ def run_child(
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        streams = {"stdout": out, "stderr": err} if capture else {}
-        proc = subprocess.Popen(argv, preexec_fn=cap, env={**os.environ, **(env or {})}, **streams)
+    with tempfile.TemporaryFile() as out:
+        streams = {"stdout": out} if capture else {}
+        proc = subprocess.Popen(
+            argv,
+            preexec_fn=cap,
+            env={**os.environ, **(env or {})},
+            stderr=subprocess.PIPE,
+            **streams,
+        )
+        chunks: list[bytes] = []
+        reader = threading.Thread(target=_drain, args=(proc.stderr, chunks, not capture))
+        reader.start()
         timer = None
         if stop_after:
             timer = threading.Timer(stop_after, proc.send_signal, [signal.SIGINT])
             timer.start()
+        # Ctrl-C (or timeout's SIGINT, sent to the child and again to the group) reaches the
+        # child, which saves its state and exits; this process waits for it and records it
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
-        except KeyboardInterrupt:  # the child got the same Ctrl-C: it saves its state, exits
-            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         if timer is not None:
             timer.cancel()
+        reader.join()
         seconds = time.perf_counter() - t0
         out.seek(0)
-        err.seek(0)
-        text = err.read().decode()
+        text = b"".join(chunks).decode(errors="replace")
         logs = [ln for ln in text.replace("\r", "\n").splitlines() if ln.startswith(LOG)]
         tail = "\n".join([out.read().decode()[-3000:], *logs[-20:], text[-1500:]])
     rc = os.waitstatus_to_exitcode(status)
@@ -105,33 +146,47 @@ def run_child(
     return rc, seconds, used, tail.strip()
 
 
-BASE = ["--batch-size", "4", "--block-size", "128", "--num-batches", "1"]
-# Budgets (and the sample: one batch, whose graph stays alive; the default four batches are
-# rebuilt at every product, about 4x the time, one graph alive at a time) are cut to what this
-# CPU finishes in minutes; seconds per HVP (costs) give the default-budget time. Every suite runs
-# the same code path as the defaults (plan, graphs, blocks).
+# Each suite's own flags; the sample (--batch-size, --block-size) is the command line's.
 SUITES = {
     "heldout-l2": ["--norm", "l2", "--tol", "1e-3", "--batch-size", "2", "--num-batches", "1",
-                   "--block-size", "128"],
-    "l2": [*BASE, "--norm", "l2", "--max-hvps", "3"],
-    "linf": [*BASE, "--norm", "linf", "--hvps", "4"],
-    "blockwise-tensor": [*BASE, "--norm", "none", "--blocks", "tensor"],  # stopped: STOP_AFTER
-    "graddiff": [*BASE, "--norm", "none", "--graddiff", "1e-3"],  # 16 directions, streamed
-    "noise": [*BASE, "--norm", "none", "--noise", "4"],
+                   "--block-size", "128"],  # the issue's held-out check: its own sample
+    "l2": ["--norm", "l2"],
+    "linf": ["--norm", "linf"],
+    "blockwise-tensor": ["--norm", "none", "--blocks", "tensor"],  # stopped: STOP_AFTER
+    "graddiff": ["--norm", "none", "--graddiff", "1e-3"],  # 16 directions, streamed
+    "noise": ["--norm", "none", "--noise", "4"],
 }  # fmt: skip
-# Suites too long for this CPU get Ctrl-C after this many seconds: their peak RSS is measured
-# over the first part, which includes the widest block column (blockwise sketches go in block
-# order, the embedding first); the whole per-tensor run is ≈ 3,760 HVPs.
+# Without --full, budgets and the sample (one batch, whose graph stays alive; the default four
+# batches are rebuilt at every product on this CPU, about 4x the time) are cut to what the
+# 2-core CPU finishes in minutes; seconds per HVP (costs) give the default-budget time. Every
+# suite runs the same code path as the defaults (plan, graphs, blocks).
+CUTS = {
+    "l2": ["--num-batches", "1", "--max-hvps", "3"],
+    "linf": ["--num-batches", "1", "--hvps", "4"],
+    "blockwise-tensor": ["--num-batches", "1"],
+    "graddiff": ["--num-batches", "1"],
+    "noise": ["--num-batches", "1"],
+}
+# Suites too long for this CPU get Ctrl-C after this many seconds (--stop-after): their peak is
+# measured over the first part, which includes the widest block column (blockwise sketches go in
+# block order, the embedding first); the whole per-tensor run is ≈ 3,760 HVPs.
 STOP_AFTER = {"blockwise-tensor": 600.0}
 
 
-# The issue's run: the default sample (4 batches of 4 × 128 tokens), default budgets.
-ISSUE_RUN = ["--batch-size", "4", "--block-size", "128", "--norm", "both"]
+# The issue's run: the default sample (4 batches of --batch-size × --block-size), default budgets.
+ISSUE_RUN = ["--norm", "both"]
 # The held-out torchrun check: a 16.3M nanoGPT, float64, one batch, ℓ2 to 1e-3.
 TORCHRUN_SIZES = {"n_layer": 4, "n_head": 4, "n_embd": 256}
 TORCHRUN_FLAGS = ["--norm", "l2", "--tol", "1e-3", "--batch-size", "2", "--num-batches", "1",
                   "--block-size", "128", "--dtype", "float64"]  # fmt: skip
 TORCHRUN_TOLERANCE = 1e-6  # relative, on λ_max
+
+
+def sample_flags(args: argparse.Namespace) -> list[str]:
+    """The sample and device every ``measure`` of this call shares (a suite's own flags come
+    after them and win)."""
+    return ["--batch-size", str(args.batch_size), "--block-size", str(args.block_size),
+            "--device", args.device]  # fmt: skip
 
 
 def measure_argv(root: Path, flags: list[str], out: Path) -> list[str]:
@@ -148,7 +203,7 @@ def read_records(path: Path) -> dict[str, float]:
     return {f"{r['quantity']}/{r['bound']}": r["value"] for r in rows if r["value"] is not None}
 
 
-def issue_run(root: Path, *, memory: str | None) -> dict:
+def issue_run(root: Path, *, sample: list[str], memory: str | None) -> dict:
     """The issue's whole ``measure --norm both`` run on DIR's checkpoint, records and state under
     DIR/run: a rerun after an interruption resumes it (finished phases are kept, long ones
     resume inside). One call is one stretch; its row says whether saved state was there at its
@@ -156,17 +211,19 @@ def issue_run(root: Path, *, memory: str | None) -> dict:
     out = root / "run" / "both.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     state_at_start = any(out.parent.glob(f".{out.name}*"))
-    flags = [*ISSUE_RUN, *(["--memory", memory] if memory else [])]
+    flags = [*sample, *ISSUE_RUN, *(["--memory", memory] if memory else [])]
     argv = [sys.executable, *measure_argv(root, flags, out)]
-    rc, seconds, used, _ = run_child(argv, limit_gib=None, capture=False)
+    rc, seconds, used, tail = run_child(argv, limit_gib=None, capture=False)
     values = read_records(out) if rc == 0 else {}
     return {
         "phase": "run --norm both",
         "rc": rc,
         "wall_s": seconds,
         **used,
+        **reported_peak(tail),
         "state_at_start": state_at_start,
         "argv": " ".join(argv[3:]),
+        "log": log_lines(tail),
         "records": values,
     }
 
@@ -210,10 +267,17 @@ def torchrun_check(root: Path, *, memory: str, ranks: int) -> dict:
 
 
 def costs_child(
-    root: str, k: int, batch_size: int, block_size: int, chunk: int | None, batches: int = 1
+    root: str,
+    k: int,
+    batch_size: int,
+    block_size: int,
+    chunk: int | None,
+    batches: int = 1,
+    device: str = "cpu",
 ) -> None:
     """In a child: seconds of one gradient and of HVP blocks of k probes (JSON on stdout).
-    With several batches the graphs are rebuilt at every call, one rebuild per block."""
+    With several batches the graphs are rebuilt at every call, one rebuild per block. On a GPU
+    every timing waits for the device, and the peak allocation is reported."""
     import torch
 
     from smoothprobe.checkpoints import DataOptions, load_checkpoint
@@ -225,33 +289,105 @@ def costs_child(
         block_size=block_size,
         seed=0,
     )
-    problem = load_checkpoint(f"{root}/ckpt.pt", data=data).problem
-    t0 = time.perf_counter()
-    problem.gradient()
-    grad_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    problem = load_checkpoint(f"{root}/ckpt.pt", data=data, device=device).problem
+    gpu = problem.device.type == "cuda"
+
+    def clock() -> float:
+        if gpu:
+            torch.cuda.synchronize(problem.device)
+        return time.perf_counter()
+
+    grad_s = []
+    for _ in range(2):  # the first call warms up (on a GPU: kernels, allocator)
+        t0 = clock()
+        problem.gradient()
+        grad_s.append(clock() - t0)
+    t0 = clock()
     op = problem.hvp_operator(retain_graphs=batches == 1, chunk_size=chunk)
-    graph_s = time.perf_counter() - t0
+    graph_s = clock() - t0
     v = torch.randn(k, problem.d, generator=torch.Generator().manual_seed(0))
+    v = v.to(device=problem.device, dtype=problem.dtype)
     times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
+    for _ in range(3 if gpu else 2):
+        t0 = clock()
         op.matvec(v)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
+    extra = {}
+    if gpu:
+        extra = {
+            "gpu": torch.cuda.get_device_name(problem.device),
+            "torch": torch.__version__,
+            "peak_device_gib": torch.cuda.max_memory_allocated(problem.device) / GIB,
+        }
     print(
         json.dumps(
             {
-                "gradient_s": grad_s,
+                "gradient_s": grad_s[-1],  # warm
+                "gradient_first_s": grad_s[0],
                 "graph_build_s": graph_s,
                 "graph_gib": op.graph_bytes / GIB,
                 "hvp_block_s": times,
                 "per_probe_s": [t / k for t in times],
+                "per_probe_gradients": [t / k / grad_s[-1] for t in times],
                 "batches": batches,
                 "graphs": "retained" if batches == 1 else "rebuilt per call",
                 "d": problem.d,
+                "device": str(problem.device),
+                **extra,
             }
         )
     )
+
+
+def run_costs(args: argparse.Namespace, results: Path) -> None:
+    """``costs``: one child per (k, allocator), alternating, ``--repeat`` rounds."""
+    rounds = [(k, name) for _ in range(args.repeat) for k in args.k for name in args.allocators]
+    for k, allocator in rounds:  # alternating: A, B, A, B, ...
+        argv = [sys.executable, __file__, "costs-child", args.root, "--k", str(k),
+                "--batch-size", str(args.batch_size), "--block-size", str(args.block_size),
+                "--batches", str(args.batches), "--device", args.device]  # fmt: skip
+        if args.chunk:
+            argv += ["--chunk", str(args.chunk)]
+        rc, seconds, used, tail = run_child(
+            argv, limit_gib=args.limit_gib, env=ALLOCATORS[allocator]
+        )
+        row = {
+            "phase": f"costs k={k}" + (f", {args.batches} batches" if args.batches > 1 else ""),
+            "allocator": allocator,
+            "rc": rc,
+            "wall_s": seconds,
+            **used,
+            "batch_size": args.batch_size,
+            "block_size": args.block_size,
+            "chunk": args.chunk,
+            "batches": args.batches,
+        }
+        try:
+            row.update(json.loads(tail.splitlines()[0]))
+        except (ValueError, IndexError):
+            row["tail"] = tail[-500:]
+        record(row, results)
+
+
+def run_suites(args: argparse.Namespace, results: Path) -> None:
+    """``suites``: each suite in its own child; records, log lines and peaks in its row."""
+    for name, flags in SUITES.items():
+        if args.only and name not in args.only:
+            continue
+        stop = args.stop_after if args.stop_after is not None else STOP_AFTER.get(name)
+        cuts = [] if args.full else CUTS.get(name, [])
+        with tempfile.TemporaryDirectory() as tmp:  # records, and state a stop leaves
+            out = Path(tmp, "suite.jsonl")
+            chosen = [*sample_flags(args), *flags, *cuts]
+            chosen += ["--memory", args.memory] if args.memory else []
+            argv = [sys.executable, *measure_argv(Path(args.root), chosen, out)]
+            rc, seconds, used, tail = run_child(argv, limit_gib=args.limit_gib, stop_after=stop)
+            values = read_records(out)
+        log = log_lines(tail)
+        record({"phase": f"suite {name}", "rc": rc, "wall_s": seconds, **used,
+                **reported_peak(tail), "argv": " ".join(argv[3:-2]), "log": log,
+                "records": values, "stopped_after_s": stop,
+                **({"tail": tail[-1500:]} if rc else {})}, results)  # fmt: skip
 
 
 def main() -> None:
@@ -265,7 +401,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--batches", type=int, default=1, help="costs: >1 rebuilds the graphs")
     parser.add_argument("--block-size", type=int, default=128)
-    parser.add_argument("--limit-gib", type=float, default=17.0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (every phase)")
+    parser.add_argument(
+        "--full", action="store_true", help="suites: the default sample and budgets, no cuts"
+    )
+    parser.add_argument(
+        "--stop-after", type=float, default=None, help="suites: Ctrl-C every suite after this"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=None,
+        help="JSON-lines file of the rows (default bench/results/scale_cpu.jsonl, or "
+        "scale_gpu.jsonl on a GPU)",
+    )  # fmt: skip
+    parser.add_argument("--limit-gib", type=float, default=17.0, help="address-space cap (CPU)")
     parser.add_argument(
         "--memory", default=None, help="--memory of every suite run (default: the plan's)"
     )
@@ -277,19 +425,29 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="costs: rounds of A, B, ...")
     parser.add_argument("--ranks", type=int, default=2, help="torchrun: processes")
     args = parser.parse_args()
+    gpu = args.device.startswith("cuda")
+    results = args.results or RESULTS / ("scale_gpu.jsonl" if gpu else "scale_cpu.jsonl")
+    if gpu:  # a CUDA process reserves far more address space than it uses: no cap
+        args.limit_gib = None
     if args.what == "run":
-        record(issue_run(Path(args.root), memory=args.memory))
+        record(issue_run(Path(args.root), sample=sample_flags(args), memory=args.memory), results)
         return
     if args.what == "torchrun":
         row = torchrun_check(Path(args.root), memory=args.memory or "4GiB", ranks=args.ranks)
-        record(row)
+        record(row, results)
         diff = row["lambda_max_rel_diff"]
         print(f"lambda_max rel diff {diff:.2e}: " + ("PASS" if row["passed"] else "FAIL")
               if diff is not None else "lambda_max missing: FAIL")  # fmt: skip
         sys.exit(0 if row["passed"] else 1)
     if args.what == "costs-child":
         costs_child(
-            args.root, args.k[0], args.batch_size, args.block_size, args.chunk, args.batches
+            args.root,
+            args.k[0],
+            args.batch_size,
+            args.block_size,
+            args.chunk,
+            args.batches,
+            args.device,
         )
         return
     if args.what in ("make", "all") and not Path(args.root, "ckpt.pt").exists():
@@ -298,59 +456,9 @@ def main() -> None:
             check=True,
         )
     if args.what in ("costs", "all"):
-        rounds = [(k, name) for _ in range(args.repeat) for k in args.k for name in args.allocators]
-        for k, allocator in rounds:  # alternating: A, B, A, B, ...
-            argv = [
-                sys.executable,
-                __file__,
-                "costs-child",
-                args.root,
-                "--k",
-                str(k),
-                "--batch-size",
-                str(args.batch_size),
-                "--block-size",
-                str(args.block_size),
-                "--batches",
-                str(args.batches),
-            ]
-            if args.chunk:
-                argv += ["--chunk", str(args.chunk)]
-            rc, seconds, used, tail = run_child(
-                argv, limit_gib=args.limit_gib, env=ALLOCATORS[allocator]
-            )
-            row = {
-                "phase": f"costs k={k}" + (f", {args.batches} batches" if args.batches > 1 else ""),
-                "allocator": allocator,
-                "rc": rc,
-                "wall_s": seconds,
-                **used,
-                "batch_size": args.batch_size,
-                "block_size": args.block_size,
-                "chunk": args.chunk,
-                "batches": args.batches,
-            }
-            try:
-                row.update(json.loads(tail.splitlines()[0]))
-            except (ValueError, IndexError):
-                row["tail"] = tail[-500:]
-            record(row)
+        run_costs(args, results)
     if args.what in ("suites", "all"):
-        for name, flags in SUITES.items():
-            if args.only and name not in args.only:
-                continue
-            stop = STOP_AFTER.get(name)
-            with tempfile.TemporaryDirectory() as tmp:  # records, and state a stop leaves
-                out = Path(tmp, "suite.jsonl")
-                chosen = [*flags, *(["--memory", args.memory] if args.memory else [])]
-                argv = [sys.executable, *measure_argv(Path(args.root), chosen, out)]
-                rc, seconds, used, tail = run_child(argv, limit_gib=args.limit_gib, stop_after=stop)
-                values = read_records(out)
-            log = [ln for ln in tail.splitlines() if ln.startswith(LOG)]
-            record({"phase": f"suite {name}", "rc": rc, "wall_s": seconds, **used,
-                    "argv": " ".join(argv[3:-2]), "log": log,
-                    "records": values, "stopped_after_s": stop,
-                    **({"tail": tail[-1500:]} if rc else {})})  # fmt: skip
+        run_suites(args, results)
 
 
 if __name__ == "__main__":

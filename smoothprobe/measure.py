@@ -181,19 +181,22 @@ def runs_lanczos(settings: MeasureSettings) -> bool:
     return "l2" in parts or "spectral" in parts or settings.preconditioner != "none"
 
 
-def run_budget(settings: MeasureSettings, finished: FinishedPhases, *, progress: bool) -> int:
+def run_budget(
+    settings: MeasureSettings, finished: FinishedPhases, *, progress: bool, device=None
+) -> int:
     """The run's byte budget: ``--memory`` when given; else the budget the run started with
     (kept with its finished phases, so a resumed run makes the same plan and its saved Lanczos
-    basis fits again) while this machine still has that much; else the default, kept."""
+    basis fits again) while ``device`` (a GPU, or the host) still has that much; else the
+    default, kept."""
     from smoothprobe.memory_plan import GIB, default_budget
 
     if settings.memory:
         return settings.memory
-    saved, usable = finished.budget, default_budget(1.0)
+    saved, usable = finished.budget, default_budget(1.0, device=device)
     if saved is not None and saved <= usable:
         _log(f"memory budget {saved / GIB:.2f} GiB, as when this run started", enabled=progress)
         return saved
-    budget = default_budget()
+    budget = default_budget(device=device)
     if saved is not None:
         _log(
             f"this run started with a {saved / GIB:.2f} GiB budget but {usable / GIB:.2f} GiB "
@@ -232,6 +235,23 @@ def plan_run(problem, operator, settings: MeasureSettings, *, budget: int, large
         hinf_hvps=settings.hinf_hvps if "linf" in NORM_PARTS[settings.norm] else 0,
         largest_block=largest_block,
     )
+
+
+def peak_memory(device: torch.device, budget: int) -> str:
+    """The run's peak memory against its budget: the GPU's peak allocation on CUDA, else the
+    process's peak RSS (Linux and macOS; empty where the OS does not tell)."""
+    from smoothprobe.memory_plan import GIB
+
+    if device.type == "cuda":
+        peak, what = torch.cuda.max_memory_allocated(device), "peak device memory"
+    else:
+        try:
+            import resource
+        except ImportError:  # Windows
+            return ""
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak, what = peak * (1 if sys.platform == "darwin" else 1024), "peak RSS"
+    return f"{what} {peak / GIB:.2f} GiB (budget {budget / GIB:.2f} GiB)"
 
 
 def _resumed(op: ProgressOperator, *, progress: bool):
@@ -329,7 +349,9 @@ def run_measurement(
             enabled=progress,
         )
     largest = max((int(p.sizes.max()) for p in partitions), default=0)
-    budget = run_budget(settings, finished, progress=progress)
+    budget = run_budget(settings, finished, progress=progress, device=problem.device)
+    if problem.device.type == "cuda":  # the run's own peak, reported at the end
+        torch.cuda.reset_peak_memory_stats(problem.device)
     plan = plan_run(problem, base, settings, budget=budget, largest_block=largest)
     base.configure(retain_graphs=plan.retain_graphs, chunk_size=plan.chunk_size)
     _log(plan.summary(), enabled=progress)
@@ -591,7 +613,7 @@ def run_measurement(
     records += [make_record(e, replace(context, basis="identity")) for e in precond]
     _log(
         f"done in {time.perf_counter() - t0:.1f} s, {base.cost.hvps} HVPs, "
-        f"{base.cost.gradients} gradients",
+        f"{base.cost.gradients} gradients; {peak_memory(problem.device, budget)}",
         enabled=progress,
     )
     return MeasureResult(records, estimates + [e for _, e in blockwise] + precond)

@@ -314,12 +314,20 @@ def hinf_bytes(hinf_hvps: int, d: int) -> int:
     return max((hinf_hvps // 2 + 1) * 2 * 8 * d, 16 * 8 * d)
 
 
-def default_budget(fraction: float = DEFAULT_FRACTION) -> int:
-    """``fraction`` of the memory this process could use: what psutil reports available plus
-    what the process already holds (the model and first gradient graph the plan counts), shared
-    by the processes torchrun started on this machine (``LOCAL_WORLD_SIZE``)."""
+def default_budget(fraction: float = DEFAULT_FRACTION, *, device=None) -> int:
+    """``fraction`` of the memory this process could use on ``device`` (None: the host).
+
+    Host: what psutil reports available plus what the process already holds (the model and first
+    gradient graph the plan counts), shared by the processes torchrun started on this machine
+    (``LOCAL_WORLD_SIZE``). CUDA: the device's free memory plus what this process's allocator
+    already reserved there (every rank has a device of its own)."""
     import os
 
+    if device is not None and getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(fraction * (free + torch.cuda.memory_reserved(device)))
     import psutil
 
     try:
@@ -330,8 +338,9 @@ def default_budget(fraction: float = DEFAULT_FRACTION) -> int:
     return int(fraction * usable)
 
 
-def parse_memory(text: str) -> int:
-    """Parses ``16GiB``, ``800MB``, ``12G``, ``0.5`` (a fraction of available memory) to bytes.
+def parse_memory(text: str, *, device=None) -> int:
+    """Parses ``16GiB``, ``800MB``, ``12G``, ``0.5`` (a fraction of the memory available on
+    ``device``, None: the host) to bytes.
 
     Raises:
         SmoothprobeError: an unreadable value.
@@ -349,7 +358,7 @@ def parse_memory(text: str) -> int:
     except ValueError:
         value = -1.0
     if factor is None and 0 < value <= 1:
-        return default_budget(value)
+        return default_budget(value, device=device)
     if factor is None or value <= 0:
         raise SmoothprobeError(
             f"memory budget {raw!r} is not a size: use e.g. 16GiB, 800MiB or a fraction like 0.5"

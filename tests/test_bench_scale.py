@@ -26,11 +26,11 @@ def test_costs_rows_for_retained_and_rebuilt_graphs(tmp_path, monkeypatch):
     )
     scale = _module("scale")
     results = tmp_path / "scale.jsonl"
-    monkeypatch.setattr(scale, "RESULTS", results)
     rebuilt = ["--batches", "2", "--chunk", "1", "--allocators", "default", "heap"]
     for extra in ([], rebuilt):
         argv = ["scale.py", "costs", str(tmp_path), "--k", "3", "--batch-size", "2",
-                "--block-size", "16", "--limit-gib", "8", *extra]  # fmt: skip
+                "--block-size", "16", "--limit-gib", "8", "--results", str(results),
+                *extra]  # fmt: skip
         monkeypatch.setattr(sys, "argv", argv)
         scale.main()
     rows = [json.loads(line) for line in results.read_text().splitlines()]
@@ -41,7 +41,8 @@ def test_costs_rows_for_retained_and_rebuilt_graphs(tmp_path, monkeypatch):
     ]
     for r in rows:
         assert r["gradient_s"] > 0 and r["peak_rss_gib"] > 0 and len(r["per_probe_s"]) == 2
-        assert r["minor_faults"] > 0 and r["system_s"] >= 0
+        assert r["minor_faults"] > 0 and r["system_s"] >= 0 and r["device"] == "cpu"
+        assert len(r["per_probe_gradients"]) == 2 and min(r["per_probe_gradients"]) > 0
     assert [r["graphs"] for r in rows] == ["retained", "rebuilt per call", "rebuilt per call"]
 
 
@@ -55,15 +56,19 @@ def test_issue_run_records_its_stretch(tmp_path, monkeypatch):
     _tiny_checkpoint(tmp_path)
     scale = _module("scale")
     results = tmp_path / "scale.jsonl"
-    monkeypatch.setattr(scale, "RESULTS", results)
-    flags = ["--batch-size", "2", "--block-size", "128", "--num-batches", "1", "--norm", "l2"]
-    monkeypatch.setattr(scale, "ISSUE_RUN", flags)  # the issue's flags, cut to seconds
-    monkeypatch.setattr(sys, "argv", ["scale.py", "run", str(tmp_path), "--memory", "1GiB"])
+    monkeypatch.setattr(scale, "ISSUE_RUN", ["--num-batches", "1", "--norm", "l2"])  # seconds
+    argv = ["scale.py", "run", str(tmp_path), "--memory", "1GiB", "--batch-size", "2",
+            "--results", str(results)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
     scale.main()
     row = json.loads(results.read_text())
     assert (row["rc"], row["state_at_start"]) == (0, False)
     assert row["records"]["lambda_max/lower"] > 0 and "--norm l2" in row["argv"]
+    assert "--batch-size 2 --block-size 128 --device cpu" in row["argv"]
     assert row["peak_rss_gib"] > 0 and row["user_s"] > 0
+    # the run's own report of its peak, from its last log line, within what the OS measured
+    assert 0 < row["reported_peak_rss_gib"] <= row["peak_rss_gib"] + 0.01
+    assert row["log"][-1].startswith("[smoothprobe] done in")
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["both.jsonl"]  # no state left
 
 
@@ -71,8 +76,8 @@ def test_torchrun_check_compares_two_ranks_with_one_process(tmp_path, monkeypatc
     _tiny_checkpoint(tmp_path)
     scale = _module("scale")
     results = tmp_path / "scale.jsonl"
-    monkeypatch.setattr(scale, "RESULTS", results)
-    monkeypatch.setattr(sys, "argv", ["scale.py", "torchrun", str(tmp_path), "--memory", "1GiB"])
+    argv = ["scale.py", "torchrun", str(tmp_path), "--memory", "1GiB", "--results", str(results)]
+    monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as done:
         scale.main()
     row = json.loads(results.read_text())
@@ -87,8 +92,8 @@ def test_suite_row_holds_its_records_and_plan(tmp_path, monkeypatch):
     _tiny_checkpoint(tmp_path)
     scale = _module("scale")
     results = tmp_path / "scale.jsonl"
-    monkeypatch.setattr(scale, "RESULTS", results)
-    argv = ["scale.py", "suites", str(tmp_path), "--only", "heldout-l2", "--memory", "1GiB"]
+    argv = ["scale.py", "suites", str(tmp_path), "--only", "heldout-l2", "--memory", "1GiB",
+            "--results", str(results)]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     scale.main()
     row = json.loads(results.read_text())

@@ -322,7 +322,7 @@ def test_a_resumed_run_keeps_the_budget_it_started_with(nanogpt_run, tmp_path, m
         return real(self, v)
 
     def free(gib: float):  # what default_budget sees: ``gib`` usable
-        return lambda fraction=memory_plan.DEFAULT_FRACTION: int(fraction * gib * 2**30)
+        return lambda fraction=memory_plan.DEFAULT_FRACTION, **_: int(fraction * gib * 2**30)
 
     monkeypatch.setattr(ProgressOperator, "matvec", dies)
     monkeypatch.setattr(memory_plan, "default_budget", free(8.0))

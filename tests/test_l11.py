@@ -222,6 +222,21 @@ def test_strata_allocation_is_feasible(sizes, n):
 # ----------------------------------------------------------------------------- Cauchy sketch
 
 
+def test_cauchy_probes_are_torchs_stream_to_the_last_ulp():
+    """The package's sampler (serial uniform draw, parallel tangent) takes the same uniform
+    stream and formula as ``Tensor.cauchy_``: a resumed run and old records see the same probes
+    up to one ulp, and the generator ends in the same state."""
+    from smoothprobe.estimators.sampling import cauchy
+
+    a, b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    ours = cauchy(3, 100_000, generator=a)
+    theirs = torch.empty(3, 100_000, dtype=torch.float64).cauchy_(generator=b)
+    assert ours.dtype == torch.float64 and ours.shape == (3, 100_000)
+    assert torch.allclose(ours, theirs, rtol=4 * torch.finfo(torch.float64).eps, atol=0)
+    assert (ours == theirs).float().mean() > 0.99
+    assert torch.equal(a.get_state(), b.get_state())
+
+
 def test_cauchy_median_and_iqr_are_the_exact_order_statistics_of_the_probes():
     h = hessian_like(60, 9)
     for scale in ("median", "iqr"):

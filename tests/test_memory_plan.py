@@ -57,6 +57,22 @@ def test_parse_memory():
             parse_memory(bad)
 
 
+def test_on_a_gpu_the_default_budget_is_a_fraction_of_the_gpus_memory(monkeypatch):
+    """A run on CUDA holds its graphs, probes and basis on the device: the default budget and a
+    fractional --memory come from the GPU's free memory (plus what this process reserved
+    there), never from the host's."""
+    from smoothprobe import memory_plan
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (30 * GIB, 141 * GIB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 10 * GIB)
+    gpu = torch.device("cuda", 0)
+    assert memory_plan.default_budget(0.5, device=gpu) == 20 * GIB
+    assert memory_plan.default_budget(device=gpu) == int(0.7 * 40 * GIB)
+    assert parse_memory("0.25", device=gpu) == 10 * GIB
+    assert parse_memory("0.25") != 10 * GIB  # the host's, read with psutil
+    assert parse_memory("3GiB", device=gpu) == 3 * GIB
+
+
 def test_devices_are_checked():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")

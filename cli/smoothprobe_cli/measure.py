@@ -201,8 +201,8 @@ MEASURE_OPTIONS = [
         default=None,
         callback=_memory,
         help="Memory budget of the run, e.g. 16GiB, or a fraction of the memory available "
-        "now (default: 0.6). Sizes graphs, probe blocks and the Lanczos basis; the plan is "
-        "printed before any work.",
+        "now, on the GPU when computing there (default: 0.7). Sizes graphs, probe blocks "
+        "and the Lanczos basis; the plan is printed before any work.",
     ),
     click.option(
         "--retain-graphs",
@@ -224,6 +224,7 @@ def measure_options(fn):
 def make_settings(
     *,
     seed,
+    device=None,
     norm,
     tol,
     max_hvps,
@@ -249,7 +250,8 @@ def make_settings(
     polar="svd",
     preconditioner="none",
 ):
-    """Builds MeasureSettings from the options of ``measure_options``."""
+    """Builds MeasureSettings from the options of ``measure_options`` (a fractional
+    ``memory`` is of ``device``'s memory: a GPU's own, else the host's)."""
     from smoothprobe.measure import MeasureSettings
     from smoothprobe.memory_plan import parse_memory
 
@@ -273,7 +275,7 @@ def make_settings(
         seed=seed,
         chunk_size=chunk_size,
         retain_graphs={"auto": None, "yes": True, "no": False}[retain_graphs],
-        memory=None if memory is None else parse_memory(memory),
+        memory=None if memory is None else parse_memory(memory, device=device),
         spectral_scale=spectral_scale,
         spectral_matrices=tuple(spectral_matrices),
         spectral_hvps=spectral_hvps,
@@ -323,8 +325,8 @@ def measure(loaded, seed, fmt, out, append, quiet, **options):
 
     resume = phases_path(out) if out else None
     on_interrupt(lambda: interrupted_note(out, resume))
-    settings = make_settings(seed=seed, **options)
     _, is_main = join_distributed(loaded.problem.device)
+    settings = make_settings(seed=seed, device=loaded.problem.device, **options)
     check_against_model(
         loaded,
         basis=settings.basis,

@@ -100,9 +100,10 @@ def trajectory(
     from smoothprobe_cli.main import join_distributed, resolve_device_name
 
     on_interrupt(lambda: saved_so_far(out))
-    settings = make_settings(seed=seed, **options)
+    compute = resolve_device_name(device)
+    ctx, is_main = join_distributed(compute)
+    settings = make_settings(seed=seed, device=compute, **options)
     settings.validate()
-    ctx, is_main = join_distributed(resolve_device_name(device))
     if ctx is not None:  # other ranks resume from a private copy of rank 0's file; it writes
         out, quiet = _rank_output(out, quiet, is_main=is_main)
     header = apply_threads(threads)

@@ -135,8 +135,9 @@ def _run_probes(
     """
     k = bounds[-1][1]
     for a, b in [(first + a, first + b) for a, b in chunks(k - first, chunk_size)]:
-        probes = cauchy(b - a, operator.d, generator=generator)
-        probes = probes.to(dtype=operator.dtype, device=operator.device)  # float64 one freed
+        # cast where drawn (the host), then moved: a GPU gets half the bytes of float64
+        probes = cauchy(b - a, operator.d, generator=generator).to(operator.dtype)
+        probes = probes.to(operator.device)
         values = operator.matvec(probes)
         del probes
         for g, (start, stop) in enumerate(bounds):

@@ -117,9 +117,15 @@ def gaussian(
 
 
 def cauchy(*shape: int, generator: torch.Generator) -> torch.Tensor:
-    """Returns a float64 tensor of iid standard Cauchy entries on the generator's device."""
+    """Returns a float64 tensor of iid standard Cauchy entries on the generator's device.
+
+    tan(π(u − ½)) of the generator's uniform draws: the formula and stream of
+    ``Tensor.cauchy_``, whose values it equals to the last bit or one ulp, but only the draw is
+    serial and the tangent runs on every thread (3× faster on 2 cores: at 124M parameters it
+    was 3 s of CPU per probe, most of an ℓ∞ probe's time on a GPU).
+    """
     x = torch.empty(shape, dtype=torch.float64, device=generator.device)
-    return x.cauchy_(generator=generator)
+    return x.uniform_(generator=generator).sub_(0.5).mul_(math.pi).tan_()
 
 
 def unit_block(indices: torch.Tensor, operator) -> torch.Tensor:
