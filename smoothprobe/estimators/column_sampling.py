@@ -140,11 +140,19 @@ def sample_from(generator: torch.Generator, probabilities: torch.Tensor, n: int)
     return torch.searchsorted(cdf, u, right=True).clamp_(max=probabilities.numel() - 1)
 
 
+def _row_accumulator(operator, keep_rows: bool) -> torch.Tensor | None:
+    """The (d,) float64 sum Σ_j |H_{:,j}| of the evaluated columns, on the operator's device:
+    on a GPU each column is added where it was computed, never copied to the host."""
+    if not keep_rows:
+        return None
+    return torch.zeros(operator.d, dtype=torch.float64, device=operator.device)
+
+
 def all_columns(operator, *, chunk_size: int = 32, keep_rows: bool = False) -> ColumnSample:
     """Evaluates every column: the exact ‖H‖₁,₁ in d HVPs (O(chunk·d) memory)."""
     d = operator.d
     indices = torch.arange(d)
-    row_lower = torch.zeros(d, dtype=torch.float64) if keep_rows else None
+    row_lower = _row_accumulator(operator, keep_rows)
     norms = evaluate_columns(operator, indices, chunk_size=chunk_size, row_lower=row_lower)
     return ColumnSample(
         float(norms.sum()), 0.0, None, "all", indices, norms, row_lower, True, d, {}
@@ -177,7 +185,7 @@ def uniform_columns(
     if n >= d:
         return all_columns(operator, chunk_size=chunk_size, keep_rows=keep_rows)
     indices = distinct_uniform(generator, d, n)
-    row_lower = torch.zeros(d, dtype=torch.float64) if keep_rows else None
+    row_lower = _row_accumulator(operator, keep_rows)
     norms = evaluate_columns(operator, indices, chunk_size=chunk_size, row_lower=row_lower)
     total = d * float(norms.mean())
     stderr = d * float(norms.std()) * ((1 - n / d) / n) ** 0.5
@@ -267,7 +275,7 @@ def stratified_columns(
         for (a, _), size, m in zip(strata, sizes, alloc, strict=True)
     ]
     indices = torch.cat(picks)
-    row_lower = torch.zeros(d, dtype=torch.float64) if keep_rows else None
+    row_lower = _row_accumulator(operator, keep_rows)
     norms = evaluate_columns(operator, indices, chunk_size=chunk_size, row_lower=row_lower)
     total, var_terms, pos = 0.0, [], 0
     for size, m in zip(sizes, alloc, strict=True):
@@ -370,7 +378,7 @@ def importance_columns(
     draws = sample_from(generator, rest_p, m)
     unique, inverse = torch.unique(draws, return_inverse=True)
     indices = torch.cat([sure, unique])
-    row_lower = torch.zeros(d, dtype=torch.float64) if keep_rows else None
+    row_lower = _row_accumulator(operator, keep_rows)
     norms = evaluate_columns(
         operator, indices, chunk_size=chunk_size, row_lower=row_lower, checkpoint=checkpoint
     )
