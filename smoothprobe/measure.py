@@ -613,7 +613,8 @@ def run_measurement(
     records += [make_record(e, replace(context, basis="identity")) for e in precond]
     _log(
         f"done in {time.perf_counter() - t0:.1f} s, {base.cost.hvps} HVPs, "
-        f"{base.cost.gradients} gradients; {peak_memory(problem.device, budget)}",
+        f"{base.cost.gradients} gradients"
+        + "".join(f"; {peak}" for peak in [peak_memory(problem.device, budget)] if peak),
         enabled=progress,
     )
     return MeasureResult(records, estimates + [e for _, e in blockwise] + precond)

@@ -323,7 +323,7 @@ def default_budget(fraction: float = DEFAULT_FRACTION, *, device=None) -> int:
     already reserved there (every rank has a device of its own)."""
     import os
 
-    if device is not None and getattr(device, "type", str(device)) == "cuda":
+    if device is not None and str(device).startswith("cuda"):
         import torch
 
         free, _ = torch.cuda.mem_get_info(device)

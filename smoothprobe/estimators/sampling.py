@@ -121,8 +121,8 @@ def cauchy(*shape: int, generator: torch.Generator) -> torch.Tensor:
 
     tan(π(u − ½)) of the generator's uniform draws: the formula and stream of
     ``Tensor.cauchy_``, whose values it equals to the last bit or one ulp, but only the draw is
-    serial and the tangent runs on every thread (3× faster on 2 cores: at 124M parameters it
-    was 3 s of CPU per probe, most of an ℓ∞ probe's time on a GPU).
+    serial and the tangent runs on every thread (1.8× faster on 2 cores, more with more: at
+    124M parameters ``cauchy_`` took 3 s per probe, most of an ℓ∞ probe's time on a GPU).
     """
     x = torch.empty(shape, dtype=torch.float64, device=generator.device)
     return x.uniform_(generator=generator).sub_(0.5).mul_(math.pi).tan_()
