@@ -35,7 +35,7 @@ class FinishedPhases:
         self.identity = json.loads(json.dumps(identity))
         self.writer = writer
         self.phases: dict[str, list[dict[str, Any]]] = {}
-        self.budget: int | None = None  # bytes the run started with (``measure.run_budget``)
+        self.budget: int | None = None  # bytes the run started with (``run_memory.run_budget``)
 
     def load(self) -> FinishedPhases:
         """Reads the phases a run with the same identity saved (none when it differs)."""

@@ -24,6 +24,7 @@ from smoothprobe.finished_phases import FinishedPhases
 from smoothprobe.phase_state import lanczos_checkpoint, loop_checkpoint
 from smoothprobe.progress import ProgressOperator
 from smoothprobe.records import RunContext, make_record
+from smoothprobe.run_memory import peak_report, run_budget
 
 NORMS = ("l2", "linf", "both", "spectral", "all", "none")
 NORM_PARTS = {  # what each --norm measures (spectral needs L₂ for R·L₂ and ρ_op)
@@ -181,32 +182,6 @@ def runs_lanczos(settings: MeasureSettings) -> bool:
     return "l2" in parts or "spectral" in parts or settings.preconditioner != "none"
 
 
-def run_budget(
-    settings: MeasureSettings, finished: FinishedPhases, *, progress: bool, device=None
-) -> int:
-    """The run's byte budget: ``--memory`` when given; else the budget the run started with
-    (kept with its finished phases, so a resumed run makes the same plan and its saved Lanczos
-    basis fits again) while ``device`` (a GPU, or the host) still has that much; else the
-    default, kept."""
-    from smoothprobe.memory_plan import GIB, default_budget
-
-    if settings.memory:
-        return settings.memory
-    saved, usable = finished.budget, default_budget(1.0, device=device)
-    if saved is not None and saved <= usable:
-        _log(f"memory budget {saved / GIB:.2f} GiB, as when this run started", enabled=progress)
-        return saved
-    budget = default_budget(device=device)
-    if saved is not None:
-        _log(
-            f"this run started with a {saved / GIB:.2f} GiB budget but {usable / GIB:.2f} GiB "
-            "is free now: planning anew (a saved Lanczos state may then start over)",
-            enabled=progress,
-        )
-    finished.keep_budget(budget)
-    return budget
-
-
 def plan_run(problem, operator, settings: MeasureSettings, *, budget: int, largest_block: int = 0):
     """The memory plan of a run (``smoothprobe.memory_plan``) within ``budget`` bytes, from the
     measured graph size and the widest block of the blockwise partitions (0: none)."""
@@ -235,23 +210,6 @@ def plan_run(problem, operator, settings: MeasureSettings, *, budget: int, large
         hinf_hvps=settings.hinf_hvps if "linf" in NORM_PARTS[settings.norm] else 0,
         largest_block=largest_block,
     )
-
-
-def peak_memory(device: torch.device, budget: int) -> str:
-    """The run's peak memory against its budget: the GPU's peak allocation on CUDA, else the
-    process's peak RSS (Linux and macOS; empty where the OS does not tell)."""
-    from smoothprobe.memory_plan import GIB
-
-    if device.type == "cuda":
-        peak, what = torch.cuda.max_memory_allocated(device), "peak device memory"
-    else:
-        try:
-            import resource
-        except ImportError:  # Windows
-            return ""
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak, what = peak * (1 if sys.platform == "darwin" else 1024), "peak RSS"
-    return f"{what} {peak / GIB:.2f} GiB (budget {budget / GIB:.2f} GiB)"
 
 
 def _resumed(op: ProgressOperator, *, progress: bool):
@@ -349,7 +307,9 @@ def run_measurement(
             enabled=progress,
         )
     largest = max((int(p.sizes.max()) for p in partitions), default=0)
-    budget = run_budget(settings, finished, progress=progress, device=problem.device)
+    budget = run_budget(
+        settings.memory, finished, device=problem.device, log=lambda m: _log(m, enabled=progress)
+    )
     if problem.device.type == "cuda":  # the run's own peak, reported at the end
         torch.cuda.reset_peak_memory_stats(problem.device)
     plan = plan_run(problem, base, settings, budget=budget, largest_block=largest)
@@ -614,7 +574,7 @@ def run_measurement(
     _log(
         f"done in {time.perf_counter() - t0:.1f} s, {base.cost.hvps} HVPs, "
         f"{base.cost.gradients} gradients"
-        + "".join(f"; {peak}" for peak in [peak_memory(problem.device, budget)] if peak),
+        + "".join(f"; {peak}" for peak in [peak_report(problem.device, budget)] if peak),
         enabled=progress,
     )
     return MeasureResult(records, estimates + [e for _, e in blockwise] + precond)

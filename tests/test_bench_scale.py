@@ -101,3 +101,25 @@ def test_suite_row_holds_its_records_and_plan(tmp_path, monkeypatch):
     assert row["records"]["lambda_max/lower"] > 0
     assert any(line.startswith("[smoothprobe] memory plan: budget 1.00 GiB") for line in row["log"])
     assert row["argv"].endswith("--memory 1GiB")
+
+
+def test_suites_cut_to_this_cpu_unless_full_and_stop_when_told(tmp_path, monkeypatch):
+    """Without --full a suite runs on one batch at cut budgets; with it, at the default sample
+    and budgets (the GPU rows). --stop-after sends Ctrl-C: the row says rc 130 and when."""
+    _tiny_checkpoint(tmp_path)
+    scale = _module("scale")
+    results = tmp_path / "scale.jsonl"
+    common = ["--batch-size", "2", "--memory", "1GiB", "--results", str(results)]
+    for extra in ([], ["--full"]):
+        argv = ["scale.py", "suites", str(tmp_path), "--only", "l2", *common, *extra]
+        monkeypatch.setattr(sys, "argv", argv)
+        scale.main()
+    argv = ["scale.py", "suites", str(tmp_path), "--only", "blockwise-tensor", "--full",
+            "--stop-after", "2", *common]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    scale.main()
+    cut, full, stopped = [json.loads(line) for line in results.read_text().splitlines()]
+    assert (cut["rc"], full["rc"]) == (0, 0)
+    assert "--num-batches 1 --max-hvps 3" in cut["argv"] and "--max-hvps" not in full["argv"]
+    assert "--device cpu" in full["argv"] and full["reported_peak_rss_gib"] > 0
+    assert (stopped["rc"], stopped["stopped_after_s"]) == (130, 2.0)
