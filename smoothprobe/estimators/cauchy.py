@@ -135,7 +135,7 @@ def _run_probes(
     """
     k = bounds[-1][1]
     for a, b in [(first + a, first + b) for a, b in chunks(k - first, chunk_size)]:
-        # cast where drawn (the host), then moved: a GPU gets half the bytes of float64
+        # cast where drawn (the host, on every thread), then moved in the compute dtype
         probes = cauchy(b - a, operator.d, generator=generator).to(operator.dtype)
         probes = probes.to(operator.device)
         values = operator.matvec(probes)
