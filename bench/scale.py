@@ -54,10 +54,10 @@ def record(row: dict, results: Path) -> None:
     print(json.dumps(row), flush=True)
 
 
-def _drain(stream, chunks: list[bytes], echo: bool) -> None:
-    """Reads a child's stderr to the end, keeping it, and echoing it when ``echo``."""
+def _drain(stream, keep, echo: bool) -> None:
+    """Copies a child's stderr to the file ``keep`` as it comes, echoing it when ``echo``."""
     for chunk in iter(lambda: stream.read1(1 << 16), b""):
-        chunks.append(chunk)
+        keep.write(chunk)
         if echo:
             sys.stderr.buffer.write(chunk)
             sys.stderr.buffer.flush()
@@ -105,7 +105,7 @@ def run_child(
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as out:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         streams = {"stdout": out} if capture else {}
         proc = subprocess.Popen(
             argv,
@@ -114,8 +114,7 @@ def run_child(
             stderr=subprocess.PIPE,
             **streams,
         )
-        chunks: list[bytes] = []
-        reader = threading.Thread(target=_drain, args=(proc.stderr, chunks, not capture))
+        reader = threading.Thread(target=_drain, args=(proc.stderr, err, not capture))
         reader.start()
         timer = None
         if stop_after:
@@ -133,7 +132,8 @@ def run_child(
         reader.join()
         seconds = time.perf_counter() - t0
         out.seek(0)
-        text = b"".join(chunks).decode(errors="replace")
+        err.seek(0)
+        text = err.read().decode(errors="replace")
         logs = [ln for ln in text.replace("\r", "\n").splitlines() if ln.startswith(LOG)]
         tail = "\n".join([out.read().decode()[-3000:], *logs[-20:], text[-1500:]])
     rc = os.waitstatus_to_exitcode(status)
