@@ -229,6 +229,7 @@ def run_measurement(
     progress: bool = True,
     check_determinism: bool = True,
     resume: str | os.PathLike | None = None,
+    save_every: float = 600.0,
 ) -> MeasureResult:
     """Measures one checkpoint.
 
@@ -240,6 +241,8 @@ def run_measurement(
             path against single-probe products (``HessianOperator.check_batched``).
         resume: file that keeps every finished phase (``finished_phases``): a rerun with the
             same settings, checkpoint and sample skips them. The caller deletes it at the end.
+        save_every: with ``resume``, seconds between two saves of a long phase's progress
+            (Lanczos, the ℓ∞ and blockwise loops); an interrupted rerun goes on from the last.
 
     Returns:
         The records (loss first, then each geometry's estimates).
@@ -382,7 +385,11 @@ def run_measurement(
         )
         op = tracked("lanczos", settings.max_hvps)
         lanczos_state = lanczos_checkpoint(
-            resume, run_identity, dist, on_resume=_resumed(op, progress=progress)
+            resume,
+            run_identity,
+            dist,
+            on_resume=_resumed(op, progress=progress),
+            every_seconds=save_every,
         )
         found = measure_l2(
             op,
@@ -422,6 +429,7 @@ def run_measurement(
             dist,
             label="ℓ∞",
             on_resume=_resumed(op, progress=progress),
+            every_seconds=save_every,
         )
         linf = measure_linf(
             op,
@@ -514,6 +522,7 @@ def run_measurement(
                 dist,
                 label=name,
                 on_resume=_resumed(op, progress=progress),
+                every_seconds=save_every,
             )
             found = measure_blockwise(
                 op,

@@ -23,8 +23,14 @@ def _agree(dist):
     return agree
 
 
-def lanczos_checkpoint(resume, identity: dict, dist, *, on_resume: OnResume):
-    """The ℓ2 phase's Lanczos state file next to the finished phases (None without them)."""
+SAVE_EVERY = 600.0  # seconds between two saves of a phase's state (``measure --save-every``)
+
+
+def lanczos_checkpoint(
+    resume, identity: dict, dist, *, on_resume: OnResume, every_seconds: float = SAVE_EVERY
+):
+    """The ℓ2 phase's Lanczos state file next to the finished phases (None without them),
+    saved at most every ``every_seconds``."""
     if resume is None:
         return None
     from smoothprobe.estimators.lanczos_checkpoint import LanczosCheckpoint
@@ -35,11 +41,22 @@ def lanczos_checkpoint(resume, identity: dict, dist, *, on_resume: OnResume):
         writer=dist is None or dist.is_main,
         agree=_agree(dist),
         on_resume=on_resume,
+        every_seconds=every_seconds,
     )
 
 
-def loop_checkpoint(resume, phase: str, identity: dict, dist, *, label: str, on_resume: OnResume):
-    """The loop state files of ``phase`` next to the finished phases (None without them)."""
+def loop_checkpoint(
+    resume,
+    phase: str,
+    identity: dict,
+    dist,
+    *,
+    label: str,
+    on_resume: OnResume,
+    every_seconds: float = SAVE_EVERY,
+):
+    """The loop state files of ``phase`` next to the finished phases (None without them),
+    saved at most every ``every_seconds``."""
     if resume is None:
         return None
     from smoothprobe.estimators.loop_checkpoint import LoopCheckpoint
@@ -51,4 +68,5 @@ def loop_checkpoint(resume, phase: str, identity: dict, dist, *, label: str, on_
         agree=_agree(dist),
         on_resume=on_resume,
         phase=label,
+        every_seconds=every_seconds,
     )

@@ -392,6 +392,37 @@ def test_measure_interrupted_inside_the_linf_phase_resumes_it(nanogpt_run, tmp_p
     ]
 
 
+def test_save_every_sets_how_much_an_interruption_can_lose(nanogpt_run, tmp_path, monkeypatch):
+    """--save-every 0 saves the ℓ∞ loops at every chunk (no patched clock): Ctrl-C among the
+    sampled columns loses nothing, the note says how often progress was saved, and the rerun
+    resumes the columns where they stopped. A negative value is a usage error."""
+    from smoothprobe.progress import ProgressOperator
+
+    ckpt, data = nanogpt_run
+    args = ["measure", ckpt, "--data", data, "--num-batches", 1, "--norm", "linf", "--hvps", 64,
+            "--chunk-size", 8, "--save-every", 0]  # fmt: skip
+    real, probes = ProgressOperator.matvec, []
+
+    def dies(self, v):
+        if self.desc != "determinism check":
+            probes.append(1 if v.ndim == 1 else v.shape[0])
+            if sum(probes) > 40:  # 24 Cauchy probes, 16 sampled columns, then Ctrl-C
+                raise KeyboardInterrupt
+        return real(self, v)
+
+    monkeypatch.setattr(ProgressOperator, "matvec", dies)
+    out = tmp_path / "m.jsonl"
+    result = invoke(*args, "--quiet", "--out", out)
+    assert result.exit_code == 130, result.output
+    assert "the ℓ∞ phase's progress (saved at every step) is kept in" in result.stderr
+    monkeypatch.setattr(ProgressOperator, "matvec", real)
+    result = invoke(*args, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "[smoothprobe] ℓ∞ columns: resumed (at 16 HVPs)" in result.stderr.replace("\r", "\n")
+    bad = invoke("measure", ckpt, "--data", data, "--save-every", -1)
+    assert bad.exit_code == 2 and "--save-every" in bad.output
+
+
 def test_sigterm_is_handled_like_ctrl_c(nanogpt_run, tmp_path):
     """``kill`` or a batch scheduler's stop (SIGTERM) inside Lanczos: one line says what was
     kept, exit code 143, and the rerun resumes (shown for Ctrl-C above)."""
