@@ -36,7 +36,13 @@ class Dies:
         return self.inner.matvec(vectors)
 
 
-def _run(prefix, at: int | None = None, identity: dict | None = None, said: list | None = None):
+def _run(
+    prefix,
+    at: int | None = None,
+    identity: dict | None = None,
+    said: list | None = None,
+    chunk_size: int = OPTIONS["chunk_size"],
+):
     checkpoint = LoopCheckpoint(
         prefix,
         identity or {"run": 1},
@@ -44,7 +50,8 @@ def _run(prefix, at: int | None = None, identity: dict | None = None, said: list
         on_resume=None if said is None else lambda line, hvps: said.append((line, hvps)),
     )
     op = Dies(as_operator(_matrix()), at)
-    found = measure_linf(op, generator=7, checkpoint=checkpoint, **OPTIONS).estimates()
+    options = {**OPTIONS, "chunk_size": chunk_size}
+    found = measure_linf(op, generator=7, checkpoint=checkpoint, **options).estimates()
     return [(e.quantity, e.value, e.ci_low, e.ci_high, e.hvps) for e in found], op.calls
 
 
@@ -71,6 +78,22 @@ def test_an_interrupted_run_resumes_to_the_same_numbers(tmp_path, stage):
         assert rest == calls - 18
     else:  # the products done before are not taken again
         assert rest <= calls - at + 1
+
+
+@pytest.mark.parametrize("stage", ["cauchy", "columns", "sign ascent"])
+def test_a_rerun_with_twice_the_block_resumes_to_the_same_numbers(tmp_path, stage):
+    """Interrupted among the sketched columns (Cauchy probes), the exact columns or in the
+    ascent with blocks of 4, then rerun with blocks of 8 (a larger memory budget, say): the
+    probes are the same stream whatever the block, so the numbers are those of a run never
+    interrupted."""
+    whole, calls = _run(tmp_path / "whole")
+    at = {"cauchy": 4, "columns": 11, "sign ascent": calls - 2}[stage]
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "m", at=at)
+    said: list = []
+    resumed, _ = _run(tmp_path / "m", said=said, chunk_size=2 * OPTIONS["chunk_size"])
+    assert resumed == whole
+    assert said and all("resumed" in line for line, _ in said), said  # not started over
 
 
 def test_a_foreign_or_broken_state_starts_over(tmp_path):
