@@ -223,10 +223,11 @@ def test_strata_allocation_is_feasible(sizes, n):
 
 
 def test_cauchy_probes_are_torchs_stream_to_the_last_ulp():
-    """The package's sampler (serial uniform draw, parallel tangent) takes the same uniform
-    stream and formula as ``Tensor.cauchy_``: a resumed run and old records see the same probes
-    up to one ulp, and the generator ends in the same state."""
-    from smoothprobe.estimators.sampling import cauchy
+    """The package's sampler (serial uniform draw, parallel tangent, row by row into a block of
+    any dtype) takes the same uniform stream and formula as ``Tensor.cauchy_``: a resumed run
+    and old records see the same probes up to one ulp, a block drawn in two parts equals one
+    drawn whole, and the generator ends in the same state."""
+    from smoothprobe.estimators.sampling import cauchy, cauchy_into
 
     a, b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     ours = cauchy(3, 100_000, generator=a)
@@ -235,6 +236,12 @@ def test_cauchy_probes_are_torchs_stream_to_the_last_ulp():
     assert torch.allclose(ours, theirs, rtol=4 * torch.finfo(torch.float64).eps, atol=0)
     assert (ours == theirs).float().mean() > 0.99
     assert torch.equal(a.get_state(), b.get_state())
+    c = torch.Generator().manual_seed(7)
+    block = torch.full((3, 100_000), float("nan"), dtype=torch.float32)
+    cauchy_into(block[:2], generator=c)
+    cauchy_into(block[2:], generator=c)
+    assert torch.equal(block, ours.to(torch.float32))
+    assert torch.equal(c.get_state(), a.get_state())
 
 
 def test_cauchy_median_and_iqr_are_the_exact_order_statistics_of_the_probes():

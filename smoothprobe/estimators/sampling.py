@@ -117,15 +117,27 @@ def gaussian(
 
 
 def cauchy(*shape: int, generator: torch.Generator) -> torch.Tensor:
-    """Returns a float64 tensor of iid standard Cauchy entries on the generator's device.
+    """Returns a float64 tensor of iid standard Cauchy entries on the generator's device
+    (``cauchy_into`` a new tensor)."""
+    out = torch.empty(shape, dtype=torch.float64, device=generator.device)
+    return cauchy_into(out, generator=generator)
 
-    tan(π(u − ½)) of the generator's uniform draws: the formula and stream of
-    ``Tensor.cauchy_``, whose values it equals to the last bit or one ulp, but only the draw is
-    serial and the tangent runs on every thread (1.8× faster on 2 cores, more with more: at
-    124M parameters ``cauchy_`` took 3 s per probe, most of an ℓ∞ probe's time on a GPU).
+
+def cauchy_into(out: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    """Fills ``out`` (any float dtype and device) with iid standard Cauchy entries, row by row
+    through one float64 row, and returns it.
+
+    Each row is tan(π(u − ½)) of the generator's uniform draws: the formula and stream of
+    ``Tensor.cauchy_`` (equal to it up to one ulp), but only the draw is serial and the tangent
+    runs on every thread (1.8× faster on 2 cores, more with more: at 124M parameters
+    ``cauchy_`` took 3 s per probe, most of an ℓ∞ probe's time on a GPU), and no float64 copy
+    of the whole block is made.
     """
-    x = torch.empty(shape, dtype=torch.float64, device=generator.device)
-    return x.uniform_(generator=generator).sub_(0.5).mul_(math.pi).tan_()
+    rows = out.reshape(-1, out.shape[-1]) if out.ndim > 1 else out.reshape(1, -1)
+    row = torch.empty(rows.shape[1], dtype=torch.float64, device=generator.device)
+    for target in rows:
+        target.copy_(row.uniform_(generator=generator).sub_(0.5).mul_(math.pi).tan_())
+    return out
 
 
 def unit_block(indices: torch.Tensor, operator) -> torch.Tensor:
