@@ -151,9 +151,9 @@ def _run_probes(
 
 def _host_block(operator, rows: int) -> torch.Tensor:
     """The (rows, d) host block, in the compute dtype, that every chunk of Cauchy probes is
-    drawn into: allocated once, so no chunk pays for fresh pages (at d = 124M, blocks of 4, a
-    fresh float64 block and its cast cost 6.4 s per probe, drawing into kept memory 2.0 s, on 2
-    cores: bench/linf_overhead.py).
+    drawn into: allocated once, so no chunk pays for fresh pages (at d = 124M, blocks of 4, on
+    2 cores: 2.0 s per probe, against 6.4 s for ``cauchy_`` into a fresh float64 block and its
+    cast: bench/linf_overhead.py).
     For an operator on a GPU it is pinned memory, copied over for each product; on the host it
     is the probes themselves, which the memory plan counts."""
     pin = operator.device.type == "cuda"
