@@ -346,6 +346,21 @@ def test_a_resumed_run_keeps_the_budget_it_started_with(nanogpt_run, tmp_path, m
     assert "plan (basis rows): the ℓ2 phase starts over" in result.stderr
 
 
+def _ctrl_c_after(real, *, probes: int):
+    """A ``ProgressOperator.matvec`` that raises KeyboardInterrupt once an estimator has taken
+    more than ``probes`` probes (the determinism check's products are not an estimator's)."""
+    taken = []
+
+    def dies(self, v):
+        if self.desc != "determinism check":
+            taken.append(1 if v.ndim == 1 else v.shape[0])
+            if sum(taken) > probes:
+                raise KeyboardInterrupt
+        return real(self, v)
+
+    return dies
+
+
 def test_measure_interrupted_inside_the_linf_phase_resumes_it(nanogpt_run, tmp_path, monkeypatch):
     """Ctrl-C among the sampled columns with progress saved every chunk: the rerun restores the
     Cauchy sketch and the columns done, and writes the records of a run never interrupted."""
@@ -358,17 +373,9 @@ def test_measure_interrupted_inside_the_linf_phase_resumes_it(nanogpt_run, tmp_p
     whole = tmp_path / "whole.jsonl"
     assert invoke(*args, "--quiet", "--out", whole).exit_code == 0
     monkeypatch.setattr(LoopCheckpoint, "due", lambda self: True)
-    real, probes = ProgressOperator.matvec, []
-
-    def dies(self, v):
-        if self.desc == "determinism check":  # not an estimator's product
-            return real(self, v)
-        probes.append(1 if v.ndim == 1 else v.shape[0])
-        if sum(probes) > 40:  # 24 Cauchy probes, 16 sampled columns, then Ctrl-C
-            raise KeyboardInterrupt
-        return real(self, v)
-
-    monkeypatch.setattr(ProgressOperator, "matvec", dies)
+    real = ProgressOperator.matvec
+    # 24 Cauchy probes, 16 sampled columns, then Ctrl-C
+    monkeypatch.setattr(ProgressOperator, "matvec", _ctrl_c_after(real, probes=40))
     out = tmp_path / "m.jsonl"
     result = invoke(*args, "--quiet", "--out", out)
     prefix = tmp_path / ".m.jsonl.phases.linf"
@@ -401,16 +408,9 @@ def test_save_every_sets_how_much_an_interruption_can_lose(nanogpt_run, tmp_path
     ckpt, data = nanogpt_run
     args = ["measure", ckpt, "--data", data, "--num-batches", 1, "--norm", "linf", "--hvps", 64,
             "--chunk-size", 8, "--save-every", 0]  # fmt: skip
-    real, probes = ProgressOperator.matvec, []
-
-    def dies(self, v):
-        if self.desc != "determinism check":
-            probes.append(1 if v.ndim == 1 else v.shape[0])
-            if sum(probes) > 40:  # 24 Cauchy probes, 16 sampled columns, then Ctrl-C
-                raise KeyboardInterrupt
-        return real(self, v)
-
-    monkeypatch.setattr(ProgressOperator, "matvec", dies)
+    real = ProgressOperator.matvec
+    # 24 Cauchy probes, 16 sampled columns, then Ctrl-C
+    monkeypatch.setattr(ProgressOperator, "matvec", _ctrl_c_after(real, probes=40))
     out = tmp_path / "m.jsonl"
     result = invoke(*args, "--quiet", "--out", out)
     assert result.exit_code == 130, result.output
