@@ -99,6 +99,9 @@ def run_child(
     """
 
     def cap() -> None:
+        # Ctrl-C must reach the child even when this process was started with SIGINT ignored
+        # (a pytest-xdist worker, nohup): an ignored SIGINT would be inherited across exec
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.nice(5)
         if limit_gib is not None:
             limit = int(limit_gib * GIB)
