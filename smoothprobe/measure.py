@@ -21,7 +21,7 @@ from smoothprobe.errors import SmoothprobeError
 from smoothprobe.estimate import Bound, Estimate
 from smoothprobe.estimators.sampling import derived_seed
 from smoothprobe.finished_phases import FinishedPhases
-from smoothprobe.phase_state import lanczos_checkpoint, loop_checkpoint
+from smoothprobe.phase_state import SAVE_EVERY, lanczos_checkpoint, loop_checkpoint
 from smoothprobe.progress import ProgressOperator
 from smoothprobe.records import RunContext, make_record
 from smoothprobe.run_memory import peak_report, run_budget
@@ -229,7 +229,7 @@ def run_measurement(
     progress: bool = True,
     check_determinism: bool = True,
     resume: str | os.PathLike | None = None,
-    save_every: float = 600.0,
+    save_every: float = SAVE_EVERY,
 ) -> MeasureResult:
     """Measures one checkpoint.
 

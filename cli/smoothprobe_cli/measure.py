@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from smoothprobe.phase_state import SAVE_EVERY
 from smoothprobe_cli.main import cli, data_options, on_interrupt, pass_loaded
 from smoothprobe_cli.output import FORMATS, render
 from smoothprobe_cli.validate import (
@@ -308,7 +309,7 @@ def make_settings(
 @click.option(
     "--save-every",
     type=click.FloatRange(min=0),
-    default=600.0,
+    default=SAVE_EVERY,
     show_default=True,
     help="Seconds between two saves of a long phase's progress beside --out (the Lanczos "
     "basis, the ℓ∞ and blockwise loops; gigabytes at 124M parameters). An interrupted run "
@@ -354,7 +355,7 @@ def measure(loaded, seed, fmt, out, append, save_every, quiet, **options):
         resume.unlink(missing_ok=True)
 
 
-def interrupted_note(out: str | None, resume, *, save_every: float = 600.0) -> str:
+def interrupted_note(out: str | None, resume, *, save_every: float = SAVE_EVERY) -> str:
     """What an interrupted ``measure`` kept (its phases' progress saved every ``save_every``
     seconds), and how to go on."""
     if not out:

@@ -129,9 +129,9 @@ def cauchy_into(out: torch.Tensor, *, generator: torch.Generator) -> torch.Tenso
 
     Each row is tan(π(u − ½)) of the generator's uniform draws: the formula and stream of
     ``Tensor.cauchy_`` (equal to it up to one ulp), but only the draw is serial and the tangent
-    runs on every thread (1.8× faster on 2 cores, more with more: at 124M parameters
-    ``cauchy_`` took 3 s per probe, most of an ℓ∞ probe's time on a GPU), and no float64 copy
-    of the whole block is made.
+    runs on every thread, and no float64 copy of the whole block is made: at 124M parameters,
+    into a kept block of 4, 2.0 s per probe on 2 cores against 6.4 s for ``cauchy_`` into a
+    fresh block (bench/linf_overhead.py; on a GPU that draw was most of an ℓ∞ probe's time).
     """
     rows = out.reshape(-1, out.shape[-1]) if out.ndim > 1 else out.reshape(1, -1)
     row = torch.empty(rows.shape[1], dtype=torch.float64, device=generator.device)
